@@ -1,0 +1,62 @@
+"""Shared fixtures: where the real data lives, and small real samples of it.
+
+Tests read the real PhysioNet files from ``../shared/data`` (or ``$ECG_RAY_DATA``);
+nothing is copied into the project.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecg_ray import CLASS_TO_INDEX
+from ecg_ray.data import physionet2017
+from ecg_ray.data.preprocess import PreprocessConfig, preprocess_record
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("ECG_RAY_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+CINC_DIR = DATA_ROOT / "cinc2017" / "training2017"
+MITDB_DIR = DATA_ROOT / "mitdb"
+
+
+@pytest.fixture(scope="session")
+def cinc_dir() -> Path:
+    if not (CINC_DIR / "REFERENCE.csv").is_file():
+        pytest.fail(f"real data not found at {CINC_DIR}: set ECG_RAY_DATA to the shared data folder")
+    return CINC_DIR
+
+
+@pytest.fixture(scope="session")
+def mitdb_dir() -> Path:
+    if not (MITDB_DIR / "100.hea").is_file():
+        pytest.fail(f"MIT-BIH data not found at {MITDB_DIR}")
+    return MITDB_DIR
+
+
+@pytest.fixture(scope="session")
+def cinc_labels(cinc_dir) -> dict[str, str]:
+    return physionet2017.read_labels(cinc_dir / "REFERENCE.csv")
+
+
+def load_real_segments(cinc_dir: Path, labels: dict[str, str], per_class: int,
+                       cfg: PreprocessConfig = PreprocessConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """The first segment of the first ``per_class`` records of each class:
+    ``(x float32 (n, segment_length), y int64 (n,))`` in class order."""
+    xs, ys = [], []
+    for label, index in CLASS_TO_INDEX.items():
+        names = [r for r, l in labels.items() if l == label][:per_class]
+        for name in names:
+            signal, fs = physionet2017.read_record(cinc_dir, name)
+            segments, _ = preprocess_record(signal, fs, cfg, name)
+            xs.append(segments[0])
+            ys.append(index)
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+@pytest.fixture(scope="session")
+def real_segments(cinc_dir, cinc_labels) -> tuple[np.ndarray, np.ndarray]:
+    """16 real preprocessed 5-s segments, 4 per class N, A, O, ~."""
+    return load_real_segments(cinc_dir, cinc_labels, per_class=4)
