@@ -1,0 +1,211 @@
+"""``ecg-ray prepare``: a records folder → parquet segments + manifest.
+
+Records are fanned out in chunks over a process pool (the per-record functions
+stay plain numpy/scipy); each chunk writes its own parquet shard, so no signal
+travels back to the parent. Bad records are skipped and counted with their
+reason. Splits are made over the records that survived, and the manifest is
+written last. Re-running with the same input, config and split settings is a
+no-op unless ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import CLASSES
+from . import mitbih, physionet2017, store
+from .errors import DataError, RecordError
+from .preprocess import PreprocessConfig, preprocess_record
+from .splits import make_splits
+
+SOURCES = ("cinc2017", "mitbih")
+CHUNK = 200  # records per shard / per task
+
+
+@dataclass
+class SplitConfig:
+    seed: int = 42
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    folds: int = 5
+
+
+def _cinc_chunk(data_dir, names, labels, cfg, shard):
+    kept, skipped, rows = [], [], []
+    for name in names:
+        try:
+            signal, fs = physionet2017.read_record(data_dir, name)
+            segments, padded = preprocess_record(signal, fs, cfg, name)
+        except RecordError as e:
+            skipped.append((e.record, e.reason, e.detail))
+            continue
+        rows.append((name, labels[name], segments, padded))
+        kept.append((name, labels[name], len(segments), padded, name))
+    if rows:
+        store.write_segments(shard, store.segments_table(rows, cfg.segment_length))
+    return kept, skipped, len(names)
+
+
+def _mitbih_chunk(data_dir, names, window_s, cfg, shard):
+    kept, skipped, rows = [], [], []
+    for name in names:
+        try:
+            windows, skipped_windows = mitbih.read_windows(data_dir, name, window_s)
+        except RecordError as e:
+            skipped.append((e.record, e.reason, e.detail))
+            continue
+        for reason, count in skipped_windows.items():
+            skipped += [(name, reason, "")] * count
+        for w in windows:
+            try:
+                segments, padded = preprocess_record(w.signal, w.fs, cfg, w.record_id)
+            except RecordError as e:
+                skipped.append((e.record, e.reason, e.detail))
+                continue
+            rows.append((w.record_id, w.label, segments, padded))
+            kept.append((w.record_id, w.label, len(segments), padded, name))
+    if rows:
+        store.write_segments(shard, store.segments_table(rows, cfg.segment_length))
+    return kept, skipped, len(names)
+
+
+def _input_signature(data_dir: Path, label_file: Path | None) -> str:
+    h = hashlib.sha256()
+    for entry in sorted(os.scandir(data_dir), key=lambda e: e.name):
+        if entry.is_file():
+            h.update(f"{entry.name}:{entry.stat().st_size}\n".encode())
+    if label_file is not None:
+        h.update(Path(label_file).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise DataError(f"output folder is not writable: {out} ({e.strerror or e})") from None
+
+
+def _label_problems(names: list[str], labels: dict[str, str]) -> tuple[list[str], list[tuple], list[str]]:
+    """Records to process, records skipped for their label, labels without records."""
+    present = set(names)
+    todo, skipped = [], []
+    for name in names:
+        if name not in labels:
+            skipped.append((name, "no label", "record missing from the label file"))
+        elif labels[name] not in CLASSES:
+            skipped.append((name, "unknown label", f"{labels[name]!r} is not one of {', '.join(CLASSES)}"))
+        else:
+            todo.append(name)
+    orphans = sorted(r for r in labels if r not in present)
+    return todo, skipped, orphans
+
+
+def prepare(
+    source: str, data_dir: Path, out: Path, cfg: PreprocessConfig = PreprocessConfig(),
+    split: SplitConfig = SplitConfig(), labels_path: Path | None = None, workers: int | None = None,
+    force: bool = False, window_s: float = 30.0, log=print,
+) -> dict:
+    """Prepare ``data_dir`` into ``out``; returns the manifest."""
+    if source not in SOURCES:
+        raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    data_dir, out = Path(data_dir), Path(out)
+    if source == "cinc2017":
+        names = physionet2017.list_records(data_dir)
+        label_file = physionet2017.find_label_file(data_dir, labels_path)
+        labels = physionet2017.read_labels(label_file)
+    else:
+        names, label_file, labels = mitbih.list_records(data_dir), None, {}
+
+    settings = {"source": source, "preprocess": cfg.to_dict(), "split": vars(split),
+                "window_s": window_s if source == "mitbih" else None,
+                "input": _input_signature(data_dir, label_file)}
+    key = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:16]
+    _check_writable(out)
+    if not force and (out / store.MANIFEST).is_file():
+        old = store.read_manifest(out)
+        if old.get("prepare_hash") == key:
+            log(f"prepare: {out} is up to date (hash {key}); nothing to do (use --force to redo)")
+            return old
+
+    seg_dir = out / store.SEGMENTS
+    (out / store.MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(seg_dir, ignore_errors=True)
+    seg_dir.mkdir(parents=True)
+
+    skipped, orphans = [], []
+    if source == "cinc2017":
+        names, skipped, orphans = _label_problems(names, labels)
+        chunks = [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
+        tasks = [(_cinc_chunk, (data_dir, c, {n: labels[n] for n in c}, cfg)) for c in chunks]
+    else:
+        tasks = [(_mitbih_chunk, (data_dir, [n], window_s, cfg)) for n in names]
+
+    workers = workers or min(len(tasks), os.cpu_count() or 1) or 1
+    total = sum(len(t[1][1]) for t in tasks)
+    kept, done, start = [], 0, time.perf_counter()
+    log(f"prepare: {total} {source} records from {data_dir} with {workers} process(es)")
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(fn, *args, seg_dir / f"part-{i:05d}.parquet") for i, (fn, args) in enumerate(tasks)]
+        for future in as_completed(futures):
+            k, s, n = future.result()
+            kept += k
+            skipped += s
+            done += n
+            rate = done / (time.perf_counter() - start)
+            print(f"\r  records {done}/{total}  {rate:,.0f} records/s", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    seconds = time.perf_counter() - start
+    if not kept:
+        raise DataError(f"no usable records in {data_dir} ({len(skipped)} skipped)")
+
+    kept.sort()
+    ids, kept_labels = [k[0] for k in kept], [k[1] for k in kept]
+    groups = [k[4] for k in kept] if source == "mitbih" else None
+    splits = make_splits(ids, kept_labels, seed=split.seed, val_frac=split.val_frac,
+                         test_frac=split.test_frac, k=split.folds, groups=groups)
+    label_of = dict(zip(ids, kept_labels))
+    segs_of = {k[0]: k[2] for k in kept}
+    train_counts = Counter(label_of[r] for r in splits["split"]["train"])
+    skip_counts = Counter(reason for _, reason, _ in skipped)
+    manifest = {
+        "source": source,
+        "data_dir": str(data_dir.resolve()),
+        "label_file": str(label_file.resolve()) if label_file else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "prepare_hash": key,
+        "config_hash": cfg.hash,
+        "preprocess": cfg.to_dict(),
+        "classes": list(CLASSES),
+        "window_s": settings["window_s"],
+        "seconds": round(seconds, 2),
+        "records": {c: sum(1 for l in kept_labels if l == c) for c in CLASSES},
+        "segments": {c: sum(segs_of[r] for r in ids if label_of[r] == c) for c in CLASSES},
+        "n_records": len(ids),
+        "n_segments": sum(segs_of.values()),
+        "padded_records": sorted(k[0] for k in kept if k[3]),
+        "skipped_counts": dict(skip_counts),
+        "skipped": [{"record": r, "reason": reason, "detail": d} for r, reason, d in sorted(skipped)],
+        "labels_without_record": orphans,
+        "train_class_counts": {c: train_counts.get(c, 0) for c in CLASSES},
+        "splits": splits,
+    }
+    store.write_manifest(out, manifest)
+    summary = ", ".join(f"{c} {manifest['records'][c]}" for c in CLASSES)
+    skip_text = ", ".join(f"{n} {r}" for r, n in skip_counts.most_common()) or "none"
+    log(f"prepare: {len(ids)} records ({summary}), {manifest['n_segments']} segments in {seconds:.1f} s "
+        f"({total / seconds:,.0f} records/s); skipped: {skip_text}"
+        + (f"; {len(orphans)} labels without a record" if orphans else "") + f" → {out}")
+    return manifest

@@ -1,0 +1,86 @@
+"""Recording-level, label-stratified, seeded splits (scikit-learn).
+
+Two schemes are made at once and saved in the manifest so every trial of a
+sweep sees the same records: a train/val/test split (default 70/15/15) and k
+folds (default 5) over all records for cross-validation. With ``groups`` (e.g.
+the MIT-BIH patient a window came from), whole groups stay on one side.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from sklearn.model_selection import (
+    GroupShuffleSplit, KFold, StratifiedGroupKFold, StratifiedKFold, train_test_split,
+)
+
+
+def _can_stratify(labels: list[str], n_parts: int) -> bool:
+    return min(Counter(labels).values()) >= n_parts
+
+
+def _train_val_test(ids, labels, groups, val_frac, test_frac, seed):
+    ids, labels = np.asarray(ids), np.asarray(labels)
+    if groups is not None:
+        groups = np.asarray(groups)
+        outer = GroupShuffleSplit(n_splits=1, test_size=test_frac, random_state=seed)
+        rest, test = next(outer.split(ids, labels, groups))
+        inner = GroupShuffleSplit(n_splits=1, test_size=val_frac / (1 - test_frac), random_state=seed)
+        train, val = next(inner.split(ids[rest], labels[rest], groups[rest]))
+        return ids[rest][train], ids[rest][val], ids[test]
+    strat = labels if _can_stratify(list(labels), 3) else None
+    rest, test = train_test_split(ids, test_size=test_frac, stratify=strat, random_state=seed)
+    rest_labels = labels[np.isin(ids, rest)]
+    rest = ids[np.isin(ids, rest)]  # keep input order for determinism
+    strat = rest_labels if strat is not None else None
+    train, val = train_test_split(rest, test_size=val_frac / (1 - test_frac), stratify=strat, random_state=seed)
+    return train, val, test
+
+
+def make_splits(
+    record_ids: list[str], labels: list[str], *, seed: int = 42, val_frac: float = 0.15,
+    test_frac: float = 0.15, k: int = 5, groups: list[str] | None = None,
+) -> dict:
+    """``{"seed", "stratified", "split": {"train"|"val"|"test": [ids]}, "folds": [[ids], ...]}``.
+
+    Every record lands in exactly one of train/val/test and in exactly one fold.
+    """
+    if len(record_ids) != len(labels) or len(set(record_ids)) != len(record_ids):
+        raise ValueError("record_ids must be unique and match labels one to one")
+    if not 0 < val_frac < 1 or not 0 < test_frac < 1 or val_frac + test_frac >= 1:
+        raise ValueError(f"bad split fractions val={val_frac}, test={test_frac}")
+    n_groups = len(set(groups)) if groups is not None else len(record_ids)
+    if n_groups < max(k, 3):
+        raise ValueError(f"need at least {max(k, 3)} records/groups to split, got {n_groups}")
+    train, val, test = _train_val_test(record_ids, labels, groups, val_frac, test_frac, seed)
+
+    stratified = _can_stratify(labels, k)
+    x = np.zeros(len(record_ids))
+    if groups is not None:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        parts = splitter.split(x, labels, groups)
+    elif stratified:
+        parts = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels)
+    else:
+        parts = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)
+    ids = np.asarray(record_ids)
+    folds = [sorted(ids[held].tolist()) for _, held in parts]
+    return {
+        "seed": seed,
+        "stratified": stratified,
+        "split": {"train": sorted(train.tolist()), "val": sorted(val.tolist()), "test": sorted(test.tolist())},
+        "folds": folds,
+    }
+
+
+def fold_records(splits: dict, val_fold: int | None = None) -> tuple[list[str], list[str]]:
+    """``(train ids, val ids)``: the saved train/val split when ``val_fold`` is
+    None, else fold ``val_fold`` held out and all other folds for training."""
+    if val_fold is None:
+        return splits["split"]["train"], splits["split"]["val"]
+    folds = splits["folds"]
+    if not 0 <= val_fold < len(folds):
+        raise ValueError(f"val_fold must be in 0..{len(folds) - 1}, got {val_fold}")
+    train = [r for i, fold in enumerate(folds) if i != val_fold for r in fold]
+    return sorted(train), folds[val_fold]

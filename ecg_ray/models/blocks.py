@@ -1,0 +1,278 @@
+"""Building blocks shared by every architecture (plain torch, no Ray).
+
+* :class:`ConvBlock` — Conv1d → BatchNorm1d → ReLU → MaxPool1d → Dropout.
+* :class:`CNNFrontend` — the original study's 3-block CNN (32→64→128), with
+  configurable channels / kernel / pooling / dropout. With the defaults it
+  down-samples by 2**3 = 8, so a 5 s segment (1500 samples at 300 Hz) becomes
+  a 187-step sequence of 128-d features for the sequence models.
+* :class:`SequencePool` — reduces a ``(B, T, D)`` sequence to ``(B, D')``:
+  ``mean``, ``max``, ``last`` (direction-aware for bidirectional RNNs),
+  ``meanlast`` (concat of mean and last) or ``attention`` (additive / Bahdanau
+  attention pooling, weights returned).
+* :class:`AdditiveAttention` — the Bahdanau scorer used by ``attention`` pooling.
+* :class:`PositionalEncoding` — sinusoidal, any length, nothing stored in the
+  state dict.
+* :class:`ECGModel` — the base class of every model: input normalisation
+  (``(B, L)`` → ``(B, 1, L)``), named parameter groups and freezing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+POOLINGS = ("mean", "max", "last", "meanlast", "attention")
+
+
+def _as_channels(channels) -> tuple[int, ...]:
+    """Accept an int, a tuple or a list (YAML gives lists) of channel widths."""
+    if isinstance(channels, int):
+        channels = (channels,)
+    channels = tuple(int(c) for c in channels)
+    if not channels or any(c < 1 for c in channels):
+        raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels!r}")
+    return channels
+
+
+def _check_prob(name: str, p: float) -> float:
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p}")
+    return p
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """Kaiming-normal conv weights (ReLU nets), unit/zero BatchNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv1d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, _BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def init_rnn(rnn: nn.RNNBase) -> None:
+    """Xavier input weights, orthogonal recurrent weights, zero biases and — for
+    LSTMs — forget-gate bias 1 (on ``bias_ih`` only, so the effective bias is 1).
+    PyTorch's gate order is (input, forget, cell, output) for LSTM."""
+    gates = 4 if isinstance(rnn, nn.LSTM) else 3 if isinstance(rnn, nn.GRU) else 1
+    for name, p in rnn.named_parameters():
+        if name.startswith("weight_ih"):
+            for chunk in p.data.chunk(gates, 0):
+                nn.init.xavier_uniform_(chunk)
+        elif name.startswith("weight_hh"):
+            for chunk in p.data.chunk(gates, 0):
+                nn.init.orthogonal_(chunk)
+        elif name.startswith("bias"):
+            nn.init.zeros_(p)
+            if isinstance(rnn, nn.LSTM) and name.startswith("bias_ih"):
+                h = rnn.hidden_size
+                p.data[h:2 * h].fill_(1.0)
+
+
+class ConvBlock(nn.Module):
+    """Conv1d ('same' padding) → BatchNorm1d → ReLU → MaxPool1d → Dropout."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7,
+                 pool: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size,
+                              padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm1d(out_channels)
+        self.act = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool1d(pool) if pool > 1 else nn.Identity()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.pool(self.act(self.bn(self.conv(x)))))
+
+
+class CNNFrontend(nn.Module):
+    """Stack of :class:`ConvBlock`; ``(B, C_in, L)`` → ``(B, channels[-1], L // pool**n)``."""
+
+    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128),
+                 kernel_size: int = 7, pool: int = 2, dropout: float = 0.1):
+        super().__init__()
+        channels = _as_channels(channels)
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        if pool < 1:
+            raise ValueError(f"pool must be >= 1, got {pool}")
+        dropout = _check_prob("dropout", dropout)
+        blocks, c_in = [], in_channels
+        for c in channels:
+            blocks.append(ConvBlock(c_in, c, kernel_size, pool, dropout))
+            c_in = c
+        self.blocks = nn.Sequential(*blocks)
+        self.out_channels = channels[-1]
+        self.downsample = pool ** len(channels)
+        init_conv_bn(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau attention pooling: ``score_t = v · tanh(W h_t + b)``,
+    ``w = softmax_t(score)``, ``pooled = Σ_t w_t h_t``."""
+
+    def __init__(self, dim: int, attn_dim: int | None = None):
+        super().__init__()
+        attn_dim = attn_dim or dim
+        self.proj = nn.Linear(dim, attn_dim)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.v(torch.tanh(self.proj(h))).squeeze(-1)  # (B, T)
+        weights = torch.softmax(scores.float(), dim=1).to(h.dtype)
+        return torch.bmm(weights.unsqueeze(1), h).squeeze(1), weights
+
+
+class SequencePool(nn.Module):
+    """Pool a ``(B, T, D)`` sequence. ``forward`` returns ``(pooled, weights)``;
+    ``weights`` is ``(B, T)`` for ``attention`` pooling and ``None`` otherwise.
+
+    ``last`` is the output at the final time step; with ``bidirectional=True``
+    the features are taken as ``[forward | backward]`` halves and ``last`` is
+    ``concat(forward output at t=T-1, backward output at t=0)`` — the two
+    directions' final states — not the backward direction's first step.
+    """
+
+    def __init__(self, mode: str, dim: int, bidirectional: bool = False,
+                 attn_dim: int | None = None):
+        super().__init__()
+        if mode not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+        self.mode = mode
+        self.dim = dim
+        self.bidirectional = bidirectional
+        self.attention = AdditiveAttention(dim, attn_dim) if mode == "attention" else None
+        self.out_dim = 2 * dim if mode == "meanlast" else dim
+
+    def last(self, h: torch.Tensor) -> torch.Tensor:
+        if self.bidirectional:
+            half = self.dim // 2
+            return torch.cat([h[:, -1, :half], h[:, 0, half:]], dim=1)
+        return h[:, -1]
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.mode == "mean":
+            return h.mean(dim=1), None
+        if self.mode == "max":
+            return h.amax(dim=1), None
+        if self.mode == "last":
+            return self.last(h), None
+        if self.mode == "meanlast":
+            return torch.cat([h.mean(dim=1), self.last(h)], dim=1), None
+        return self.attention(h)
+
+
+class PositionalEncoding(nn.Module):
+    """Sinusoidal positional encoding (Vaswani et al.), added to a ``(B, T, D)``
+    input; computed for the input's length on the fly (no length limit, nothing
+    in the state dict)."""
+
+    def __init__(self, dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.dim = dim
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def encoding(self, length: int, device=None, dtype=torch.float32) -> torch.Tensor:
+        pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+        div = torch.exp(torch.arange(0, self.dim, 2, device=device, dtype=torch.float32)
+                        * (-math.log(10000.0) / self.dim))
+        pe = torch.zeros(length, self.dim, device=device, dtype=torch.float32)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)[:, : self.dim // 2]
+        return pe.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(x + self.encoding(x.shape[1], x.device, x.dtype).unsqueeze(0))
+
+
+class ECGModel(nn.Module):
+    """Base class: every model maps ``(B, in_channels, L)`` (or ``(B, L)``) to
+    ``(B, num_classes)`` logits and names its parts.
+
+    Subclasses implement :meth:`module_groups` (group name → modules); the
+    groups ``frontend``, ``recurrent`` and ``head`` always exist (possibly
+    empty) and together hold every parameter exactly once.
+
+    Freezing (:meth:`freeze` / :func:`ecg_ray.models.freeze`) turns off
+    ``requires_grad`` for a group *and* keeps that group in eval mode through
+    later ``model.train()`` calls, so its BatchNorm running statistics do not
+    move (and its dropout is off: a frozen feature extractor is deterministic).
+    Calling ``model.frontend.train()`` directly bypasses this — use
+    ``model.train()``.
+    """
+
+    #: whether ``forward(x, return_attention=True)`` is available
+    supports_attention: bool = False
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 4):
+        super().__init__()
+        if in_channels < 1 or num_classes < 2:
+            raise ValueError(f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.frozen_groups: set[str] = set()
+
+    # -- input ---------------------------------------------------------------
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        if x.dim() != 3 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected input (B, {self.in_channels}, L) or (B, L), got {tuple(x.shape)}")
+        return x
+
+    # -- groups --------------------------------------------------------------
+    def module_groups(self) -> dict[str, list[nn.Module]]:
+        raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Group name → parameters (every parameter exactly once across groups)."""
+        out: dict[str, list[nn.Parameter]] = {}
+        for name, modules in self.module_groups().items():
+            seen: dict[int, nn.Parameter] = {}
+            for m in modules:
+                for p in m.parameters():
+                    seen.setdefault(id(p), p)
+            out[name] = list(seen.values())
+        return out
+
+    # -- freezing ------------------------------------------------------------
+    def freeze(self, group: str = "frontend") -> "ECGModel":
+        groups = self.module_groups()
+        if group not in groups:
+            raise ValueError(f"unknown parameter group {group!r}; valid: {sorted(groups)}")
+        for m in groups[group]:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self.frozen_groups.add(group)
+        return self.train(self.training)
+
+    def unfreeze(self, group: str = "frontend") -> "ECGModel":
+        groups = self.module_groups()
+        if group not in groups:
+            raise ValueError(f"unknown parameter group {group!r}; valid: {sorted(groups)}")
+        for m in groups[group]:
+            for p in m.parameters():
+                p.requires_grad_(True)
+        self.frozen_groups.discard(group)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ECGModel":
+        super().train(mode)
+        if mode and self.frozen_groups:
+            groups = self.module_groups()
+            for g in self.frozen_groups:
+                for m in groups[g]:
+                    m.eval()
+        return self

@@ -1,0 +1,154 @@
+"""CNN → RNN families (and the RNN-only diagnostic).
+
+One implementation, :class:`RecurrentClassifier`, covers them all; the
+registered names are that class with different defaults:
+
+==============  ==============================================================
+``cnn_lstm``    CNN front end → 2-layer LSTM (128) → pooled outputs → linear
+``bilstm``      as ``cnn_lstm`` but bidirectional
+``simple_lstm`` CNN front end → 1-layer LSTM (64)
+``gru``         CNN front end → 2-layer GRU (128)
+``residual``    ``cnn_lstm`` + residual connection around the recurrent block
+                (``Linear(CNN features) + LSTM outputs``)
+``attention``   CNN front end → 2-layer LSTM → additive (Bahdanau) attention
+                pooling; ``forward(x, return_attention=True)`` gives the weights
+``lstm_only``   no CNN: the raw signal average-pooled by ``downsample`` (8) →
+                LSTM — a diagnostic of what the CNN contributes
+==============  ==============================================================
+
+The CNN front end down-samples by 8 (three max-pools of 2), so a 1500-sample
+segment becomes a 187-step sequence: long enough to see several beats per
+step's receptive field, short enough for an LSTM on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import register
+from .blocks import POOLINGS, CNNFrontend, ECGModel, SequencePool, _check_prob, init_rnn
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RecurrentClassifier(ECGModel):
+    """CNN front end → LSTM/GRU over the CNN's time axis → pooling → linear head.
+
+    Hyper-parameters: ``channels``, ``kernel_size``, ``pool``, ``dropout`` (CNN);
+    ``cell`` (``lstm``/``gru``), ``hidden``, ``layers``, ``bidirectional``,
+    ``rnn_dropout`` (between stacked layers); ``pooling`` (one of
+    ``mean, max, last, meanlast, attention``); ``residual``; ``head_dropout``.
+    ``frontend="none"`` replaces the CNN by ``AvgPool1d(downsample)`` on the raw
+    signal (``lstm_only``).
+    """
+
+    def __init__(self, num_classes: int = 4, in_channels: int = 1,
+                 channels: Sequence[int] = (32, 64, 128), kernel_size: int = 7,
+                 pool: int = 2, dropout: float = 0.1,
+                 cell: str = "lstm", hidden: int = 128, layers: int = 2,
+                 bidirectional: bool = False, rnn_dropout: float = 0.1,
+                 pooling: str = "mean", residual: bool = False,
+                 head_dropout: float = 0.1, frontend: str = "cnn", downsample: int = 8):
+        super().__init__(in_channels, num_classes)
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if hidden < 1 or layers < 1:
+            raise ValueError(f"hidden and layers must be >= 1, got {hidden}, {layers}")
+        if frontend == "cnn":
+            self.frontend = CNNFrontend(in_channels, channels, kernel_size, pool, dropout)
+            feat_dim = self.frontend.out_channels
+        elif frontend == "none":
+            if downsample < 1:
+                raise ValueError(f"downsample must be >= 1, got {downsample}")
+            # no learned front end: average-pool the raw signal (parameter-free)
+            self.frontend = nn.AvgPool1d(downsample) if downsample > 1 else nn.Identity()
+            feat_dim = in_channels
+        else:
+            raise ValueError(f"frontend must be 'cnn' or 'none', got {frontend!r}")
+
+        self.rnn = CELLS[cell](feat_dim, hidden, num_layers=layers, batch_first=True,
+                               bidirectional=bool(bidirectional),
+                               dropout=_check_prob("rnn_dropout", rnn_dropout) if layers > 1 else 0.0)
+        init_rnn(self.rnn)
+        out_dim = hidden * (2 if bidirectional else 1)
+        # residual connection around the recurrent block: project CNN features
+        self.skip = nn.Linear(feat_dim, out_dim) if residual else None
+        self.pool = SequencePool(pooling, out_dim, bidirectional=bool(bidirectional))
+        self.supports_attention = pooling == "attention"
+        self.head = nn.Sequential(nn.Dropout(_check_prob("head_dropout", head_dropout)),
+                                  nn.Linear(self.pool.out_dim, num_classes))
+
+    def module_groups(self):
+        recurrent = [self.rnn] + ([self.skip] if self.skip is not None else [])
+        return {"frontend": [self.frontend], "recurrent": recurrent,
+                "head": [self.pool, self.head]}
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        if return_attention and not self.supports_attention:
+            raise ValueError(f"{type(self).__name__} with pooling={self.pool.mode!r} "
+                             "has no attention weights; use pooling='attention'")
+        feats = self.frontend(self._prepare(x)).transpose(1, 2)  # (B, T, C)
+        out, _ = self.rnn(feats)  # (B, T, hidden * directions), top layer
+        if self.skip is not None:
+            out = out + self.skip(feats)
+        pooled, weights = self.pool(out)
+        logits = self.head(pooled)
+        return (logits, weights) if return_attention else logits
+
+
+@register("cnn_lstm")
+class CNNLSTM(RecurrentClassifier):
+    """CNN front end → 2-layer LSTM (128) → mean-pooled outputs → linear."""
+
+
+@register("bilstm")
+class BiLSTM(RecurrentClassifier):
+    """CNN front end → 2-layer bidirectional LSTM (128 per direction)."""
+
+    def __init__(self, bidirectional: bool = True, **kwargs):
+        super().__init__(bidirectional=bidirectional, **kwargs)
+
+
+@register("simple_lstm")
+class SimpleLSTM(RecurrentClassifier):
+    """CNN front end → 1-layer LSTM with 64 units."""
+
+    def __init__(self, hidden: int = 64, layers: int = 1, **kwargs):
+        super().__init__(hidden=hidden, layers=layers, **kwargs)
+
+
+@register("gru")
+class GRU(RecurrentClassifier):
+    """CNN front end → 2-layer GRU (128)."""
+
+    def __init__(self, cell: str = "gru", **kwargs):
+        super().__init__(cell=cell, **kwargs)
+
+
+@register("residual")
+class ResidualLSTM(RecurrentClassifier):
+    """CNN front end → LSTM with a residual (projected CNN features) connection."""
+
+    def __init__(self, residual: bool = True, **kwargs):
+        super().__init__(residual=residual, **kwargs)
+
+
+@register("attention")
+class AttentionLSTM(RecurrentClassifier):
+    """CNN front end → 2-layer LSTM → additive attention pooling (weights returnable)."""
+
+    def __init__(self, pooling: str = "attention", **kwargs):
+        super().__init__(pooling=pooling, **kwargs)
+
+
+@register("lstm_only")
+class LSTMOnly(RecurrentClassifier):
+    """No CNN: raw signal average-pooled by ``downsample`` → 2-layer LSTM (diagnostic)."""
+
+    def __init__(self, frontend: str = "none", **kwargs):
+        super().__init__(frontend=frontend, **kwargs)

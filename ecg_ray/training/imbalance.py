@@ -1,0 +1,111 @@
+"""Class-imbalance strategies: the sweep's ``imbalance`` axis.
+
+This module owns ``IMBALANCE_NAMES`` and what each one means:
+- ``none``: plain cross-entropy;
+- ``weighted``: cross-entropy with inverse-frequency class weights;
+- ``sampler``: plain cross-entropy on a class-balanced stream (the data feed
+  calls ``balanced_sample_indices`` each epoch);
+- ``focal``: focal loss, by default with the class weights as alpha.
+Plain torch / numpy, no Ray.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ecg_ray import CLASSES
+
+IMBALANCE_NAMES: tuple[str, ...] = ("none", "weighted", "sampler", "focal")
+
+
+def class_weights(counts: Sequence[int] | Mapping[str, int] | np.ndarray) -> np.ndarray:
+    """Inverse-frequency weights ``w_c = n / (K * n_c)`` (float64, one per class).
+
+    ``counts`` is per class in class order, or a ``{class name: count}`` mapping
+    (missing names count 0). ``K`` is the number of classes *present*, so the
+    sample-weighted mean ``sum_c n_c w_c / n`` is exactly 1. Absent classes get
+    weight 0, with a warning.
+    """
+    if isinstance(counts, Mapping):
+        unknown = set(counts) - set(CLASSES)
+        if unknown:
+            raise ValueError(f"unknown class names {sorted(unknown)}; valid: {CLASSES}")
+        counts = [counts.get(c, 0) for c in CLASSES]
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any() or counts.sum() == 0:
+        raise ValueError(f"counts must be non-negative per-class counts with a positive total, got {counts}")
+    present = counts > 0
+    if not present.all():
+        warnings.warn(f"classes {np.flatnonzero(~present).tolist()} have no samples: weight 0", stacklevel=2)
+    weights = np.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017): ``alpha_y * (1 - p_y)**gamma * -log p_y``.
+
+    ``reduction="mean"`` divides by ``sum_i alpha_{y_i}`` when ``alpha`` is given
+    (by the batch size otherwise) — the same normalisation as
+    ``F.cross_entropy(weight=alpha)``, so ``gamma=0`` *is* (weighted) cross-entropy.
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: torch.Tensor | Sequence[float] | None = None,
+                 reduction: str = "mean"):
+        super().__init__()
+        if gamma < 0 or reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"need gamma >= 0 and reduction in mean/sum/none, got {gamma}, {reduction!r}")
+        self.gamma, self.reduction = float(gamma), reduction
+        self.register_buffer("alpha", None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1)
+        loss = -((1.0 - logp.exp()).clamp(min=0.0) ** self.gamma) * logp
+        weight = self.alpha[target] if self.alpha is not None else torch.ones_like(loss)
+        loss = loss * weight
+        if self.reduction == "none":
+            return loss
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss.sum() / weight.sum()
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, alpha={None if self.alpha is None else self.alpha.tolist()}"
+
+
+def build_loss(imbalance: str, class_counts=None, gamma: float = 2.0, focal_alpha: bool = True) -> nn.Module:
+    """The training loss for an ``imbalance`` strategy (see module docstring).
+    ``class_counts`` (as for ``class_weights``) is needed by ``weighted`` and by
+    ``focal`` with ``focal_alpha``."""
+    if imbalance not in IMBALANCE_NAMES:
+        raise ValueError(f"unknown imbalance strategy {imbalance!r}; valid: {IMBALANCE_NAMES}")
+    needs_weights = imbalance == "weighted" or (imbalance == "focal" and focal_alpha)
+    if needs_weights and class_counts is None:
+        raise ValueError(f"imbalance={imbalance!r} needs class_counts")
+    weights = torch.as_tensor(class_weights(class_counts), dtype=torch.float32) if needs_weights else None
+    if imbalance == "focal":
+        return FocalLoss(gamma=gamma, alpha=weights)
+    return nn.CrossEntropyLoss(weight=weights)  # none / sampler: weights is None
+
+
+def balanced_sample_indices(labels: np.ndarray, n: int | None = None,
+                            rng: np.random.Generator | None = None) -> np.ndarray:
+    """Indices into ``labels`` for one class-balanced epoch: ``n`` draws (default
+    ``len(labels)``), each picking a class present in ``labels`` with equal
+    probability, then a row of that class uniformly (with replacement).
+    Returns int64 indices in draw order (already shuffled)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    rng = np.random.default_rng() if rng is None else rng
+    n = labels.size if n is None else int(n)
+    order = np.argsort(labels, kind="stable")  # rows grouped by class
+    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    cls = rng.integers(0, counts.size, size=n)
+    return order[starts[cls] + rng.integers(0, counts[cls])].astype(np.int64)
