@@ -7,6 +7,7 @@ nothing is copied into the project.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,51 @@ def load_real_segments(cinc_dir: Path, labels: dict[str, str], per_class: int,
 def real_segments(cinc_dir, cinc_labels) -> tuple[np.ndarray, np.ndarray]:
     """16 real preprocessed 5-s segments, 4 per class N, A, O, ~."""
     return load_real_segments(cinc_dir, cinc_labels, per_class=4)
+
+
+# -- prepared datasets, made once per session -----------------------------------------------------
+
+def _prepare_quietly(*args, **kwargs) -> dict:
+    from ecg_ray.data.prepare import prepare
+
+    return prepare(*args, log=lambda *a, **k: None, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def prepared_cinc(cinc_dir, tmp_path_factory):
+    """All 7,528 real records prepared with the default config (about a minute on
+    2 cores, ~300 MB): the folder holding ``manifest.json`` and ``segments/``."""
+    out = tmp_path_factory.mktemp("prepared_cinc")
+    _prepare_quietly("cinc2017", cinc_dir, out, workers=min(2, os.cpu_count() or 1))
+    yield out
+    shutil.rmtree(out, ignore_errors=True)  # don't leave 300 MB in each of pytest's kept tmp dirs
+
+
+#: Records per class in ``prepared_small`` (there are 246 '~' records, so all four fit).
+SMALL_PER_CLASS = 100
+
+
+@pytest.fixture(scope="session")
+def small_cinc_dir(cinc_dir, cinc_labels, tmp_path_factory) -> Path:
+    """A records folder of the first ``SMALL_PER_CLASS`` real records of each class:
+    symlinks to the shared files plus a REFERENCE.csv of just those records."""
+    folder = tmp_path_factory.mktemp("small_cinc") / "training2017"
+    folder.mkdir()
+    chosen = []
+    for label in CLASS_TO_INDEX:
+        chosen += [r for r, l in cinc_labels.items() if l == label][:SMALL_PER_CLASS]
+    chosen.sort()
+    for name in chosen:
+        for ext in (".hea", ".mat"):
+            (folder / f"{name}{ext}").symlink_to(cinc_dir / f"{name}{ext}")
+    (folder / "REFERENCE.csv").write_text("".join(f"{r},{cinc_labels[r]}\n" for r in chosen))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_small(small_cinc_dir, tmp_path_factory) -> Path:
+    """A stratified subset of ~400 real records (``SMALL_PER_CLASS`` per class),
+    prepared with the default config, for fast end-to-end training tests."""
+    out = tmp_path_factory.mktemp("prepared_small")
+    _prepare_quietly("cinc2017", small_cinc_dir, out, workers=min(2, os.cpu_count() or 1))
+    return out

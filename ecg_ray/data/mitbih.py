@@ -57,12 +57,16 @@ def label_windows(
     subtypes: np.ndarray, lead_index: int,
 ) -> list[tuple[int, str | None]]:
     """``(start, label)`` for each non-overlapping window; label ``None`` when the
-    rhythm changes inside the window or no rhythm is annotated yet."""
+    rhythm changes inside the window or no rhythm is annotated yet.
+
+    A ``~`` annotation's subtype says which leads are bad from there on (WFDB
+    convention): bit j = lead j noisy, bit 4+j = lead j unreadable, -1 = all
+    leads unreadable, 0 = all clean."""
     rhythm_at = [(s, rhythm_class(a)) for s, a in zip(ann_samples, aux_notes) if a.startswith("(")]
     rhythm = _intervals(np.array([s for s, _ in rhythm_at]), [c for _, c in rhythm_at], n_samples)
     quality = [(s, t) for s, sym, t in zip(ann_samples, symbols, subtypes) if sym == "~"]
     noisy = [(a, b) for a, b, t in _intervals(np.array([s for s, _ in quality]), [t for _, t in quality], n_samples)
-             if t == -1 or (t > 0 and t & (1 << lead_index))]
+             if t == -1 or (t > 0 and t & ((1 << lead_index) | (1 << (4 + lead_index))))]
     out = []
     for start in range(0, n_samples - window + 1, window):
         stop = start + window

@@ -174,8 +174,11 @@ def prepare(
     kept.sort()
     ids, kept_labels = [k[0] for k in kept], [k[1] for k in kept]
     groups = [k[4] for k in kept] if source == "mitbih" else None
-    splits = make_splits(ids, kept_labels, seed=split.seed, val_frac=split.val_frac,
-                         test_frac=split.test_frac, k=split.folds, groups=groups)
+    try:
+        splits = make_splits(ids, kept_labels, seed=split.seed, val_frac=split.val_frac,
+                             test_frac=split.test_frac, k=split.folds, groups=groups)
+    except ValueError as e:  # too few records/patients for the requested split
+        raise DataError(f"cannot split the {len(ids)} usable records of {data_dir}: {e}") from None
     label_of = dict(zip(ids, kept_labels))
     segs_of = {k[0]: k[2] for k in kept}
     train_counts = Counter(label_of[r] for r in splits["split"]["train"])
@@ -209,3 +212,19 @@ def prepare(
         f"({total / seconds:,.0f} records/s); skipped: {skip_text}"
         + (f"; {len(orphans)} labels without a record" if orphans else "") + f" → {out}")
     return manifest
+
+
+def cache_root() -> Path:
+    """``$ECG_RAY_CACHE``, else ``$XDG_CACHE_HOME/ecg-ray``, else ``~/.cache/ecg-ray``."""
+    if os.environ.get("ECG_RAY_CACHE"):
+        return Path(os.environ["ECG_RAY_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ecg-ray"
+
+
+def ensure_prepared(source: str, records_dir: Path, cfg: PreprocessConfig = PreprocessConfig(),
+                    out: Path | None = None, log=print) -> Path:
+    """A prepared folder for ``records_dir`` under ``cfg``: ``out``, or one in the
+    cache named by source and config hash; prepared now unless up to date."""
+    out = Path(out) if out else cache_root() / "prepared" / f"{source}-{cfg.hash}"
+    prepare(source, records_dir, out, cfg, log=log)
+    return out

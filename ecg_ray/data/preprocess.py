@@ -34,6 +34,10 @@ class PreprocessConfig:
     min_std_mv: float = 1e-3  # a raw signal flatter than this (in mV) is a flat line
 
     def __post_init__(self):
+        if self.order < 1:
+            raise ValueError(f"order must be >= 1, got {self.order}")
+        if not self.min_std_mv > 0:
+            raise ValueError(f"min_std_mv must be > 0 (a constant signal cannot be z-scored), got {self.min_std_mv}")
         if self.segment_length < 16:
             raise ValueError(f"segment_length must be >= 16 samples, got {self.segment_length}")
         if self.stride is not None and self.stride < 1:

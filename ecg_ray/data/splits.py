@@ -29,13 +29,21 @@ def _train_val_test(ids, labels, groups, val_frac, test_frac, seed):
         inner = GroupShuffleSplit(n_splits=1, test_size=val_frac / (1 - test_frac), random_state=seed)
         train, val = next(inner.split(ids[rest], labels[rest], groups[rest]))
         return ids[rest][train], ids[rest][val], ids[test]
-    strat = labels if _can_stratify(list(labels), 3) else None
-    rest, test = train_test_split(ids, test_size=test_frac, stratify=strat, random_state=seed)
+    stratify = _can_stratify(list(labels), 3)
+    rest, test = _split(ids, labels, test_frac, seed, stratify)
     rest_labels = labels[np.isin(ids, rest)]
     rest = ids[np.isin(ids, rest)]  # keep input order for determinism
-    strat = rest_labels if strat is not None else None
-    train, val = train_test_split(rest, test_size=val_frac / (1 - test_frac), stratify=strat, random_state=seed)
+    train, val = _split(rest, rest_labels, val_frac / (1 - test_frac), seed, stratify)
     return train, val, test
+
+
+def _split(ids, labels, test_size, seed, stratify):
+    if stratify:
+        try:
+            return train_test_split(ids, test_size=test_size, stratify=labels, random_state=seed)
+        except ValueError:  # a part too small to hold one record of every class (small inputs)
+            pass
+    return train_test_split(ids, test_size=test_size, random_state=seed)
 
 
 def make_splits(

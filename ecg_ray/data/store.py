@@ -96,3 +96,11 @@ def load_segments(prepared: Path, record_ids: list[str] | None = None) -> pa.Tab
         raise DataError(f"no segment files in {Path(prepared) / SEGMENTS}")
     filters = pc.field("record_id").isin(record_ids) if record_ids is not None else None
     return pq.read_table(str(Path(prepared) / SEGMENTS), filters=filters)
+
+
+def load_index(prepared: Path) -> dict[str, np.ndarray]:
+    """The small columns of every segment (no signal): ``record_id``, ``label``,
+    ``label_index``, ``segment_index`` as numpy arrays, in file order."""
+    table = pq.read_table(str(Path(prepared) / SEGMENTS),
+                          columns=["record_id", "segment_index", "label", "label_index"])
+    return {name: table.column(name).to_numpy() for name in table.column_names}

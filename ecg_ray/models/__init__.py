@@ -1,0 +1,157 @@
+"""Model zoo: a registry of ECG rhythm classifiers (plain torch, no Ray).
+
+Every model maps ``(B, in_channels, L)`` float32 (or ``(B, L)``) with any
+``L >= 500`` to ``(B, num_classes)`` logits in the class order ``N, A, O, ~``,
+has a ``frontend`` (the feature extractor) and ``param_groups()`` →
+``{"frontend", "recurrent", "head"}`` covering every parameter exactly once.
+Models with ``supports_attention`` accept ``forward(x, return_attention=True)``
+and return ``(logits, weights)``, ``weights`` ``(B, T)`` summing to 1 over T.
+
+    >>> model = build_model("cnn_lstm", hidden=64, pooling="meanlast")
+    >>> model.hparams          # every constructor argument, resolved — for checkpoints
+    >>> freeze(model)          # front end: no grad, BatchNorm stats fixed
+
+Registered: ``cnn_only`` (baseline), ``cnn_lstm``, ``bilstm``, ``simple_lstm``,
+``lstm_only``, ``residual``, ``gru``, ``attention``, ``transformer``, ``resnet``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+MODELS: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator: add a model class to :data:`MODELS` under ``name``."""
+
+    def deco(cls: type) -> type:
+        if name in MODELS and MODELS[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered to {MODELS[name].__name__}")
+        MODELS[name] = cls
+        cls.model_name = name
+        return cls
+
+    return deco
+
+
+def model_names() -> list[str]:
+    """The registered model names, in registration order."""
+    return list(MODELS)
+
+
+def default_hparams(name: str) -> dict[str, Any]:
+    """Every constructor keyword of model ``name`` with its default, including
+    those a subclass forwards to its parent through ``**kwargs``."""
+    cls = _model_class(name)
+    params: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        sig = inspect.signature(init)
+        var_kw = False
+        for p in list(sig.parameters.values())[1:]:
+            if p.kind is p.VAR_KEYWORD:
+                var_kw = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                params.setdefault(p.name, p.default)  # the most derived default wins
+        if not var_kw:
+            break
+    return params
+
+
+def _model_class(name: str) -> type:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+
+
+def build_model(name: str, **hparams) -> nn.Module:
+    """Build model ``name`` with the given hyper-parameters (others default).
+
+    Raises ``ValueError`` for an unknown name (listing the valid ones) and
+    ``TypeError`` for an unknown hyper-parameter (naming it). The built model
+    carries ``model.model_name`` and ``model.hparams`` (all constructor
+    arguments, resolved, JSON-friendly) so a checkpoint can rebuild it with
+    ``build_model(model.model_name, **model.hparams)``.
+    """
+    cls = _model_class(name)
+    defaults = default_hparams(name)
+    unknown = sorted(set(hparams) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for model "
+                        f"{name!r}; valid: {', '.join(sorted(defaults))}")
+    model = cls(**hparams)
+    resolved = {**defaults, **hparams}
+    model.hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
+    _check_groups(model)
+    return model
+
+
+def _check_groups(model: nn.Module) -> None:
+    groups = model.param_groups()
+    missing = {"frontend", "recurrent", "head"} - set(groups)
+    if missing:
+        raise RuntimeError(f"{type(model).__name__}.param_groups() lacks {sorted(missing)}")
+    ids = [id(p) for ps in groups.values() for p in ps]
+    if len(ids) != len(set(ids)) or set(ids) != {id(p) for p in model.parameters()}:
+        raise RuntimeError(f"{type(model).__name__}.param_groups() must hold every parameter exactly once")
+
+
+def freeze(model: nn.Module, group: str = "frontend") -> nn.Module:
+    """Freeze parameter group ``group``: ``requires_grad=False`` and the group
+    stays in eval mode (BatchNorm running statistics fixed, dropout off) through
+    later ``model.train()`` calls. Returns the model."""
+    return model.freeze(group)
+
+
+def unfreeze(model: nn.Module, group: str = "frontend") -> nn.Module:
+    """Undo :func:`freeze`."""
+    return model.unfreeze(group)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def benchmark_models(batch_size: int = 64, length: int = 1500, iters: int = 3,
+                     names: list[str] | None = None, warmup: int = 1) -> list[dict]:
+    """Forward+backward throughput of every model (default hyper-parameters) on
+    CPU, in train mode: ``[{"name", "parameters", "segments_per_s", "seconds_per_iter"}]``."""
+    import time
+
+    import torch
+
+    rows = []
+    for name in names or model_names():
+        torch.manual_seed(0)
+        model = build_model(name).train()
+        x = torch.randn(batch_size, 1, length)
+        y = torch.randint(0, model.num_classes, (batch_size,))
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+
+        for _ in range(warmup):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            step()
+        dt = (time.perf_counter() - t0) / max(iters, 1)
+        rows.append({"name": name, "parameters": count_parameters(model),
+                     "segments_per_s": batch_size / dt, "seconds_per_iter": dt})
+    return rows
+
+
+# registration happens on import of the family modules (they import `register` above)
+from . import cnn, recurrent, resnet, transformer  # noqa: E402,F401
+
+__all__ = ["MODELS", "register", "build_model", "model_names", "default_hparams",
+           "freeze", "unfreeze", "count_parameters", "benchmark_models"]

@@ -76,14 +76,30 @@ def init_rnn(rnn: nn.RNNBase) -> None:
                 p.data[h:2 * h].fill_(1.0)
 
 
+class SameConv1d(nn.Conv1d):
+    """Stride-1 Conv1d whose output has the input's length for odd *and* even
+    kernels (even: pads ``(k-1)//2`` left, ``k//2`` right — what
+    ``padding="same"`` does, without its copy-warning)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = False):
+        odd = kernel_size % 2 == 1
+        super().__init__(in_channels, out_channels, kernel_size,
+                         padding=kernel_size // 2 if odd else 0, bias=bias)
+        self.extra_pad = None if odd else ((kernel_size - 1) // 2, kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.extra_pad is not None:
+            x = nn.functional.pad(x, self.extra_pad)
+        return super().forward(x)
+
+
 class ConvBlock(nn.Module):
     """Conv1d ('same' padding) → BatchNorm1d → ReLU → MaxPool1d → Dropout."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7,
                  pool: int = 2, dropout: float = 0.1):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size,
-                              padding=kernel_size // 2, bias=False)
+        self.conv = SameConv1d(in_channels, out_channels, kernel_size)
         self.bn = nn.BatchNorm1d(out_channels)
         self.act = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool1d(pool) if pool > 1 else nn.Identity()

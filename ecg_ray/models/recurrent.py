@@ -12,8 +12,9 @@ registered names are that class with different defaults:
                 (``Linear(CNN features) + LSTM outputs``)
 ``attention``   CNN front end → 2-layer LSTM → additive (Bahdanau) attention
                 pooling; ``forward(x, return_attention=True)`` gives the weights
-``lstm_only``   no CNN: the raw signal average-pooled by ``downsample`` (8) →
-                LSTM — a diagnostic of what the CNN contributes
+``lstm_only``   no CNN: the raw signal in frames of ``downsample`` (8) samples
+                (or average-pooled by 8) → LSTM — a diagnostic of what the
+                CNN contributes
 ==============  ==============================================================
 
 The CNN front end down-samples by 8 (three max-pools of 2), so a 1500-sample
@@ -34,6 +35,21 @@ from .blocks import POOLINGS, CNNFrontend, ECGModel, SequencePool, _check_prob, 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
+class Framer(nn.Module):
+    """``(B, C, L)`` → ``(B, C * frame, L // frame)``: non-overlapping frames of
+    ``frame`` samples stacked as channels (a trailing partial frame is dropped)."""
+
+    def __init__(self, frame: int):
+        super().__init__()
+        self.frame = frame
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, length = x.shape
+        t = length // self.frame
+        x = x[..., : t * self.frame].reshape(b, c, t, self.frame)
+        return x.permute(0, 1, 3, 2).reshape(b, c * self.frame, t)
+
+
 class RecurrentClassifier(ECGModel):
     """CNN front end → LSTM/GRU over the CNN's time axis → pooling → linear head.
 
@@ -41,8 +57,9 @@ class RecurrentClassifier(ECGModel):
     ``cell`` (``lstm``/``gru``), ``hidden``, ``layers``, ``bidirectional``,
     ``rnn_dropout`` (between stacked layers); ``pooling`` (one of
     ``mean, max, last, meanlast, attention``); ``residual``; ``head_dropout``.
-    ``frontend="none"`` replaces the CNN by ``AvgPool1d(downsample)`` on the raw
-    signal (``lstm_only``).
+    ``frontend="frame"`` replaces the CNN by non-overlapping frames of
+    ``downsample`` raw samples (each step sees ``downsample`` samples, nothing
+    learned); ``frontend="avg"`` by ``AvgPool1d(downsample)`` (``lstm_only``).
     """
 
     def __init__(self, num_classes: int = 4, in_channels: int = 1,
@@ -62,14 +79,15 @@ class RecurrentClassifier(ECGModel):
         if frontend == "cnn":
             self.frontend = CNNFrontend(in_channels, channels, kernel_size, pool, dropout)
             feat_dim = self.frontend.out_channels
-        elif frontend == "none":
+        elif frontend in ("frame", "avg"):
             if downsample < 1:
                 raise ValueError(f"downsample must be >= 1, got {downsample}")
-            # no learned front end: average-pool the raw signal (parameter-free)
-            self.frontend = nn.AvgPool1d(downsample) if downsample > 1 else nn.Identity()
-            feat_dim = in_channels
+            # no learned front end (parameter-free): non-overlapping frames of
+            # `downsample` raw samples as each step's features, or their average
+            self.frontend = Framer(downsample) if frontend == "frame" else nn.AvgPool1d(downsample)
+            feat_dim = in_channels * (downsample if frontend == "frame" else 1)
         else:
-            raise ValueError(f"frontend must be 'cnn' or 'none', got {frontend!r}")
+            raise ValueError(f"frontend must be 'cnn', 'frame' or 'avg', got {frontend!r}")
 
         self.rnn = CELLS[cell](feat_dim, hidden, num_layers=layers, batch_first=True,
                                bidirectional=bool(bidirectional),
@@ -148,7 +166,9 @@ class AttentionLSTM(RecurrentClassifier):
 
 @register("lstm_only")
 class LSTMOnly(RecurrentClassifier):
-    """No CNN: raw signal average-pooled by ``downsample`` → 2-layer LSTM (diagnostic)."""
+    """No CNN: the raw signal cut into frames of ``downsample`` (8) samples →
+    2-layer LSTM (diagnostic). ``frontend="avg"`` average-pools by 8 instead
+    (learns far more slowly: one number per step)."""
 
-    def __init__(self, frontend: str = "none", **kwargs):
+    def __init__(self, frontend: str = "frame", **kwargs):
         super().__init__(frontend=frontend, **kwargs)

@@ -21,22 +21,24 @@ import torch
 from torch import nn
 
 from . import register
-from .blocks import ECGModel, _check_prob, init_conv_bn
+from .blocks import ECGModel, SameConv1d, _check_prob, init_conv_bn
 
 
 class PreActBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  stride: int, dropout: float, first: bool = False):
         super().__init__()
-        pad = kernel_size // 2
+        # 'same' padding for stride 1 (asymmetric for even kernels, e.g. 16);
+        # (k-1)//2 for the strided conv, so its output never outgrows the shortcut
         # the first block follows the stem's BN-ReLU directly (as in Hannun et al.)
         self.pre = nn.Identity() if first else nn.Sequential(
             nn.BatchNorm1d(in_channels), nn.ReLU(inplace=False), nn.Dropout(dropout))
-        self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
-                               padding=pad, bias=False)
+        self.conv1 = (nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
+                                padding=(kernel_size - 1) // 2, bias=False)
+                      if stride > 1 else SameConv1d(in_channels, out_channels, kernel_size))
         self.mid = nn.Sequential(nn.BatchNorm1d(out_channels), nn.ReLU(inplace=True),
                                  nn.Dropout(dropout))
-        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False)
+        self.conv2 = SameConv1d(out_channels, out_channels, kernel_size)
         shortcut = []
         if stride > 1:
             shortcut.append(nn.MaxPool1d(stride, ceil_mode=True))
@@ -62,7 +64,7 @@ class ResNet1D(ECGModel):
             raise ValueError("width, blocks, kernel_size, grow_every and stride must be >= 1")
         dropout = _check_prob("dropout", dropout)
         layers: list[nn.Module] = [
-            nn.Conv1d(in_channels, width, kernel_size, padding=kernel_size // 2, bias=False),
+            SameConv1d(in_channels, width, kernel_size),
             nn.BatchNorm1d(width), nn.ReLU(inplace=True),
         ]
         c_in = width

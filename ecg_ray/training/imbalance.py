@@ -66,7 +66,8 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logp = F.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1)
-        loss = -((1.0 - logp.exp()).clamp(min=0.0) ** self.gamma) * logp
+        # 1 - p_y via expm1 (accurate near p_y = 1), kept > 0 so gamma < 1 has finite gradients
+        loss = -((-torch.expm1(logp)).clamp(min=torch.finfo(logp.dtype).tiny) ** self.gamma) * logp
         weight = self.alpha[target] if self.alpha is not None else torch.ones_like(loss)
         loss = loss * weight
         if self.reduction == "none":

@@ -1,0 +1,114 @@
+"""Driver side of one training run: datasets + ``TorchTrainer`` + the run folder.
+
+``make_trainer`` is shared by ``ecg-ray train`` and by every sweep trial (the
+trial passes a ``TuneReportCallback`` and datasets it was handed);
+``train_run`` is the stand-alone command: it fits, then writes the run folder
+(``model.pt`` of the best epoch, ``history.json``, ``results.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from .checkpoint import FILENAME, load_checkpoint
+from .config import TrainConfig
+from .feed import FeedInfo, load_datasets
+from .worker import HEADLINE, train_loop_per_worker
+
+
+def scaling_config(cfg: TrainConfig) -> ScalingConfig:
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker or 1
+    return ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources)
+
+
+def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess: dict, *,
+                 storage_path: str, name: str, callbacks=(), max_failures: int = 0) -> TorchTrainer:
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts},
+        scaling_config=scaling_config(cfg),
+        datasets={"train": train_ds, "val": val_ds},
+        run_config=RunConfig(
+            name=name, storage_path=storage_path, callbacks=list(callbacks),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=HEADLINE,
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+
+
+class EpochPrinter(ray.train.UserCallback):
+    """One progress line per epoch on the driver's console."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        m = metrics[0]
+        print(f"epoch {m['epoch'] + 1:3d}  loss {m['train_loss']:.3f}  acc {m['train_acc']:.3f}  "
+              f"val F1(N,A,O) {m['val_f1_cinc']:.3f} (seg {m['val_seg_f1_cinc']:.3f})  "
+              f"AUROC {m['val_auroc_macro']:.3f}  lr {m['lr']:.2g}  {m['segments_per_s']:,.0f} seg/s",
+              file=sys.stderr, flush=True)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or a running cluster) or start a local Ray."""
+    if ray.is_initialized():
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # deterministic batches under a seed
+    ctx.enable_progress_bars = False
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=None,
+             log_to_driver=bool(os.environ.get("ECG_RAY_VERBOSE")), configure_logging=True, logging_level="WARNING")
+
+
+def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | None = None) -> dict:
+    """Train one config stand-alone and write the run folder ``out``; returns results."""
+    from ..data import store
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = store.read_manifest(prepared)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    init_ray(address)
+    train_ds, val_ds, info = load_datasets(prepared, cfg.val_fold, max_records=cfg.max_records)
+    print(f"train: {cfg.model} on {info.train_records} records ({info.train_segments} segments), "
+          f"validating on {info.val_records} records; data {'materialized' if info.materialized else 'streamed'}",
+          file=sys.stderr, flush=True)
+    trainer = make_trainer(cfg, train_ds, val_ds, info, manifest["preprocess"],
+                           storage_path=str(out), name="ray_train", callbacks=[EpochPrinter()])
+    result = trainer.fit()
+    best = result.get_best_checkpoint(HEADLINE, "max") or result.checkpoint
+    with best.as_directory() as d:
+        shutil.copy(Path(d) / FILENAME, out / FILENAME)
+    with result.checkpoint.as_directory() as d:
+        history = load_checkpoint(d)["history"]
+    best_payload = load_checkpoint(out / FILENAME)
+    results = {
+        "model": cfg.model,
+        "config": cfg.to_dict(),
+        "data": {"prepared": str(Path(prepared).resolve()), "config_hash": manifest["config_hash"],
+                 **info.to_dict()},
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "epochs": len(history),
+        "best_epoch": best_payload["epoch"],
+        "early_stopped": bool(history[-1]["early_stopped"]),
+        "best_metrics": best_payload["metrics"],
+        "final_metrics": history[-1],
+    }
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    return results

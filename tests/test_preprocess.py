@@ -1,0 +1,228 @@
+"""Per-record preprocessing: filter response, z-score, resampling, segmentation, config."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ecg_ray.data import physionet2017
+from ecg_ray.data.errors import RecordError
+from ecg_ray.data.preprocess import (
+    PreprocessConfig, bandpass, filter_record, preprocess_record, resample, segment, zscore,
+)
+
+FS = 300.0
+T = np.arange(0, 60, 1 / FS)  # 60 s
+MID = slice(len(T) // 4, 3 * len(T) // 4)  # away from the filter's edge transients
+
+
+def sine(freq: float, t: np.ndarray = T) -> np.ndarray:
+    return np.sin(2 * np.pi * freq * t)
+
+
+# -- bandpass ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("freq, max_gain", [(0.1, 1e-3), (60.0, 0.05)])
+def test_bandpass_attenuates_out_of_band_sines(freq, max_gain):
+    y = bandpass(sine(freq), FS, 0.5, 40.0, 4)
+    assert np.abs(y[MID]).max() < max_gain
+
+
+def test_bandpass_passes_10hz_with_unit_gain_and_no_shift():
+    x = sine(10.0)
+    y = bandpass(x, FS, 0.5, 40.0, 4)
+    assert np.abs(y[MID]).max() == pytest.approx(1.0, abs=0.01)
+    # zero-phase: the output lies on the input, sample for sample (no delay)
+    assert np.abs(y[MID] - x[MID]).max() < 0.01
+    xc = np.correlate(y[MID], x[MID], mode="full")
+    assert int(np.argmax(xc)) - (len(x[MID]) - 1) == 0
+
+
+def test_bandpass_on_real_record_removes_baseline(cinc_dir):
+    signal, fs = physionet2017.read_record(cinc_dir, "A00001")
+    y = bandpass(signal + 5.0, fs, 0.5, 40.0, 4)  # a DC offset must disappear
+    assert abs(y[len(y) // 4: 3 * len(y) // 4].mean()) < 0.05
+
+
+# -- z-score -------------------------------------------------------------------------------------
+
+def test_zscore_mean_zero_std_one(cinc_dir):
+    signal, _ = physionet2017.read_record(cinc_dir, "A00002")
+    z = zscore(signal * 3.0 + 7.0)
+    assert z.mean() == pytest.approx(0.0, abs=1e-9)
+    assert z.std() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_zscore_constant_raises():
+    with pytest.raises(ValueError):
+        zscore(np.full(100, 2.0))
+
+
+# -- resample ------------------------------------------------------------------------------------
+
+def test_resample_360_to_300_length_and_5hz_sine():
+    t_in = np.arange(3600) / 360.0  # 10 s at 360 Hz
+    y = resample(sine(5.0, t_in), 360.0, 300.0)
+    assert len(y) == 3000
+    expected = sine(5.0, np.arange(3000) / 300.0)
+    assert np.abs(y[200:-200] - expected[200:-200]).max() < 0.01
+
+
+def test_resample_same_rate_is_identity():
+    x = sine(5.0)
+    assert resample(x, FS, FS) is x
+
+
+# -- segment -------------------------------------------------------------------------------------
+
+def test_segment_non_overlapping_drops_tail():
+    x = np.arange(11.0)
+    windows, padded = segment(x, length=4, hop=4, pad=True)
+    assert not padded
+    assert windows.shape == (2, 4)  # 0..3, 4..7; the 3-sample tail is dropped
+    np.testing.assert_array_equal(windows[0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(windows[1], [4, 5, 6, 7])
+
+
+def test_segment_overlapping_with_stride_below_length():
+    x = np.arange(10.0)
+    windows, padded = segment(x, length=4, hop=2, pad=False)
+    assert not padded
+    assert windows.shape == (4, 4)  # starts 0, 2, 4, 6
+    np.testing.assert_array_equal(windows[:, 0], [0, 2, 4, 6])
+    for a, b in zip(windows[:-1], windows[1:]):  # each window overlaps the next by length - hop
+        np.testing.assert_array_equal(a[2:], b[:2])
+
+
+def test_segment_exact_fit_has_no_tail():
+    windows, _ = segment(np.arange(12.0), length=4, hop=4, pad=True)
+    assert windows.shape == (3, 4)
+
+
+def test_segment_short_signal_padded_and_flagged():
+    x = np.arange(1.0, 4.0)
+    windows, padded = segment(x, length=8, hop=8, pad=True)
+    assert padded
+    assert windows.shape == (1, 8)
+    np.testing.assert_array_equal(windows[0], [1, 2, 3, 0, 0, 0, 0, 0])
+
+
+def test_segment_short_signal_dropped():
+    windows, padded = segment(np.arange(3.0), length=8, hop=8, pad=False)
+    assert not padded
+    assert windows.shape == (0, 8)
+
+
+def test_segment_windows_are_copies():
+    x = np.arange(10.0)
+    windows, _ = segment(x, length=4, hop=2, pad=False)
+    windows[0, 0] = 99.0
+    assert x[0] == 0.0
+
+
+# -- preprocess_record on real data --------------------------------------------------------------
+
+def test_preprocess_record_real_shapes_and_dtype(cinc_dir):
+    signal, fs = physionet2017.read_record(cinc_dir, "A00001")  # 30 s
+    cfg = PreprocessConfig()
+    segments, padded = preprocess_record(signal, fs, cfg, "A00001")
+    assert segments.dtype == np.float32
+    assert segments.shape == (len(signal) // cfg.segment_length, cfg.segment_length)
+    assert not padded
+    overlapping, _ = preprocess_record(signal, fs, PreprocessConfig(stride=750), "A00001")
+    assert len(overlapping) == (len(signal) - 1500) // 750 + 1
+
+
+def test_preprocess_record_short_policies(cinc_dir):
+    signal, fs = physionet2017.read_record(cinc_dir, "A00001")
+    short = signal[:900]  # 3 s < one 5-s segment
+    segments, padded = preprocess_record(short, fs, PreprocessConfig(short_policy="pad"), "s")
+    assert padded and segments.shape == (1, 1500)
+    assert np.all(segments[0, 900:] == 0)
+    with pytest.raises(RecordError) as e:
+        preprocess_record(short, fs, PreprocessConfig(short_policy="drop"), "s")
+    assert e.value.reason == "shorter than one segment"
+
+
+def test_preprocess_record_nan_is_record_error(cinc_dir):
+    signal, fs = physionet2017.read_record(cinc_dir, "A00001")
+    signal = signal.copy()
+    signal[100:110] = np.nan
+    with pytest.raises(RecordError) as e:
+        preprocess_record(signal, fs, PreprocessConfig(), "A00001")
+    assert e.value.reason == "non-finite samples"
+    assert e.value.record == "A00001"
+
+
+def test_preprocess_record_flat_line_is_record_error():
+    with pytest.raises(RecordError) as e:
+        preprocess_record(np.full(9000, 0.2), FS, PreprocessConfig(), "flat")
+    assert e.value.reason == "flat line"
+
+
+def test_filter_record_rejects_two_leads():
+    with pytest.raises(RecordError) as e:
+        filter_record(np.zeros((2, 100)), FS, PreprocessConfig(), "x")
+    assert e.value.reason == "signal is not one lead"
+
+
+def test_filter_record_resamples_mitbih_rate():
+    x = np.random.default_rng(0).standard_normal(3600)
+    y = filter_record(x, 360.0, PreprocessConfig(), "x")
+    assert len(y) == 3000
+    assert y.mean() == pytest.approx(0, abs=1e-9) and y.std() == pytest.approx(1, abs=1e-9)
+
+
+# -- PreprocessConfig ----------------------------------------------------------------------------
+
+CHANGED = {"fs": 250.0, "lowcut": 1.0, "highcut": 35.0, "order": 2, "segment_length": 3000,
+           "stride": 750, "short_policy": "drop", "min_std_mv": 0.01}
+
+
+def test_changed_covers_every_field():
+    assert set(CHANGED) == {f.name for f in dataclasses.fields(PreprocessConfig)}
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED))
+def test_config_hash_changes_with_every_field(field):
+    base = PreprocessConfig()
+    changed = dataclasses.replace(base, **{field: CHANGED[field]})
+    assert changed.hash != base.hash
+
+
+def test_config_hash_is_stable():
+    assert PreprocessConfig().hash == PreprocessConfig().hash
+    cfg = PreprocessConfig(segment_length=3000, stride=1500)
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert PreprocessConfig.from_dict(cfg.to_dict()).hash == cfg.hash
+    # ...and across interpreters (no dependence on hash randomisation)
+    code = "from ecg_ray.data.preprocess import PreprocessConfig as C; print(C(segment_length=3000, stride=1500).hash)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "123"})
+    assert out.stdout.strip() == cfg.hash
+
+
+def test_config_hop():
+    assert PreprocessConfig().hop == 1500
+    assert PreprocessConfig(stride=300).hop == 300
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"segment_length": 8},
+    {"stride": 0},
+    {"short_policy": "truncate"},
+    {"lowcut": 0.0},
+    {"lowcut": 40.0, "highcut": 30.0},
+    {"highcut": 150.0},  # not below Nyquist at 300 Hz
+    {"fs": 0.0},
+    {"order": 0},
+    {"min_std_mv": 0.0},
+])
+def test_invalid_config_raises(kwargs):
+    with pytest.raises(ValueError):
+        PreprocessConfig(**kwargs)
