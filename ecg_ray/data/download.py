@@ -113,9 +113,9 @@ def download(
 
 
 def _download_cinc(root: Path, project_url: str, log) -> None:
+    sums = _checksums(project_url)  # first: offline leaves nothing behind
     folder = root / "cinc2017"
     folder.mkdir(parents=True, exist_ok=True)
-    sums = _checksums(project_url)
     log(f"PhysioNet/CinC 2017 → {folder}")
     fetched = _fetch(f"{project_url}/{CINC_ZIP}", folder / CINC_ZIP, _expected(sums, CINC_ZIP, project_url), log)
     _fetch(f"{project_url}/{CINC_LABELS}", folder / CINC_LABELS, _expected(sums, CINC_LABELS, project_url), log)
@@ -129,9 +129,9 @@ def _download_cinc(root: Path, project_url: str, log) -> None:
 
 
 def _download_mitdb(root: Path, project_url: str, log) -> None:
+    sums = _checksums(project_url)  # first: offline leaves nothing behind
     folder = root / "mitdb"
     folder.mkdir(parents=True, exist_ok=True)
-    sums = _checksums(project_url)
     log(f"MIT-BIH Arrhythmia Database → {folder}")
     records_text = _get(f"{project_url}/RECORDS").decode("utf-8", "replace")
     names = [line.strip() for line in records_text.splitlines() if line.strip()]
