@@ -68,7 +68,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic batches under a seed
     ctx.enable_progress_bars = False
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=None,
+    # $ECG_RAY_TMPDIR gives a local Ray its own session folder (tests use it to clean up).
+    temp_dir = os.environ.get("ECG_RAY_TMPDIR") if not (address or os.environ.get("RAY_ADDRESS")) else None
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=None, _temp_dir=temp_dir,
              log_to_driver=bool(os.environ.get("ECG_RAY_VERBOSE")), configure_logging=True, logging_level="WARNING")
 
 

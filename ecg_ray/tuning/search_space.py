@@ -92,6 +92,24 @@ def validate_param_space(space: dict) -> None:
                 TrainConfig.from_dict({key: candidate})
             except (ValueError, TypeError) as e:
                 raise SpecError(f"param_space.{key}: {e}") from None
+    _check_model_params(space)
+
+
+def _check_model_params(space: dict) -> None:
+    """Every model candidate must accept every ``model_params`` candidate."""
+    from ..models import build_model
+
+    if "model_params" not in space:
+        return
+    models = _candidates("model", space.get("model", TrainConfig().model))
+    for params in _candidates("model_params", space["model_params"]):
+        if not isinstance(params, dict):
+            raise SpecError(f"param_space.model_params: expected a mapping, got {params!r}")
+        for model in models:
+            try:
+                build_model(model, **params)
+            except (TypeError, ValueError) as e:
+                raise SpecError(f"param_space.model_params: {params} do not fit model {model!r}: {e}") from None
 
 
 def to_tune(space: dict) -> dict:
