@@ -83,9 +83,9 @@ def cmd_train(args) -> int:
         patience=args.patience, imbalance=args.imbalance, focal_gamma=args.focal_gamma, augment=args.augment,
         augment_p=args.augment_p, lstm_lr=args.lstm_lr, init_from=args.init_from, freeze=args.freeze,
         val_fold=args.val_fold, max_records=args.max_records, num_workers=args.num_workers,
-        use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker, grad_clip=args.grad_clip,
+        use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker or max(1, (os.cpu_count() or 1) // args.num_workers), grad_clip=args.grad_clip,
     )
-    results = train_run(cfg, args.data, args.out, address=args.address)
+    results = train_run(cfg, args.data, args.out, address=args.address, resume=args.resume, force=args.force)
     best = results["best_metrics"]
     print(json.dumps({"out": str(args.out), "epochs": results["epochs"], "best_epoch": results["best_epoch"],
                       "val_f1_cinc": best["val_f1_cinc"], "val_auroc_macro": best["val_auroc_macro"],
@@ -127,7 +127,7 @@ def print_sweep_summary(grid, spec) -> None:
         m = result.metrics or {}
         rows.append((cfg.get("model"), cfg.get("imbalance"), ",".join(cfg.get("augment") or []) or "none"
                      if isinstance(cfg.get("augment"), list) else cfg.get("augment"),
-                     m.get("training_iteration", 0), m.get(spec.metric, float("nan")),
+                     int(m.get("epochs_done", 0)), m.get(spec.metric, float("nan")),
                      "error" if result.error else ""))
     print(f"{'model':<12}{'imbalance':<10}{'augment':<34}{'epochs':>7}{spec.metric:>14}")
     for r in sorted(rows, key=lambda r: -(r[4] if r[4] == r[4] else -1)):
@@ -143,6 +143,195 @@ def print_sweep_summary(grid, spec) -> None:
             f"\n  {spec.metric} = {best.metrics.get(spec.metric):.4f}")
     except RuntimeError as e:
         print(f"no best trial: {e}")
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_folder, json_safe, split_records, write_predictions
+
+    _set_threads(args.threads)
+    records = None
+    if args.records_from_split:
+        if not args.prepared:
+            raise ValueError("--records-from-split needs --prepared PREPARED (the dataset whose split to use)")
+        records = split_records(args.prepared, args.records_from_split)
+    from .data.download import data_root, ensure_data, source_dir
+
+    # A given folder is used as is (never downloaded into); stdout carries only the JSON.
+    data_dir = (source_dir(args.data_dir, args.source) if args.data_dir else
+                ensure_data(data_root(None), args.source, log=lambda m: print(m, file=sys.stderr)))
+    result, predictions = evaluate_folder(args.checkpoint, data_dir, labels=args.labels, source=args.source,
+                                          batch_size=args.batch_size, records=records, window_s=args.window,
+                                          return_predictions=True)
+    if records is not None:
+        result["records_from"] = f"{args.records_from_split} split of {Path(args.prepared).resolve()}"
+    if args.predictions:
+        write_predictions(args.predictions, predictions)
+        result["predictions"] = str(args.predictions)
+    print(json.dumps(json_safe(result), indent=1, allow_nan=False))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import time
+
+    from .predict import error_line, format_table, load_predictor, predict_paths, time_predict
+
+    _set_threads(args.threads)
+    t0 = time.perf_counter()
+    predictor = load_predictor(args.checkpoint, prefer=args.prefer)
+    loaded = time.perf_counter() - t0
+    rows, failed = [], 0
+    for path, row, error in predict_paths(predictor, args.records, fs=args.fs, lead=args.lead):
+        if error is not None:
+            failed += 1
+            print(f"ecg-ray: error: {error_line(path, error)}", file=sys.stderr, flush=True)
+        elif args.format == "json":
+            print(json.dumps(row), flush=True)
+        else:
+            rows.append(row)
+    if rows:
+        print(format_table(rows))
+    if args.timing:
+        ms = time_predict(predictor)
+        print(f"predict: model loaded in {loaded * 1000:.0f} ms ({predictor.kind}); "
+              f"{ms:.1f} ms per 30-s record at 300 Hz after loading", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+
+    summary = export_model(args.checkpoint, args.out, metrics_path=args.metrics,
+                           verify_record=args.verify_record, verify_fs=args.fs)
+    print(json.dumps(summary))
+    return 0
+
+
+def _crossval_config(args):
+    """The config to cross-validate or train, with the command's overrides."""
+    from dataclasses import replace
+
+    from .training.crossval import load_train_config
+
+    cfg, source = load_train_config(args.config)
+    if cfg.max_records and args.max_records is None:
+        print(f"note: the config caps training records at {cfg.max_records}; using all records "
+              "(pass --max-records to keep a cap)", file=sys.stderr)
+    overrides = {"max_records": args.max_records}
+    for name in ("num_workers", "cpus_per_worker", "seed"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    if args.use_gpu:
+        overrides["use_gpu"] = True
+    if getattr(args, "num_epochs", None):
+        overrides["num_epochs"] = args.num_epochs
+    return replace(cfg, **overrides), source
+
+
+def cmd_crossval(args) -> int:
+    from .training.crossval import run_crossval
+
+    cfg, source = _crossval_config(args)
+    fold_ids = [int(k) for k in args.fold_ids.split(",")] if args.fold_ids else None
+    summary = run_crossval(cfg, args.data, args.out, folds=args.folds, fold_ids=fold_ids,
+                           exclude_test=args.exclude_test, config_source=source, address=args.address)
+    print((Path(args.out) / "crossval.md").read_text(), file=sys.stderr)
+    best = summary["best"]
+    print(json.dumps({"out": str(args.out), "folds": [p["fold"] for p in summary["per_fold"]],
+                      "val_f1_cinc_mean": best["mean"]["val_f1_cinc"], "val_f1_cinc_sd": best["sd"]["val_f1_cinc"],
+                      "val_f1_cinc_at_final_epochs": summary["common"]["mean"]["val_f1_cinc"],
+                      "best_epochs": summary["best_epochs"], "median_best_epoch": summary["median_best_epoch"],
+                      "final_epochs": summary["final_epochs"]}))
+    return 0
+
+
+def cmd_final(args) -> int:
+    from .training.crossval import final_epochs_from_crossval, run_final
+
+    if args.config is None and args.from_crossval is None:
+        raise ValueError("final needs --config, or --from-crossval DIR (whose config it then uses)")
+    if args.epochs is None and args.from_crossval is None:
+        raise ValueError("final needs --epochs N or --from-crossval DIR (its median best epoch)")
+    epochs = args.epochs
+    if args.from_crossval is not None:
+        cv_epochs, _ = final_epochs_from_crossval(args.from_crossval)
+        epochs = epochs or cv_epochs
+        if args.config is None:
+            args.config = args.from_crossval
+    cfg, source = _crossval_config(args)
+    final = run_final(cfg, args.data, args.out, epochs, config_source=source, address=args.address)
+    print(json.dumps({"out": str(args.out), "epochs": final["epochs"], "trained_on": final["trained_on"],
+                      "train_records": final["train_records"], "monitored_on": final["monitored_on"],
+                      "test_f1_cinc": final["test_metrics_last_epoch"].get("test_f1_cinc"),
+                      "note": final["note"]}))
+    return 0
+
+
+def _add_run_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder (ecg-ray prepare --out)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--max-records", type=int, default=None, help="cap on training records (default: all)")
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--cpus-per-worker", type=float, default=None)
+    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+
+
+def cmd_runs(args) -> int:
+    from .tuning import analysis
+
+    trials, _ = analysis.load_experiment(args.experiment)
+    if args.action == "compare":
+        runs = list(args.runs)
+        if analysis.is_train_run(args.experiment) and args.experiment not in runs:
+            runs.insert(0, str(args.experiment))
+        print(analysis.render(analysis.compare_runs(trials, runs), args.format, index=True))
+        return 0
+    trials = analysis.filter_trials(trials, model=args.model, imbalance=args.imbalance, augment=args.augment,
+                                    lr_min=args.lr_min, lr_max=args.lr_max, seed=args.seed, status=args.status)
+    if trials.empty:
+        raise ValueError("no trial matches the filters")
+    if args.action == "list":
+        columns = args.columns.split(",") if args.columns else None
+        print(analysis.render(analysis.list_table(trials, args.sort, columns), args.format))
+    else:
+        record = analysis.best_record(trials, args.metric, args.mode, args.scope)
+        print(analysis.format_best(record, args.format))
+    return 0
+
+
+def cmd_ablation(args) -> int:
+    from .tuning import analysis
+
+    trials, _ = analysis.load_experiment(args.experiment)
+    result = analysis.ablation(trials, args.metric, tuple(args.factors.split(",")), mode=args.mode,
+                               confidence=args.confidence, method=args.method)
+    print(analysis.format_ablation(result, args.format))
+    return 0
+
+
+def cmd_report(args) -> int:
+    import shlex
+
+    from .report import build_report
+
+    command = ["ecg-ray", "report", str(args.experiment), "--out", str(args.out)]
+    for flag, value in (("--data", args.data), ("--data-dir", args.data_dir), ("--metric", args.metric),
+                        ("--mode", args.mode), ("--record", args.record)):
+        command += [flag, str(value)] if value is not None else []
+    command += ["--no-eval"] if args.no_eval else []
+    path = build_report(args.experiment, args.out, metric=args.metric, mode=args.mode, prepared=args.data,
+                        records_dir=args.data_dir, evaluate=not args.no_eval, record=args.record,
+                        command=shlex.join(command))
+    print(path)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,9 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold out this fold (default: the saved train/val split)")
     p.add_argument("--max-records", type=int, default=None, help="cap on training records")
     p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="CPUs (and torch threads) per worker (default: all cores shared by the workers)")
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="replace a run already in --out")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="run a search space as an ASHA-pruned Ray Tune sweep")
@@ -216,6 +408,109 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a spec value, e.g. --set data.max_records=200 --set scheduler.max_t=2")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local or RAY_ADDRESS)")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("evaluate", help="checkpoint → recording-level metrics (one JSON object) on a records folder")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder, export archive or .ts")
+    p.add_argument("--source", choices=("cinc2017", "mitbih"), default="cinc2017")
+    p.add_argument("--data-dir", type=Path, default=None, help="records folder (default: $ECG_RAY_DATA / cache)")
+    p.add_argument("--labels", type=Path, default=None, help="label file (default: REFERENCE.csv beside records)")
+    p.add_argument("--predictions", type=Path, default=None, help="write record,label,probabilities CSV here")
+    p.add_argument("--records-from-split", choices=("train", "val", "test"), default=None,
+                   help="score only this split's records of --prepared")
+    p.add_argument("--prepared", type=Path, default=None, help="prepared dataset whose saved split to use")
+    p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
+    p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label and class probabilities of single records")
+    p.add_argument("records", nargs="+", help=".mat/.hea (either, or the stem), WFDB record, or .npy (with --fs)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder, export archive or .ts")
+    p.add_argument("--fs", type=float, default=None, help="sampling rate of .npy input (Hz)")
+    p.add_argument("--lead", default=None, help="WFDB lead name or index (default: MLII, else the first)")
+    p.add_argument("--format", choices=("json", "table"), default="json", help="one JSON line per record, or a table")
+    p.add_argument("--prefer", choices=("checkpoint", "torchscript"), default="checkpoint",
+                   help="which model of an export archive to run")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--timing", action="store_true", help="also print ms per 30-s record on stderr")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="checkpoint → release archive (checkpoint, TorchScript, config, metrics, card)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt or its run folder")
+    p.add_argument("--out", type=Path, required=True, help="model.tar.gz (archive) or a folder")
+    p.add_argument("--metrics", type=Path, default=None, help="`ecg-ray evaluate` JSON to release with "
+                                                              "(default: the checkpoint's validation metrics)")
+    p.add_argument("--verify-record", type=Path, default=None, help="real record to check TorchScript = eager on")
+    p.add_argument("--fs", type=float, default=None, help="sampling rate if --verify-record is .npy")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("crossval", help="k-fold cross-validation of one config (per-fold + mean ± sd)")
+    p.add_argument("--config", required=True, help="run folder / results.json, YAML of TrainConfig fields, "
+                                                   "checkpoint, or a sweep folder (its best trial)")
+    _add_run_overrides(p)
+    p.add_argument("--folds", type=int, default=5, help="folds (the saved ones if it matches their number)")
+    p.add_argument("--fold-ids", default=None, help="comma list: run only these folds (e.g. 0,1)")
+    p.add_argument("--exclude-test", action="store_true", help="make folds over train+val only, test untouched")
+    p.add_argument("--num-epochs", type=int, default=None, help="override the config's epoch count")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_crossval)
+
+    p = sub.add_parser("final", help="train the final model on train+val (test held out) for a fixed epoch count")
+    p.add_argument("--config", default=None, help="as for crossval (default: the --from-crossval config)")
+    _add_run_overrides(p)
+    p.add_argument("--epochs", type=int, default=None, help="epoch count")
+    p.add_argument("--from-crossval", type=Path, default=None, help="crossval folder: its median best epoch")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_final)
+    formats = ("table", "csv", "json", "markdown")
+    p = sub.add_parser("runs", help="read a sweep (or train run folders): list, best, compare")
+    p.add_argument("experiment", help="experiment folder (<storage>/<name>, local or URI) or an ecg-ray train run")
+    actions = p.add_subparsers(dest="action", required=True)
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--model", nargs="+", default=None)
+    filters.add_argument("--imbalance", nargs="+", default=None)
+    filters.add_argument("--augment", nargs="+", default=None, help="none, all, jitter, jitter+cutout, ...")
+    filters.add_argument("--lr-min", type=float, default=None)
+    filters.add_argument("--lr-max", type=float, default=None)
+    filters.add_argument("--seed", nargs="+", type=int, default=None)
+    filters.add_argument("--status", nargs="+", default=None, help="TERMINATED, ERROR, RUNNING, ...")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--format", choices=formats, default="table")
+    a = actions.add_parser("list", parents=[filters, output], help="one row per trial")
+    a.add_argument("--sort", default=None, help="column or metric, best first (default: best_val_f1_cinc)")
+    a.add_argument("--columns", default=None, help="comma list of trials-table columns to show")
+    a = actions.add_parser("best", parents=[filters, output], help="the trial Tune's get_best_result picks")
+    a.add_argument("--metric", default="val_f1_cinc", help="f1_cinc, auroc, val_loss, any reported metric "
+                                                          "(val_ prefix optional)")
+    a.add_argument("--mode", choices=("max", "min"), default=None, help="default: min for losses, else max")
+    a.add_argument("--scope", choices=("last", "best"), default="last",
+                   help="rank on each trial's last reported value (Tune's default) or its best epoch")
+    a = actions.add_parser("compare", parents=[output], help="runs side by side")
+    a.add_argument("runs", nargs="+", help="trial ids (or unique parts of them) or run folders")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("ablation", help="per-factor means with confidence intervals, interaction, seed stability")
+    p.add_argument("experiment", help="experiment folder (local or URI)")
+    p.add_argument("--metric", default="best_val_f1_cinc", help="trials-table column or metric (default: each "
+                                                               "trial's best val F1(N,A,O))")
+    p.add_argument("--mode", choices=("max", "min"), default=None)
+    p.add_argument("--factors", default="model,imbalance,augment", help="comma list; the first two make the "
+                                                                         "interaction table")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--method", choices=("t", "bootstrap"), default="t")
+    p.add_argument("--format", choices=formats, default="table")
+    p.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("report", help="markdown report with figures and tables of a sweep or run")
+    p.add_argument("experiment", help="experiment folder or ecg-ray train run folder")
+    p.add_argument("--out", type=Path, required=True, help="report folder, e.g. results/<name>/")
+    p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: the one the sweep read)")
+    p.add_argument("--data-dir", type=Path, default=None, help="records folder (default: the manifest's)")
+    p.add_argument("--metric", default=None, help="ranking metric (default: the sweep's)")
+    p.add_argument("--mode", choices=("max", "min"), default=None)
+    p.add_argument("--record", default=None, help="record to draw in the data figures (default: a val AF record)")
+    p.add_argument("--no-eval", action="store_true", help="skip running the best checkpoint on validation")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -223,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileNotFoundError, FileExistsError) as e:
         if os.environ.get("ECG_RAY_DEBUG"):
             raise
         print(f"ecg-ray: error: {e}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""End to end on the real records: the CLI's ASHA sweep, `ray job submit` to a
-local cluster on 127.0.0.1, and a killed sweep resumed with Tuner.restore.
+"""End to end on the real records: `ray job submit` of a sweep to a local cluster
+on 127.0.0.1, and the CLI's ASHA sweep of the smoke grid killed half-way and
+resumed with Tuner.restore (one sweep proves both the grid x ASHA and resume).
 
 Each test runs the real `ecg-ray` CLI in a subprocess with its own Ray session
 folder, so whatever it leaves behind can be found and killed afterwards.
@@ -80,25 +81,6 @@ def _trial_states(experiment: Path) -> dict[str, str]:
     return states
 
 
-def test_smoke_sweep_runs_grid_with_asha(prepared_small, tmp_path, ray_tmp):
-    out = subprocess.run(_sweep_cmd(prepared_small, tmp_path), env=_env(ray_tmp), cwd=PROJECT_ROOT,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "best trial:" in out.stdout
-    analysis, trials = _results(tmp_path / "smoke")
-    assert len(trials) == 8
-    assert all(t.status == "TERMINATED" for t in trials.values())
-    iterations = [t.last_result["training_iteration"] for t in trials.values()]
-    assert max(iterations) == 3
-    assert min(iterations) < 3, f"ASHA stopped no trial: {iterations}"
-    assert f"{sum(iterations)} trial-epochs (exhaustive: 24)" in out.stdout
-    grid_values = {(t.config["model"], t.config["imbalance"], t.config["augment"]) for t in trials.values()}
-    assert len(grid_values) == 8
-    for t in trials.values():  # recording-level headline and its segment-level twin are reported
-        assert 0.0 <= t.last_result["val_f1_cinc"] <= 1.0
-        assert "val_seg_f1_cinc" in t.last_result and "checkpoint_path" in t.last_result
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,7 +124,7 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def test_killed_sweep_resumes_without_rerunning_finished_trials(prepared_small, tmp_path, ray_tmp):
+def test_killed_asha_sweep_resumes_without_rerunning_finished_trials(prepared_small, tmp_path, ray_tmp):
     experiment = tmp_path / "smoke"
     proc = subprocess.Popen(_sweep_cmd(prepared_small, tmp_path), env=_env(ray_tmp), cwd=PROJECT_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -178,7 +160,15 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(prepared_small, 
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for t in finished:  # finished trials were not run again
         assert trial_files(t) == before[t], f"trial {t} was rerun"
+    assert "best trial:" in out.stdout
     _, trials = _results(experiment)
-    assert len(trials) == 8
+    assert len(trials) == 8  # the whole 2 x 2 x 2 grid
+    assert len({(t.config["model"], t.config["imbalance"], t.config["augment"]) for t in trials.values()}) == 8
     assert all(t.status == "TERMINATED" for t in trials.values())
-    assert all("val_f1_cinc" in t.last_result for t in trials.values())
+    for t in trials.values():  # the recording-level headline and its segment-level twin
+        assert 0.0 <= t.last_result["val_f1_cinc"] <= 1.0
+        assert "val_seg_f1_cinc" in t.last_result and "checkpoint_path" in t.last_result
+    epochs = [int(t.last_result["epochs_done"]) for t in trials.values()]
+    assert max(epochs) == 3
+    assert min(epochs) < 3, f"ASHA stopped no trial: {epochs}"
+    assert f"{sum(epochs)} trial-epochs (exhaustive: 24)" in out.stdout

@@ -9,6 +9,7 @@ trial passes a ``TuneReportCallback`` and datasets it was handed);
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -25,6 +26,11 @@ from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
 from .feed import FeedInfo, load_datasets
 from .worker import HEADLINE, train_loop_per_worker
+
+
+def log_level() -> str:
+    """Ray's console chatter: WARNING unless $ECG_RAY_VERBOSE is set."""
+    return "INFO" if os.environ.get("ECG_RAY_VERBOSE") else "WARNING"
 
 
 def scaling_config(cfg: TrainConfig) -> ScalingConfig:
@@ -46,8 +52,12 @@ def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess:
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=HEADLINE,
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=max_failures),
+            logging_config=ray.train.LoggingConfig(log_level=log_level()),
         ),
     )
+
+
+RUN_NAME = "ray_train"  # Ray Train's folder inside a run folder
 
 
 class EpochPrinter(ray.train.UserCallback):
@@ -68,17 +78,30 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic batches under a seed
     ctx.enable_progress_bars = False
+    level = log_level()
     # $ECG_RAY_TMPDIR gives a local Ray its own session folder (tests use it to clean up).
     temp_dir = os.environ.get("ECG_RAY_TMPDIR") if not (address or os.environ.get("RAY_ADDRESS")) else None
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=None, _temp_dir=temp_dir,
-             log_to_driver=bool(os.environ.get("ECG_RAY_VERBOSE")), configure_logging=True, logging_level="WARNING")
+             log_to_driver=True, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
+             configure_logging=True, logging_level=level)
+    logging.getLogger("ray.data").setLevel(level)
 
 
-def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | None = None) -> dict:
-    """Train one config stand-alone and write the run folder ``out``; returns results."""
+def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | None = None,
+              resume: bool = False, force: bool = False) -> dict:
+    """Train one config stand-alone and write the run folder ``out``; returns results.
+
+    An existing run in ``out`` is continued from its last checkpoint with
+    ``resume`` (Ray Train restores it by name), replaced with ``force``."""
     from ..data import store
 
     out = Path(out).resolve()
+    if (out / RUN_NAME).exists():
+        if force:
+            shutil.rmtree(out / RUN_NAME)
+        elif not resume:
+            raise FileExistsError(f"run folder already holds a run: {out} (use --resume to continue it, "
+                                  "--force to start over, or another --out)")
     out.mkdir(parents=True, exist_ok=True)
     manifest = store.read_manifest(prepared)
     started = datetime.now(timezone.utc)
@@ -89,7 +112,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
           f"validating on {info.val_records} records; data {'materialized' if info.materialized else 'streamed'}",
           file=sys.stderr, flush=True)
     trainer = make_trainer(cfg, train_ds, val_ds, info, manifest["preprocess"],
-                           storage_path=str(out), name="ray_train", callbacks=[EpochPrinter()])
+                           storage_path=str(out), name=RUN_NAME, callbacks=[EpochPrinter()])
     result = trainer.fit()
     best = result.get_best_checkpoint(HEADLINE, "max") or result.checkpoint
     with best.as_directory() as d:

@@ -150,7 +150,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
         metrics = validate(raw_model, val_shard, device)
         metrics.update(
-            epoch=epoch, train_loss=totals[0] / max(totals[2], 1), train_acc=totals[1] / max(totals[2], 1),
+            epoch=epoch, epochs_done=epoch + 1, train_loss=totals[0] / max(totals[2], 1), train_acc=totals[1] / max(totals[2], 1),
             segments_per_s=totals[2] / max(seconds, 1e-9), epoch_seconds=seconds,
             lr=optimizer.param_groups[0]["lr"],
         )

@@ -28,6 +28,7 @@ from ..training.trainer import init_ray, make_trainer
 from .search_space import SweepSpec, to_tune
 
 #: Resources of the trial driver: it only waits on the TorchTrainer it launched.
+TIME_ATTR = "epochs_done"
 #: Ray refuses an all-zero request, so it asks for a token of memory and no CPU.
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 64 * 2**20}
 
@@ -45,7 +46,9 @@ def _scheduler(spec: SweepSpec):
     s = spec.scheduler
     if s.get("type", "asha") == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="training_iteration", max_t=int(s.get("max_t", 20)),
+    # ASHA counts epochs as the runs report them (``epochs_done``), not Tune's
+    # iterations, which restart at 0 when a killed trial resumes from its checkpoint.
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=int(s.get("max_t", 20)),
                          grace_period=int(s.get("grace_period", 1)),
                          reduction_factor=float(s.get("reduction_factor", 3)))
 

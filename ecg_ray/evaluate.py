@@ -1,0 +1,217 @@
+"""Checkpoint → recording-level metrics and predictions on a records folder (no Ray).
+
+``evaluate_folder`` runs the model's *own* preprocessing (from the checkpoint
+or export) on every record of a PhysioNet/CinC folder, or on the labelled
+30-s windows of MIT-BIH records (``source="mitbih"``), feeds the segments to
+the model in batches, averages segment probabilities per record and scores the
+records with ``training.metrics``. Bad records are skipped and counted by
+reason (each one named on stderr); a folder that cannot be used at all raises
+``DataError``.
+
+The returned dict is the ``ecg-ray evaluate`` JSON contract: headline
+``f1_cinc`` (mean F1 of N, A, O), ``f1_macro``, ``f1_weighted``, ``accuracy``,
+``auroc_macro``, and per class (``N``, ``A``, ``O``, ``noisy``) ``f1_*``,
+``auroc_*``, ``sens_*``, ``spec_*``; ``confusion`` (4×4, rows true, columns
+predicted, class order), ``n_records``, ``n_skipped``, ``skipped`` (reason →
+count), ``segment`` (the same metrics per segment), and where it came from.
+Undefined values (e.g. AUROC of a class absent from the labels) are ``null``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from . import CLASSES, CLASS_TO_INDEX
+from .data import mitbih, physionet2017
+from .data.errors import DataError, RecordError
+from .predict import PROB_KEYS, Predictor, load_predictor
+from .training.metrics import classification_metrics, confusion
+
+SOURCES = ("cinc2017", "mitbih")
+PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in PROB_KEYS], "predicted", "n_segments"]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def json_safe(value):
+    """NaN/inf → None, numpy scalars → Python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def split_records(prepared: Path, split: str) -> list[str]:
+    """Record ids of ``split`` (train, val or test) in a prepared dataset's saved split."""
+    from .data import store
+
+    manifest = store.read_manifest(prepared)
+    splits = manifest["splits"]["split"]
+    if split not in splits:
+        raise DataError(f"{prepared}: no split {split!r} (have {', '.join(splits)})")
+    return list(splits[split])
+
+
+def _cinc_items(data_dir: Path, labels_path: Path | None, wanted: set[str] | None, skip):
+    """Yield ``(record, label, signal, fs)`` for the labelled records of a CinC folder."""
+    names = physionet2017.list_records(data_dir)
+    labels = physionet2017.read_labels(physionet2017.find_label_file(data_dir, labels_path))
+    if wanted is not None:
+        missing = sorted(wanted - set(names))
+        for name in missing:
+            skip(RecordError(name, "listed in split but not in the folder", str(data_dir)))
+        names = [n for n in names if n in wanted]
+    for name in names:
+        if name not in labels:
+            skip(RecordError(name, "no label", "record missing from the label file"))
+            continue
+        if labels[name] not in CLASS_TO_INDEX:
+            skip(RecordError(name, "unknown label", f"{labels[name]!r} is not one of {', '.join(CLASSES)}"))
+            continue
+        try:
+            signal, fs = physionet2017.read_record(data_dir, name)
+        except RecordError as e:
+            skip(e)
+            continue
+        yield name, labels[name], signal, fs
+
+
+def _mitbih_items(data_dir: Path, window_s: float, wanted: set[str] | None, skip):
+    """Yield ``(window id, label, signal, fs)`` for the labelled windows of MIT-BIH records."""
+    seen = set()
+    for name in mitbih.list_records(data_dir):
+        try:
+            windows, skipped = mitbih.read_windows(data_dir, name, window_s)
+        except RecordError as e:
+            skip(e)
+            continue
+        for reason, count in skipped.items():
+            for _ in range(count):
+                skip(RecordError(name, reason), quiet=True)
+        for w in windows:
+            if wanted is not None and w.record_id not in wanted:
+                continue
+            seen.add(w.record_id)
+            yield w.record_id, w.label, w.signal, w.fs
+    if wanted is not None:
+        for name in sorted(wanted - seen):
+            skip(RecordError(name, "listed in split but not in the folder", str(data_dir)))
+
+
+def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, source: str = "cinc2017",
+                    batch_size: int = 256, records: list[str] | None = None, window_s: float = 30.0,
+                    return_predictions: bool = False, log=_stderr):
+    """Score a model on a records folder; returns the JSON dict (see module doc),
+    or ``(dict, predictions)`` with ``return_predictions`` — one dict per record
+    with ``record, label, p_N, p_A, p_O, p_noisy, predicted, n_segments``.
+
+    ``checkpoint`` is anything ``load_predictor`` takes, or a loaded ``Predictor``;
+    ``records`` restricts scoring to those record (or window) ids.
+    """
+    if source not in SOURCES:
+        raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    t0 = time.perf_counter()
+    predictor = checkpoint if isinstance(checkpoint, Predictor) else load_predictor(checkpoint, batch_size)
+    predictor.batch_size = batch_size
+    data_dir = Path(data_dir)
+    wanted = set(records) if records is not None else None
+
+    skipped: Counter = Counter()
+
+    def skip(e: RecordError, quiet: bool = False) -> None:
+        skipped[e.reason] += 1
+        if not quiet:
+            log(f"evaluate: skipped {e}")
+
+    items = (_cinc_items(data_dir, labels, wanted, skip) if source == "cinc2017"
+             else _mitbih_items(data_dir, window_s, wanted, skip))
+
+    # Segments of many records are pooled into batches; each record keeps its slice.
+    names, ys, n_segs, seg_probs = [], [], [], []
+    pending, pending_n = [], 0
+
+    def flush() -> None:
+        nonlocal pending, pending_n
+        if pending:
+            seg_probs.append(predictor.probabilities(np.concatenate(pending)))
+            pending, pending_n = [], 0
+
+    for name, label, signal, fs in items:
+        try:
+            segments, _ = predictor.segments(signal, fs, name)
+        except RecordError as e:
+            skip(e)
+            continue
+        names.append(name)
+        ys.append(CLASS_TO_INDEX[label])
+        n_segs.append(len(segments))
+        pending.append(segments)
+        pending_n += len(segments)
+        if pending_n >= batch_size:
+            flush()
+        if len(names) % 1000 == 0:
+            log(f"evaluate: {len(names)} records scored ({time.perf_counter() - t0:.0f} s)")
+    flush()
+    if not names:
+        raise DataError(f"no usable records in {data_dir} ({sum(skipped.values())} skipped)")
+
+    probs_seg = np.concatenate(seg_probs)
+    bounds = np.cumsum([0] + n_segs)
+    probs = np.stack([probs_seg[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+    y = np.asarray(ys, dtype=np.int64)
+    y_seg = np.repeat(y, n_segs)
+    pred = probs.argmax(axis=1)
+
+    result = {
+        **classification_metrics(y, probs),
+        "confusion": confusion(y, pred),
+        "classes": list(CLASSES),
+        "n_records": len(names),
+        "n_segments": int(bounds[-1]),
+        "n_skipped": int(sum(skipped.values())),
+        "skipped": dict(skipped),
+        "records_per_class": {c: int((y == i).sum()) for i, c in enumerate(CLASSES)},
+        "segment": classification_metrics(y_seg, probs_seg),
+        "checkpoint": predictor.source,
+        "model": predictor.info.get("model"),
+        "preprocess_hash": predictor.preprocess.hash,
+        "data_dir": str(data_dir.resolve()),
+        "source": source,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if skipped:
+        log("evaluate: skipped " + ", ".join(f"{n} {r}" for r, n in skipped.most_common()))
+    result = json_safe(result)
+    if not return_predictions:
+        return result
+    predictions = [
+        {"record": n, "label": CLASSES[t], **{f"p_{k}": float(p) for k, p in zip(PROB_KEYS, pr)},
+         "predicted": CLASSES[int(pr.argmax())], "n_segments": k}
+        for n, t, pr, k in zip(names, ys, probs, n_segs)
+    ]
+    return result, predictions
+
+
+def write_predictions(path: Path, predictions: list[dict]) -> None:
+    """``record,label,p_N,p_A,p_O,p_noisy,predicted,n_segments`` CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PREDICTION_FIELDS)
+        writer.writeheader()
+        for row in predictions:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})

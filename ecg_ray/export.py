@@ -1,0 +1,302 @@
+"""``ecg-ray export``: a checkpoint → a self-describing release (archive or folder).
+
+Contents (flat)::
+
+    model.pt       the checkpoint, without optimizer/scheduler state (weights-only loadable)
+    model.ts       TorchScript of the eval-mode model, input (B, 1, L) float32 → (B, 4) logits;
+                   config.json is embedded in it too (torch.jit extra file)
+    config.json    model name and hyper-parameters, preprocessing, class order, training config
+    metrics.json   the metrics it is released with (an `ecg-ray evaluate` JSON, or the checkpoint's)
+    MODEL_CARD.md  data, split, intended use, limits, metrics
+
+The TorchScript is made with ``torch.jit.trace`` and checked against the eager
+model on real (or ECG-like synthetic) segments at two batch sizes before
+anything is written. ``ecg-ray predict`` / ``evaluate`` load the archive, the
+unpacked folder, or ``model.ts`` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import CLASSES, __version__
+from .data.preprocess import PreprocessConfig
+from .predict import CHECKPOINT_NAME, CONFIG_NAME, TORCHSCRIPT_NAME, PROB_KEYS, synthetic_ecg
+from .training.checkpoint import checkpoint_file, load_checkpoint, model_from_checkpoint
+
+FORMAT = "ecg-ray-export/1"
+METRICS_NAME = "metrics.json"
+CARD_NAME = "MODEL_CARD.md"
+#: Largest |traced − eager| logit difference accepted.
+TRACE_TOLERANCE = 1e-4
+
+CINC_CITATION = (
+    "Clifford GD, Liu C, Moody B, Lehman LH, Silva I, Li Q, Johnson AEW, Mark RG. AF classification from a "
+    "short single lead ECG recording: the PhysioNet/Computing in Cardiology Challenge 2017. Computing in "
+    "Cardiology 2017;44. doi:10.22489/CinC.2017.065-469")
+PHYSIONET_CITATION = (
+    "Goldberger AL, Amaral LAN, Glass L, Hausdorff JM, Ivanov PCh, Mark RG, Mietus JE, Moody GB, Peng C-K, "
+    "Stanley HE. PhysioBank, PhysioToolkit, and PhysioNet. Circulation 2000;101(23):e215-e220")
+
+
+def verification_segments(preprocess: PreprocessConfig, record: Path | None = None,
+                          fs: float | None = None) -> tuple[np.ndarray, str]:
+    """Segments to compare traced and eager output on: those of a real record
+    if given, else of a synthetic ECG-like signal. ``(segments (n, L), what)``."""
+    from .data.preprocess import preprocess_record
+    from .predict import read_input
+
+    if record is not None:
+        signal, rate = read_input(record, fs)
+        what = f"real record {record}"
+    else:
+        signal, rate = synthetic_ecg(60.0, preprocess.fs), preprocess.fs
+        what = "synthetic ECG-like signal"
+    segments, _ = preprocess_record(signal, rate, preprocess, str(record or "synthetic"))
+    return segments, what
+
+
+def trace_model(model: torch.nn.Module, segments: np.ndarray) -> tuple[torch.jit.ScriptModule, float]:
+    """``torch.jit.trace`` the eval-mode model; returns it and the largest
+    |traced − eager| logit difference over the segments, at batch sizes 1 and n
+    (so a batch size is not baked in). ValueError above ``TRACE_TOLERANCE``."""
+    model = model.eval()
+    x = torch.as_tensor(np.ascontiguousarray(segments, dtype=np.float32)).unsqueeze(1)
+    example = x[:2] if len(x) >= 2 else x.repeat(2, 1, 1)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, example, check_trace=False)
+        diff = 0.0
+        for batch in (x[:1], x):
+            diff = max(diff, float((traced(batch) - model(batch)).abs().max()))
+    if not diff <= TRACE_TOLERANCE:
+        raise ValueError(f"TorchScript output differs from the eager model by {diff:.3g} (> {TRACE_TOLERANCE})")
+    return traced, diff
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def training_info(ckpt_file: Path, payload: dict) -> dict:
+    """What is known about how the checkpoint was trained: its config plus the
+    run folder's ``results.json`` / ``final.json`` if they sit beside it."""
+    cfg = payload.get("config", {})
+    info = {"epoch_index": payload.get("epoch"), "epochs_trained": (payload.get("epoch") or 0) + 1,
+            "val_fold": cfg.get("val_fold"), "max_records": cfg.get("max_records")}
+    results = _read_json(ckpt_file.parent / "results.json")
+    if results:
+        data = results.get("data", {})
+        info.update(prepared=data.get("prepared"), config_hash=data.get("config_hash"),
+                    train_records=data.get("train_records"), val_records=data.get("val_records"),
+                    epochs_run=results.get("epochs"), best_epoch_index=results.get("best_epoch"))
+    manifest = _read_json(Path(info["prepared"]) / "manifest.json") if info.get("prepared") else None
+    if manifest:
+        info["dataset_records"] = manifest.get("n_records")
+        info["dataset_source"] = manifest.get("source")
+    final = _read_json(ckpt_file.parent / "final.json")
+    if final:
+        info["final"] = {k: final.get(k) for k in ("trained_on", "train_records", "monitored_on",
+                                                    "monitor_records", "epochs", "note")}
+    return info
+
+
+def _split_text(info: dict) -> str:
+    if "final" in info:
+        f = info["final"]
+        return (f"Trained on {f.get('trained_on')} ({f.get('train_records')} records) for {f.get('epochs')} "
+                f"epochs; the {f.get('monitored_on')} ({f.get('monitor_records')} records) was held out. "
+                f"{f.get('note') or ''}").strip()
+    where = (f"fold {info['val_fold']} of the saved recording-level folds held out for validation"
+             if info.get("val_fold") is not None else "the saved recording-level train/validation split")
+    text = f"Trained with {where}"
+    if info.get("train_records"):
+        text += f" ({info['train_records']} training, {info.get('val_records')} validation records)"
+    if info.get("max_records"):
+        text += f", training records capped at {info['max_records']}"
+    text += (f"; the checkpoint is epoch {info.get('epochs_trained')}"
+             + (f" of {info['epochs_run']}" if info.get("epochs_run") else "")
+             + " (chosen on the validation records' F1, so its validation metrics are optimistic).")
+    return text
+
+
+def released_metrics(payload: dict, metrics_path: Path | None) -> dict:
+    """``{"from": description, "metrics": {...}}``: an evaluate JSON, or the checkpoint's own."""
+    if metrics_path is not None:
+        metrics = _read_json(metrics_path)
+        if not isinstance(metrics, dict) or "f1_cinc" not in metrics:
+            raise ValueError(f"--metrics {metrics_path}: not an `ecg-ray evaluate` JSON (no 'f1_cinc')")
+        where = metrics.get("records_from") or metrics.get("data_dir")
+        return {"from": f"ecg-ray evaluate on {where} ({metrics.get('n_records')} records)", "metrics": metrics}
+    m = payload.get("metrics", {})
+    return {"from": f"the checkpoint's validation metrics at epoch {payload.get('epoch', 0) + 1} "
+                    "(recording level: val_*, segment level: val_seg_*)", "metrics": m}
+
+
+def _metric(m: dict, key: str):
+    for k in (key, f"val_{key}"):
+        if m.get(k) is not None:
+            return m[k]
+    return None
+
+
+def metrics_table(m: dict) -> str:
+    rows = [("F1(N,A,O) — challenge headline", "f1_cinc"), ("F1 macro (4 classes)", "f1_macro"),
+            ("F1 weighted", "f1_weighted"), ("accuracy", "accuracy"), ("AUROC macro (one-vs-rest)", "auroc_macro")]
+    out = ["| metric | value |", "|---|---|"]
+    for label, key in rows:
+        v = _metric(m, key)
+        out.append(f"| {label} | {'n/a' if v is None else f'{v:.4f}'} |")
+    out += ["", "| class | F1 | sensitivity | specificity | AUROC |", "|---|---|---|---|---|"]
+    for c, k in zip(CLASSES, PROB_KEYS):
+        cells = [_metric(m, f"{name}_{k}") for name in ("f1", "sens", "spec", "auroc")]
+        out.append(f"| {c} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in cells) + " |")
+    conf = m.get("confusion")
+    if conf:
+        out += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
+                "| true \\ predicted | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|"]
+        out += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(CLASSES, conf)]
+    return "\n".join(out)
+
+
+def model_card(config: dict, metrics: dict, n_params: int) -> str:
+    pre = config["preprocess"]
+    info = config["training"]
+    tc = config.get("train_config", {})
+    seg_s = pre["segment_length"] / pre["fs"]
+    records_text = (f"; the prepared dataset this model was trained from held {info['dataset_records']:,}"
+                    if info.get("dataset_records") else "")
+    hop = pre.get("stride") or pre["segment_length"]
+    return f"""# ECG rhythm classifier — `{config['model']}` (ecg-ray {config['ecg_ray_version']})
+
+Single-lead ECG rhythm classification into the four classes of the PhysioNet/CinC
+Challenge 2017: **N** (normal sinus rhythm), **A** (atrial fibrillation), **O** (other
+rhythm), **~** (too noisy to classify). Class order everywhere: `{', '.join(CLASSES)}`.
+
+**Research use only. This is NOT a medical device**: it is not cleared or approved by any
+regulator, was not clinically validated, and must not be used to diagnose, treat or
+triage anyone.
+
+## Model
+- Architecture: `{config['model']}`, {n_params:,} parameters; hyper-parameters:
+  `{json.dumps(config['model_params'])}`.
+- Training: loss with `{tc.get('imbalance')}` class-imbalance handling, augmentation
+  `{', '.join(tc.get('augment') or []) or 'none'}`, lr {tc.get('lr')}, batch size {tc.get('batch_size')},
+  seed {tc.get('seed')}.
+- Input: one lead in mV at any sampling rate → resampled to {pre['fs']:g} Hz, zero-phase
+  Butterworth bandpass {pre['lowcut']:g}–{pre['highcut']:g} Hz (order {pre['order']}), z-scored per
+  record, cut into {seg_s:g}-s segments every {hop / pre['fs']:g} s (records shorter than one
+  segment: `{pre['short_policy']}`). Segment softmax probabilities are averaged per record;
+  the record's label is their argmax.
+- Files: `{CHECKPOINT_NAME}` (PyTorch checkpoint, loads with `torch.load(weights_only=True)`),
+  `{TORCHSCRIPT_NAME}` (TorchScript, input `(B, 1, {pre['segment_length']})` float32 → `(B, 4)` logits),
+  `{CONFIG_NAME}`, `{METRICS_NAME}`.
+
+## Data
+PhysioNet/Computing in Cardiology Challenge 2017 training set: single-lead AliveCor
+recordings of 9–61 s at 300 Hz labelled N/A/O/~ (8,528 in the public release{records_text}).
+
+- {CINC_CITATION}.
+- {PHYSIONET_CITATION}.
+
+Split: {_split_text(info)} Splits are by recording, stratified by label, seeded
+(see the prepared dataset's `manifest.json`{f", config hash {info['config_hash']}" if info.get('config_hash') else ''}).
+
+## Metrics
+From {metrics['from']}. Recording level unless noted:
+
+{metrics_table(metrics['metrics'])}
+
+## Intended use
+Research on ECG rhythm classification methods: comparing architectures and training
+strategies, reproducing the ablation of this repository, teaching. Inputs should resemble
+the training data: short single-lead recordings from a handheld device.
+
+## Limits
+- Trained on one device type (AliveCor, lead I-like) and one challenge population; not
+  validated on other devices, leads, ambulatory/Holter or 12-lead data, children, or
+  pacemaker rhythms. MIT-BIH results use an approximate mapping of rhythm annotations.
+- Internal-split scores usually read 0.03–0.06 higher than the challenge's hidden test set.
+- Class `O` mixes many rhythms and `~` is rare (about 3 % of records); their scores are the
+  least reliable.
+- Probabilities are not calibrated.
+- NOT a medical device; outputs must not inform clinical decisions.
+"""
+
+
+def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
+                 verify_record: Path | None = None, verify_fs: float | None = None) -> dict:
+    """Write the release to ``out`` (``.tar.gz``/``.tgz`` → archive, else a folder);
+    returns a summary (files and sizes, trace check)."""
+    ckpt = checkpoint_file(checkpoint)
+    payload = load_checkpoint(ckpt)
+    model = model_from_checkpoint(payload)
+    preprocess = PreprocessConfig.from_dict(payload["preprocess"])
+    segments, verified_on = verification_segments(preprocess, verify_record, verify_fs)
+    traced, diff = trace_model(model, segments)
+
+    config = {
+        "format": FORMAT,
+        "model": payload["model"],
+        "model_params": payload["model_params"],
+        "preprocess": payload["preprocess"],
+        "preprocess_hash": preprocess.hash,
+        "classes": list(CLASSES),
+        "probability_keys": list(PROB_KEYS),
+        "input": {"shape": ["batch", 1, preprocess.segment_length], "dtype": "float32",
+                  "output": "logits (batch, 4); softmax, then mean over a record's segments"},
+        "files": {"checkpoint": CHECKPOINT_NAME, "torchscript": TORCHSCRIPT_NAME},
+        "train_config": payload.get("config", {}),
+        "training": training_info(ckpt, payload),
+        "ecg_ray_version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torchscript_check": {"max_abs_logit_diff": diff, "on": verified_on},
+    }
+    metrics = released_metrics(payload, metrics_path)
+    n_params = sum(p.numel() for p in model.parameters())
+    config_text = json.dumps(config, indent=1)
+
+    with tempfile.TemporaryDirectory(prefix="ecgray-export-") as tmp:
+        tmp = Path(tmp)
+        slim = {k: v for k, v in payload.items() if k not in ("optimizer", "scheduler")}
+        torch.save(slim, tmp / CHECKPOINT_NAME)
+        torch.jit.save(traced, str(tmp / TORCHSCRIPT_NAME), _extra_files={CONFIG_NAME: config_text})
+        (tmp / CONFIG_NAME).write_text(config_text)
+        (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=1))
+        (tmp / CARD_NAME).write_text(model_card(config, metrics, n_params))
+        load_checkpoint(tmp / CHECKPOINT_NAME)  # the slim checkpoint still honours the contract
+        files = [CHECKPOINT_NAME, TORCHSCRIPT_NAME, CONFIG_NAME, METRICS_NAME, CARD_NAME]
+        sizes = {f: (tmp / f).stat().st_size for f in files}
+
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.name.endswith((".tar.gz", ".tgz")):
+            part = out.with_name(out.name + ".part")
+            with tarfile.open(part, "w:gz") as tar:
+                for f in files:
+                    info = tar.gettarinfo(str(tmp / f), arcname=f)
+                    info.mtime, info.uid, info.gid, info.uname, info.gname = int(time.time()), 0, 0, "", ""
+                    with open(tmp / f, "rb") as fh:
+                        tar.addfile(info, fh)
+            part.replace(out)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copy(tmp / f, out / f)
+    return {"out": str(out), "files": sizes, "bytes": out.stat().st_size if out.is_file() else sum(sizes.values()),
+            "model": payload["model"], "parameters": n_params, "torchscript_max_abs_diff": diff,
+            "verified_on": verified_on, "metrics_from": metrics["from"]}

@@ -1,0 +1,300 @@
+"""A trained model as a callable: load once, then label any record (no Ray).
+
+``load_predictor`` accepts every form a model ships in — a checkpoint
+(``model.pt`` or the run folder holding it), an export archive
+(``model.tar.gz`` from ``ecg-ray export``) or its unpacked folder, or the
+TorchScript file of an export (``model.ts``; its preprocessing is embedded in
+the file and also read from ``config.json`` beside it) — and returns a
+``Predictor`` that repeats the model's own preprocessing (resample to its rate,
+bandpass, z-score, segment, pad short records per its policy), runs the
+segments in batches under ``torch.inference_mode`` and averages the segment
+probabilities into one prediction per record.
+
+``read_input`` reads one record from a path: a PhysioNet/CinC ``.mat``/``.hea``
+pair (either file, or the stem), a WFDB record (``.hea`` + ``.dat``), or a
+``.npy`` array (with ``fs``). Unreadable input raises ``RecordError``.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import CLASSES
+from .data import physionet2017
+from .data.errors import RecordError
+from .data.preprocess import PreprocessConfig, preprocess_record
+
+#: Keys of the per-class probabilities in predictions (``~`` is written ``noisy``).
+PROB_KEYS = ("N", "A", "O", "noisy")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript")
+CONFIG_NAME = "config.json"
+TORCHSCRIPT_NAME = "model.ts"
+CHECKPOINT_NAME = "model.pt"
+
+
+@dataclass
+class Predictor:
+    """A loaded model and the preprocessing it was trained with."""
+
+    model: torch.nn.Module  # eager (eval mode) or TorchScript; (B, 1, L) → (B, 4) logits
+    preprocess: PreprocessConfig
+    source: str  # what was loaded
+    kind: str  # "checkpoint" or "torchscript"
+    info: dict = field(default_factory=dict)  # model name, params, epoch, metrics, ...
+    batch_size: int = 256
+
+    def probabilities(self, segments: np.ndarray) -> np.ndarray:
+        """Softmax probabilities ``(n, 4)`` of preprocessed segments ``(n, L)``, batched."""
+        segments = np.ascontiguousarray(segments, dtype=np.float32)
+        if not segments.flags.writeable:  # e.g. a zero-copy view of an Arrow buffer
+            segments = segments.copy()
+        out = np.empty((len(segments), len(CLASSES)), dtype=np.float64)
+        with torch.inference_mode():
+            for i in range(0, len(segments), self.batch_size):
+                x = torch.from_numpy(segments[i:i + self.batch_size]).unsqueeze(1)
+                out[i:i + len(x)] = torch.softmax(self.model(x).float(), dim=1).numpy()
+        return out
+
+    def segments(self, signal: np.ndarray, fs: float, name: str = "?") -> tuple[np.ndarray, bool]:
+        """The model's own preprocessing: ``(segments (n, L) float32, padded)``."""
+        return preprocess_record(signal, fs, self.preprocess, name)
+
+    def predict_signal(self, signal: np.ndarray, fs: float, name: str = "?") -> dict:
+        """Label and mean segment probabilities of one raw record (mV at ``fs``)."""
+        segments, padded = self.segments(signal, fs, name)
+        probs = self.probabilities(segments).mean(axis=0)
+        return result_row(name, probs, len(segments), padded, len(signal) / fs)
+
+
+def result_row(name: str, probs: np.ndarray, n_segments: int, padded: bool, seconds: float) -> dict:
+    return {"record": name, "label": CLASSES[int(np.argmax(probs))],
+            "probabilities": {k: round(float(p), 6) for k, p in zip(PROB_KEYS, probs)},
+            "n_segments": int(n_segments), "padded": bool(padded), "duration_s": round(float(seconds), 3)}
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+def _is_archive(path: Path) -> bool:
+    return path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def _check_config(config: dict, where: str) -> PreprocessConfig:
+    classes = config.get("classes")
+    if classes is not None and tuple(classes) != CLASSES:
+        raise ValueError(f"{where}: class order {classes} differs from {list(CLASSES)}")
+    if "preprocess" not in config:
+        raise ValueError(f"{where}: no 'preprocess' section")
+    return PreprocessConfig.from_dict(config["preprocess"])
+
+
+def _from_checkpoint(file: Path, source: str, batch_size: int) -> Predictor:
+    from .training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    payload = load_checkpoint(file)
+    model = model_from_checkpoint(payload)
+    info = {"model": payload["model"], "model_params": payload["model_params"], "epoch": payload["epoch"],
+            "metrics": payload.get("metrics", {}), "config": payload.get("config", {})}
+    return Predictor(model, PreprocessConfig.from_dict(payload["preprocess"]), source, "checkpoint", info,
+                     batch_size)
+
+
+def _from_torchscript(file: Path, source: str, batch_size: int) -> Predictor:
+    extra = {CONFIG_NAME: ""}
+    try:
+        model = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
+    except Exception as e:
+        raise ValueError(f"cannot load TorchScript model {file}: {str(e).splitlines()[0]}") from None
+    text = extra[CONFIG_NAME]
+    text = text.decode() if isinstance(text, bytes) else text
+    if not text:
+        beside = file.parent / CONFIG_NAME
+        if not beside.is_file():
+            raise FileNotFoundError(f"{file}: no embedded config and no {CONFIG_NAME} beside it")
+        text = beside.read_text()
+    config = json.loads(text)
+    model.eval()
+    return Predictor(model, _check_config(config, str(file)), source, "torchscript", config, batch_size)
+
+
+def load_predictor(path: Path | str, batch_size: int = 256, prefer: str = "checkpoint") -> Predictor:
+    """Load a checkpoint, an export archive or folder, or a TorchScript file.
+
+    An export (archive or folder) holds both forms: ``prefer="checkpoint"``
+    (default: the weights-only ``model.pt``, no code is loaded) or
+    ``"torchscript"`` picks one.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    if path.is_file() and path.name.endswith(TORCHSCRIPT_SUFFIXES):
+        return _from_torchscript(path, str(path), batch_size)
+    if _is_archive(path):
+        wanted = TORCHSCRIPT_NAME if prefer == "torchscript" else CHECKPOINT_NAME
+        try:
+            with tarfile.open(path, "r:gz") as tar:
+                names = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+                if wanted not in names:
+                    wanted = CHECKPOINT_NAME if CHECKPOINT_NAME in names else TORCHSCRIPT_NAME
+                if wanted not in names:
+                    raise ValueError(f"{path}: archive holds neither {CHECKPOINT_NAME} nor {TORCHSCRIPT_NAME}")
+                with tempfile.TemporaryDirectory(prefix="ecgray-model-") as tmp:
+                    for name in (wanted, CONFIG_NAME):
+                        if name in names:
+                            (Path(tmp) / name).write_bytes(tar.extractfile(names[name]).read())
+                    file = Path(tmp) / wanted
+                    if wanted == CHECKPOINT_NAME:
+                        return _from_checkpoint(file, str(path), batch_size)
+                    return _from_torchscript(file, str(path), batch_size)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise ValueError(f"unreadable model archive {path}: {e}") from None
+    if path.is_dir() and not (path / CHECKPOINT_NAME).is_file() and (path / TORCHSCRIPT_NAME).is_file():
+        return _from_torchscript(path / TORCHSCRIPT_NAME, str(path), batch_size)
+    if path.is_dir() and prefer == "torchscript" and (path / TORCHSCRIPT_NAME).is_file():
+        return _from_torchscript(path / TORCHSCRIPT_NAME, str(path), batch_size)
+    file = path / CHECKPOINT_NAME if path.is_dir() else path
+    return _from_checkpoint(file, str(path), batch_size)
+
+
+# -- input records ---------------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _wfdb_signal(base: Path, lead: str | int | None) -> tuple[np.ndarray, float]:
+    import wfdb
+
+    try:
+        record = wfdb.rdrecord(str(base))
+    except FileNotFoundError as e:
+        raise RecordError(str(base), "missing file", _one_line(e)) from None
+    except Exception as e:  # wfdb raises assorted errors on bad files
+        raise RecordError(str(base), "unreadable WFDB record", _one_line(f"{type(e).__name__}: {e}")) from None
+    if record.p_signal is None or record.p_signal.ndim != 2 or record.p_signal.shape[1] == 0:
+        raise RecordError(str(base), "no signal in WFDB record")
+    names = list(record.sig_name or [])
+    if lead is None:
+        index = names.index("MLII") if "MLII" in names else 0
+    elif isinstance(lead, int) or str(lead).isdigit():
+        index = int(lead)
+        if not 0 <= index < record.p_signal.shape[1]:
+            raise RecordError(str(base), "no such lead", f"index {index}; leads {names}")
+    elif lead in names:
+        index = names.index(lead)
+    else:
+        raise RecordError(str(base), "no such lead", f"{lead!r}; leads {names}")
+    return record.p_signal[:, index].astype(np.float64), float(record.fs)
+
+
+def read_input(path: Path | str, fs: float | None = None, lead: str | int | None = None) -> tuple[np.ndarray, float]:
+    """One record from ``path`` as ``(signal (n,), fs)``; ``RecordError`` if unusable.
+
+    ``.npy`` needs ``fs`` (samples taken as mV, one lead: shape (n,), (1, n) or
+    (n, 1)); a ``.mat``/``.hea`` pair in the CinC layout (by either file or the
+    stem) is read with the challenge reader; any other ``.hea`` as a WFDB record
+    (lead ``lead``, default MLII if present, else the first).
+    """
+    path = Path(path)
+    name = str(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if not path.is_file():
+            raise RecordError(name, "no such file")
+        if not fs:
+            raise RecordError(name, "sampling rate unknown", "pass --fs HZ for .npy input")
+        try:
+            signal = np.load(path, allow_pickle=False)
+        except Exception as e:
+            raise RecordError(name, "unreadable .npy file", _one_line(f"{type(e).__name__}: {e}")) from None
+        signal = np.asarray(signal)
+        if signal.ndim == 2 and 1 in signal.shape:
+            signal = signal.reshape(-1)
+        if signal.ndim != 1 or not np.issubdtype(signal.dtype, np.number):
+            raise RecordError(name, "not a one-lead numeric signal", f"shape {signal.shape}, dtype {signal.dtype}")
+        return signal.astype(np.float64), float(fs)
+    if suffix in (".mat", ".hea", ".dat"):
+        base = path.with_suffix("")
+    elif path.exists():
+        raise RecordError(name, "unsupported file type", "expected .mat/.hea (PhysioNet), WFDB .hea/.dat, or .npy")
+    else:
+        base = path
+    hea = Path(str(base) + ".hea")
+    mat = Path(str(base) + ".mat")
+    if not hea.is_file() and not mat.is_file() and not Path(str(base) + ".dat").is_file():
+        raise RecordError(name, "no such record", f"no {base.name}.hea/.mat/.dat in {base.parent}")
+    if mat.is_file():
+        try:
+            signal, rate = physionet2017.read_record(base.parent, base.name)
+        except RecordError as e:
+            raise RecordError(name, e.reason, _one_line(e.detail)) from None
+    else:
+        if not hea.is_file():
+            raise RecordError(name, "missing header", str(hea))
+        signal, rate = _wfdb_signal(base, lead)
+    if fs and abs(fs - rate) > 1e-6:
+        raise RecordError(name, "sampling rate mismatch", f"--fs {fs:g} but the header says {rate:g} Hz")
+    return signal, rate
+
+
+def predict_paths(predictor: Predictor, paths, fs: float | None = None, lead: str | int | None = None):
+    """Yield ``(path, result dict, None)`` or ``(path, None, RecordError)`` per path."""
+    for path in paths:
+        try:
+            signal, rate = read_input(path, fs, lead)
+            yield str(path), predictor.predict_signal(signal, rate, str(path)), None
+        except RecordError as e:
+            yield str(path), None, e
+
+
+def error_line(path: str, e: RecordError) -> str:
+    """The one-line message for an unusable input."""
+    detail = _one_line(e.detail)
+    return f"{path}: {e.reason}" + (f" ({detail})" if detail else "")
+
+
+def format_table(rows: list[dict]) -> str:
+    width = max([len("record")] + [len(r["record"]) for r in rows])
+    lines = [f"{'record':<{width}}  label  " + "  ".join(f"{c:>6}" for c in CLASSES) + "  segments"]
+    for r in rows:
+        p = r["probabilities"]
+        lines.append(f"{r['record']:<{width}}  {r['label']:<5}  " + "  ".join(f"{p[k]:6.3f}" for k in PROB_KEYS)
+                     + f"  {r['n_segments']:8d}")
+    return "\n".join(lines)
+
+
+def synthetic_ecg(seconds: float = 30.0, fs: float = 300.0, seed: int = 0) -> np.ndarray:
+    """An ECG-like test signal in mV (narrow QRS-like pulses at ~72 bpm plus noise)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * fs))) / fs
+    beats = np.arange(0.3, seconds, 60 / 72)
+    signal = sum(np.exp(-((t - b) / 0.012) ** 2) for b in beats) + 0.15 * np.sin(2 * np.pi * 0.3 * t)
+    return signal + 0.02 * rng.standard_normal(t.size)
+
+
+def time_predict(predictor: Predictor, seconds: float = 30.0, fs: float = 300.0, repeats: int = 20,
+                 signal: np.ndarray | None = None, warmup: int = 2) -> float:
+    """Median wall time in ms of ``predict_signal`` (preprocessing + model) on
+    one ``seconds``-long record at ``fs``, the model already loaded."""
+    if signal is None:
+        signal = synthetic_ecg(seconds, fs)
+    for _ in range(warmup):
+        predictor.predict_signal(signal, fs, "timing")
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict_signal(signal, fs, "timing")
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+__all__ = ["Predictor", "load_predictor", "read_input", "predict_paths", "error_line", "format_table",
+           "time_predict", "synthetic_ecg", "PROB_KEYS"]

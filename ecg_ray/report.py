@@ -1,0 +1,400 @@
+"""``ecg-ray report EXP --out results/<name>/``: one markdown report of a sweep
+(or of an ``ecg-ray train`` run) with its figures and tables.
+
+What it holds: the data, split and config hash the runs saw and the command
+that made them; the trial table; the best trial (Tune's choice) with its
+training curves, and — when the prepared dataset is at hand — its
+recording-level confusion matrix and one-vs-rest ROC on the validation records
+it was scored on (the checkpoint run in torch, no Ray; the recomputed F1 is
+checked against the one the trial reported); the ablation (per-factor means
+with confidence intervals, ranks, the model x imbalance interaction, notes,
+seed stability); a preprocessing figure of a real record and one figure per
+augmentation on a real segment; and how to open the sweep in TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import CLASSES, plots
+from .tuning import analysis
+from .tuning.analysis import SUMMARY_COLUMNS, render
+
+FIGURES = "figures"
+
+
+# -- validation predictions of a checkpoint ------------------------------------------------------
+
+def validation_records(prepared, val_fold=None, max_records=None) -> list[str]:
+    """The validation record ids a run with this ``val_fold`` / ``max_records``
+    was scored on (the same selection ``training.feed.load_datasets`` makes)."""
+    from .training.feed import select_records
+
+    _, val_ids, _ = select_records(Path(prepared), val_fold, max_records)
+    return list(val_ids)
+
+
+def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> dict:
+    """Run ``checkpoint`` (eval mode, CPU, no Ray) on the prepared segments of
+    ``record_ids``; segment probabilities are averaged per recording.
+
+    Returns ``record_ids`` (sorted), ``y_true``, ``probs`` (recording level),
+    ``metrics`` (``training.metrics.evaluate_segments`` keys, ``val_`` prefix),
+    ``confusion`` (4x4, rows true), ``epoch`` and ``reported`` (the metrics the
+    checkpoint was saved with)."""
+    import torch
+
+    from .data import store
+    from .training.checkpoint import load_checkpoint, model_from_checkpoint
+    from .training.metrics import aggregate_records, confusion, evaluate_segments
+
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload)
+    table = store.load_segments(Path(prepared), list(record_ids))
+    if table.num_rows == 0:
+        raise ValueError(f"none of the {len(record_ids)} records is in {prepared}")
+    x = store.signal_matrix(table)
+    seg_ids = table.column("record_id").to_numpy(zero_copy_only=False)
+    y_seg = table.column("label_index").to_numpy().astype(np.int64)
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            logits = model(torch.tensor(x[start:start + batch_size]))
+            chunks.append(torch.softmax(logits.float(), dim=1).numpy())
+    probs = np.concatenate(chunks)
+    ids, y_rec, p_rec = aggregate_records(seg_ids, y_seg, probs)
+    metrics = evaluate_segments(seg_ids, y_seg, probs, prefix="val_")
+    return {"record_ids": ids.tolist(), "y_true": y_rec, "probs": p_rec, "metrics": metrics,
+            "confusion": confusion(y_rec, p_rec.argmax(1)), "epoch": payload.get("epoch"),
+            "reported": payload.get("metrics", {}), "segments": int(len(x)),
+            "preprocess": payload.get("preprocess", {})}
+
+
+# -- report --------------------------------------------------------------------------------------
+
+def _py(v):
+    """numpy scalars → Python ones (for JSON); NaN/NA → None."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return None
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _md_kv(rows: list[tuple[str, object]]) -> str:
+    return "\n".join(f"- **{k}**: {v}" for k, v in rows if v not in (None, ""))
+
+
+def _rel(path: Path, out: Path) -> str:
+    return Path(path).resolve().relative_to(out.resolve()).as_posix()
+
+
+def _img(path: Path, out: Path, alt: str) -> str:
+    return f"![{alt}]({_rel(path, out)})"
+
+
+def _code(text) -> str:
+    return f"`{text}`"
+
+
+def _data_context(trials: pd.DataFrame, prepared) -> tuple[Path | None, dict, dict]:
+    """``(prepared folder, manifest, feed info)`` the runs read, where known."""
+    attrs = trials.attrs
+    sweep = attrs.get("sweep") or {}
+    data = attrs.get("data") or {}
+    prepared = prepared or sweep.get("prepared") or data.get("prepared")
+    manifest = {}
+    if prepared and Path(prepared).is_dir():
+        from .data import store
+
+        try:
+            manifest = store.read_manifest(Path(prepared))
+        except Exception:  # a moved or incomplete prepared folder: report without it
+            manifest = {}
+    feed = sweep.get("feed") or {k: v for k, v in data.items() if k not in ("prepared", "config_hash")}
+    return (Path(prepared) if prepared else None), manifest, feed
+
+
+def build_report(experiment, out, *, metric: str | None = None, mode: str | None = None,
+                 prepared=None, records_dir=None, evaluate: bool = True, record: str | None = None,
+                 command: str | None = None) -> Path:
+    """Write ``out/report.md`` (+ ``out/figures/*.png``, ``trials.csv``,
+    ``epochs.csv``, ``ablation.json``) for a sweep or train-run folder; returns
+    the report path. ``prepared`` / ``records_dir`` override where the data is
+    looked up (default: from ``ecg_ray_sweep.json`` / ``results.json`` and the
+    prepared manifest); without them the validation and data figures are
+    skipped with a note. ``evaluate=False`` skips running the best checkpoint."""
+    out = Path(out)
+    fig_dir = out / FIGURES
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for old in fig_dir.glob("*.png"):  # a rerun must not leave figures of another sweep behind
+        old.unlink()
+    trials, epochs = analysis.load_experiment(experiment)
+    attrs = trials.attrs
+    metric = analysis.normalize_metric(metric or attrs.get("metric") or analysis.HEADLINE)
+    mode = mode or attrs.get("mode") or analysis.default_mode(metric)
+    prepared, manifest, feed = _data_context(trials, prepared)
+    command = command or " ".join(shlex.quote(a) for a in ["ecg-ray", *sys.argv[1:]])
+    is_sweep = attrs.get("kind") == "tune"
+    name = attrs.get("name") or Path(str(experiment)).name
+    md: list[str] = []
+    notes: list[str] = []
+
+    trials.to_csv(out / "trials.csv", index=False)
+    if not epochs.empty:
+        epochs.to_csv(out / "epochs.csv", index=False)
+
+    md.append(f"# {'Sweep' if is_sweep else 'Training run'} report: {name}\n")
+    md.append(f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by\n\n"
+              f"```\n{command}\n```\n")
+    sweep = attrs.get("sweep") or {}
+    produced = " ".join(shlex.quote(a) for a in sweep.get("argv", [])) if sweep.get("argv") else None
+    md.append(_md_kv([
+        ("Experiment", _code(attrs.get("path"))),
+        ("Produced by", _code(produced) if produced else None),
+        ("Search space", _code(sweep.get("spec")) if sweep.get("spec") else None),
+        ("Sweep wall time", f"{sweep['seconds']:.0f} s" if sweep.get("seconds") else None),
+        ("Ranking metric", f"{_code(metric)} ({mode}), Tune's default scope: each trial's last reported value"),
+    ]) + "\n")
+
+    # -- data
+    md.append("## Data\n")
+    pre = manifest.get("preprocess", {})
+    splits = manifest.get("splits", {})
+    config_hash = sweep.get("config_hash") or (attrs.get("data") or {}).get("config_hash") or manifest.get("config_hash")
+    first = trials.iloc[0] if len(trials) else pd.Series(dtype=object)
+    val_fold = first.get("val_fold") if "val_fold" in trials else None
+    max_records = first.get("max_records") if "max_records" in trials else None
+    val_fold = None if val_fold is None or (isinstance(val_fold, float) and np.isnan(val_fold)) else int(val_fold)
+    max_records = None if max_records is None or (isinstance(max_records, float) and np.isnan(max_records)) \
+        else int(max_records)
+    counts = feed.get("class_counts")
+    md.append(_md_kv([
+        ("Source", f"{manifest.get('source', '?')} records in {_code(manifest.get('data_dir', '?'))}"
+                   f" ({manifest.get('n_records', '?')} records, {manifest.get('n_segments', '?')} segments)"
+         if manifest else None),
+        ("Prepared dataset", _code(prepared) if prepared else "unknown (pass --data)"),
+        ("Config hash", _code(config_hash) if config_hash else None),
+        ("Preprocessing", f"bandpass {pre.get('lowcut')}–{pre.get('highcut')} Hz (order {pre.get('order')}), "
+                          f"{pre.get('fs'):g} Hz, z-score, segments of {pre.get('segment_length')} samples, "
+                          f"stride {pre.get('stride') or pre.get('segment_length')}" if pre else None),
+        ("Split", (f"recording-level, stratified={splits.get('stratified')}, seed {splits.get('seed')}; "
+                   + ("the saved train/val split" if val_fold is None else f"fold {val_fold} held out")
+                   + (f"; training records capped at {max_records} (stratified subsample, validation "
+                      f"max({max_records}//4, 40))" if max_records else "")) if splits or val_fold is not None
+         else None),
+        ("Records used", f"{feed.get('train_records')} training ({feed.get('train_segments')} segments), "
+                         f"{feed.get('val_records')} validation ({feed.get('val_segments')} segments)"
+         if feed.get("train_records") is not None else None),
+        ("Training segments per class", ", ".join(f"{c} {n}" for c, n in zip(CLASSES, counts)) if counts else None),
+    ]) + "\n")
+
+    # -- trials
+    md.append("## Trials\n")
+    n = len(trials)
+    status = trials["status"].value_counts().to_dict()
+    asha = int((trials["stop_reason"] == "asha").sum())
+    patience = int((trials["stop_reason"] == "patience").sum())
+    max_epochs = attrs.get("max_epochs")
+    md.append(f"{n} trial{'s' if n != 1 else ''}: " + ", ".join(f"{v} {k}" for k, v in status.items()) +
+              (f"; {asha} stopped by ASHA, {patience} by early stopping" if is_sweep else "") +
+              f"; {int(trials['epochs'].sum())} trial-epochs" +
+              (f" (exhaustive: {n * max_epochs})" if is_sweep and max_epochs else "") + ".\n")
+    cols = [c for c in SUMMARY_COLUMNS if c in trials]
+    table = trials[cols].sort_values("best_val_f1_cinc", ascending=False, na_position="last", kind="stable")
+    md.append(render(table, "markdown", ".3f") + "\n")
+    md.append(_img(plots.plot_summary_table(table, fig_dir / "trials_table.png", "Trials"), out, "trial table") + "\n")
+    errored = trials[trials["status"] == "ERROR"]
+    if len(errored):
+        md.append("Errored trials (left out of the ablation):\n")
+        md.append("\n".join(f"- {_code(r.trial_id)}: {r.error}" for r in errored.itertuples()) + "\n")
+
+    # -- best trial
+    md.append("## Best trial\n")
+    best = None
+    try:
+        best = analysis.best_trial(trials, metric, mode)
+    except ValueError as e:
+        md.append(f"No best trial: {e}\n")
+    if best is not None:
+        col = analysis.metric_column(trials, metric, "last")
+        config = {k: _py(best.get(k)) for k in ("model", "imbalance", "augment", "lr", "seed", "batch_size")
+                  if k in best}
+        md.append(f"Tune's `get_best_result({metric!r}, {mode!r})` — the same as `ecg-ray runs {name} best`: "
+                  f"trial **{best['trial_id']}**, {col} = {best[col]:.4f} (best epoch "
+                  f"{best['best_epoch'] if pd.notna(best['best_epoch']) else '?'} of {best['epochs']}: "
+                  f"val_f1_cinc {best['best_val_f1_cinc']:.4f}).\n")
+        md.append(_md_kv([("Config", _code(json.dumps(config, default=str))),
+                          ("Epochs", f"{best['epochs']}"), ("Checkpoint", _code(best.get("checkpoint")))]) + "\n")
+        run_epochs = epochs[epochs["trial_id"] == best["trial_id"]] if not epochs.empty else epochs
+        if len(run_epochs):
+            path = plots.plot_training_curves(run_epochs, fig_dir / "best_curves.png",
+                                              f"Trial {best['trial_id']}: {config.get('model')}, "
+                                              f"{config.get('imbalance')}, augment {config.get('augment')}")
+            md.append(_img(path, out, "training curves of the best trial") + "\n")
+        if not epochs.empty and epochs["trial_id"].nunique() > 1:
+            labels = {r.trial_id: f"{r.trial_id[-5:]} {r.model}/{r.imbalance}/{r.augment}"
+                      for r in trials.itertuples() if hasattr(r, "model")}
+            runs = {labels.get(t, t): g for t, g in epochs.groupby("trial_id", sort=True)}
+            md.append("All trials, validation F1(N,A,O) and loss per epoch (a short line is a trial ASHA "
+                      "stopped):\n")
+            md.append(_img(plots.plot_runs_overlay(runs, fig_dir / "all_trials_curves.png"), out,
+                           "all trials overlaid") + "\n")
+        checkpoint = best.get("checkpoint")
+        if evaluate and checkpoint and isinstance(checkpoint, str) and prepared and Path(checkpoint).exists():
+            md.append(_validation_section(best, checkpoint, prepared, fig_dir, out, val_fold, max_records))
+        elif evaluate:
+            notes.append("validation confusion matrix / ROC skipped: "
+                         + ("no checkpoint on storage" if not checkpoint else "prepared dataset not found (--data)"))
+
+    # -- ablation
+    if is_sweep and n > 1:
+        md.append(_ablation_section(trials, fig_dir, out))
+
+    # -- data figures
+    md.append("## Data figures\n")
+    md.append(_data_figures(manifest, prepared, records_dir, record, fig_dir, out, notes))
+
+    # -- tensorboard
+    if is_sweep:
+        events = []
+        local = not analysis._is_uri(attrs.get("path"))
+        if local:
+            events = sorted(Path(attrs["path"]).glob("*/events.out.tfevents*"))
+        md.append("## TensorBoard\n")
+        md.append(f"Tune writes TensorBoard event files for every trial ({len(events)} files under the "
+                  f"experiment{'' if local else ' — not counted for a remote URI'}). Watch a running or "
+                  f"finished sweep with\n\n```\ntensorboard --logdir {attrs.get('path')}\n```\n\n"
+                  "(scalars under `ray/tune/`, e.g. `ray/tune/val_f1_cinc`, one run per trial).\n")
+
+    md.append("## Reproduce\n")
+    lines = []
+    if produced:
+        lines.append(produced)
+    lines.append(command)
+    md.append("```\n" + "\n".join(lines) + "\n```\n")
+    md.append("Tables as data: `trials.csv` (one row per trial), `epochs.csv` (one row per trial-epoch)"
+              + (", `ablation.json`" if is_sweep and n > 1 else "") + ".\n")
+    if notes:
+        md.append("Notes: " + "; ".join(notes) + ".\n")
+    report = out / "report.md"
+    report.write_text("\n".join(md))
+    return report
+
+
+def _validation_section(best, checkpoint, prepared, fig_dir: Path, out: Path, val_fold, max_records) -> str:
+    ids = validation_records(prepared, val_fold, max_records)
+    pred = predict_records(checkpoint, prepared, ids)
+    m, reported = pred["metrics"], pred["reported"]
+    cm_path = plots.plot_confusion_matrix(pred["confusion"], fig_dir / "best_confusion.png",
+                                          title=f"Validation, {len(pred['record_ids'])} recordings")
+    roc_path = plots.plot_roc_curves(pred["y_true"], pred["probs"], fig_dir / "best_roc.png")
+    keys = [("f1", "F1"), ("sens", "sensitivity"), ("spec", "specificity"), ("auroc", "AUROC")]
+    per_class = pd.DataFrame({label: [m[f"val_{k}_{c}"] for c in ("N", "A", "O", "noisy")] for k, label in keys},
+                             index=list(CLASSES))
+    per_class.index.name = "class"
+    rep = reported.get("val_f1_cinc")
+    check = (f"reported at that epoch: {rep:.4f} — " + ("matches" if rep is not None and
+             abs(rep - m["val_f1_cinc"]) < 1e-4 else "DIFFERS")) if rep is not None else "nothing reported to check"
+    headline = pd.DataFrame([{"level": "recordings", **{k: m[f"val_{k}"] for k in
+                                                         ("f1_cinc", "f1_macro", "f1_weighted", "accuracy",
+                                                          "auroc_macro")}},
+                             {"level": "segments", **{k: m[f"val_seg_{k}"] for k in
+                                                      ("f1_cinc", "f1_macro", "f1_weighted", "accuracy",
+                                                       "auroc_macro")}}])
+    return "\n".join([
+        f"### Validation predictions of the best checkpoint (epoch {pred['epoch'] + 1})\n",
+        f"The checkpoint run in torch on the {len(pred['record_ids'])} validation recordings "
+        f"({pred['segments']} segments) it was scored on; segment probabilities averaged per recording. "
+        f"Recomputed F1(N,A,O) {m['val_f1_cinc']:.4f} ({check}).\n",
+        render(headline, "markdown", ".3f") + "\n",
+        render(per_class, "markdown", ".3f", index=True) + "\n",
+        _img(cm_path, out, "confusion matrix") + " " + _img(roc_path, out, "ROC curves") + "\n",
+    ])
+
+
+def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path) -> str:
+    result = analysis.ablation(trials, "best_val_f1_cinc")
+    (out / "ablation.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+    label = "best val F1(N,A,O)"
+    parts = ["## Ablation\n",
+             f"Metric: each trial's **best** validation F1(N,A,O) over its epochs ({result.n_trials} trials"
+             + (f"; left out: {', '.join(result.excluded)}" if result.excluded else "") + "). Per level: "
+             f"the mean over every trial at that level (across the other factors and seeds), "
+             f"{result.confidence:.0%} t confidence interval (`scipy.stats.t`, n − 1 degrees of freedom), "
+             "rank 1 = best. Trials ASHA stopped count with the best value they reached.\n",
+             render(result.levels, "markdown", ".3f") + "\n"]
+    if len(result.levels):
+        parts.append(_img(plots.plot_factor_bars(result.levels, fig_dir / "ablation_bars.png", label,
+                                                 result.confidence), out, "per-factor means with CIs") + "\n")
+    if result.interaction is not None and result.interaction.size:
+        inter = result.interaction.copy()
+        parts.append(f"### {inter.index.name} × {inter.columns.name} interaction (mean {label} per cell)\n")
+        parts.append(render(inter, "markdown", ".3f", index=True) + "\n")
+        parts.append(_img(plots.plot_ablation_heatmap(inter, fig_dir / "ablation_heatmap.png", f"mean {label}",
+                                                      result.interaction_n), out, "interaction heatmap") + "\n")
+    if result.notes:
+        parts.append("### Notes\n")
+        parts.append("\n".join(f"- {n}" for n in result.notes) + "\n")
+    parts.append("### Seed stability (mean ± sd across seeds of each config)\n")
+    parts.append(render(result.stability, "markdown", ".3f") + "\n")
+    return "\n".join(parts)
+
+
+def _pick_record(manifest: dict, prepared, wanted: str | None) -> tuple[str | None, str | None]:
+    """A validation record to draw (first AF record, else the first one) and its label."""
+    if wanted:
+        return wanted, None
+    val = (manifest.get("splits", {}).get("split", {}) or {}).get("val") or []
+    if not val or not prepared:
+        return None, None
+    from .data import store
+
+    index = store.load_index(Path(prepared))
+    labels = dict(zip(index["record_id"], index["label"]))
+    for rid in val:
+        if labels.get(rid) == "A":
+            return rid, "A"
+    return val[0], labels.get(val[0])
+
+
+def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, out: Path, notes: list) -> str:
+    from .data.preprocess import PreprocessConfig
+
+    cfg = PreprocessConfig.from_dict(manifest["preprocess"]) if manifest.get("preprocess") else PreprocessConfig()
+    records_dir = Path(records_dir) if records_dir else (Path(manifest["data_dir"]) if manifest.get("data_dir") else None)
+    record, label = _pick_record(manifest, prepared, record)
+    parts = []
+    if records_dir and record and (records_dir / f"{record}.hea").is_file() and manifest.get("source", "cinc2017") == "cinc2017":
+        path = plots.plot_preprocessing(records_dir, record, fig_dir / "preprocessing.png", cfg, label)
+        parts.append(f"Preprocessing of validation record {_code(record)}: raw, filtered and z-scored, and the "
+                     "segments the model sees with their boundaries.\n")
+        parts.append(_img(path, out, "preprocessing") + "\n")
+    else:
+        notes.append("preprocessing figure skipped: records folder not found (--data-dir)")
+    segment = None
+    if prepared and record:
+        from .data import store
+
+        table = store.load_segments(Path(prepared), [record])
+        if table.num_rows:
+            segment = store.signal_matrix(table)[0]
+    if segment is None and records_dir and record and (records_dir / f"{record}.hea").is_file():
+        from .data.physionet2017 import read_record
+        from .data.preprocess import preprocess_record
+
+        signal, fs = read_record(records_dir, record)
+        segment = preprocess_record(signal, fs, cfg, record)[0][0]
+    if segment is not None:
+        paths = plots.plot_augmentations(segment, fig_dir, fs=cfg.fs)
+        parts.append(f"Each augmentation applied (p = 1, seed 0) to the first segment of {_code(record)}; "
+                     "in training each is applied per sample with probability `augment_p`.\n")
+        parts.append("\n".join(_img(p, out, p.stem) for p in paths) + "\n")
+    else:
+        notes.append("augmentation figures skipped: no real segment found")
+    return "\n".join(parts) if parts else "(no data available to draw)\n"

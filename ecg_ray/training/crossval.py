@@ -1,0 +1,437 @@
+"""k-fold cross-validation of one training config, and the final full-data model.
+
+``run_crossval`` trains the config once per recording-level fold (fold k held
+out through ``TrainConfig.val_fold = k``), sequentially with ``train_run`` into
+``out/fold_k`` (each a complete run folder: ``model.pt`` of its best epoch,
+``history.json``, ``results.json``), then writes ``crossval.csv``,
+``crossval.md`` and ``summary.json``: per-fold and mean ± sd of every
+recording-level validation metric at three read-outs —
+
+* ``best``: each fold at its own best epoch (what its ``model.pt`` holds); the
+  epoch was chosen on that fold's validation records, so this is optimistic;
+* ``common``: every fold at the same epoch count, the median of the folds' best
+  epochs (rounded up) — the epoch count ``run_final`` is given, and the fairer
+  estimate of what that final model scores;
+* ``last``: each fold's last epoch.
+
+Folds are those saved in the prepared dataset's manifest (over *all* its
+records, test split included) when ``folds`` matches their number; otherwise,
+or with ``exclude_test`` (folds over train+val only, so the test split stays
+untouched), new label-stratified folds are made with the manifest's split seed.
+A different split is handed to ``train_run`` as a *view* of the prepared
+dataset: a folder with its own ``manifest.json`` whose ``segments`` is a
+symlink to the original's, so nothing is copied and the trainer is unchanged.
+
+``run_final`` trains on the saved train+val records for a fixed number of
+epochs. The test split is passed as the validation set only so that its
+metrics are logged each epoch: nothing is chosen on it — early stopping and
+learning-rate-on-plateau are off and the *last* epoch is kept.
+
+A killed cross-validation resumes: finished folds (``results.json`` with the
+same config) are kept, and an unfinished fold continues from its last Ray
+Train checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .. import CLASSES
+from ..data import store
+from ..data.errors import DataError
+from .checkpoint import FILENAME, load_checkpoint
+from .config import TrainConfig
+from .metrics import CLASS_KEYS
+
+HEADLINE = "val_f1_cinc"
+#: Recording-level metrics summarised per fold (segment-level ``val_seg_*`` are not).
+RECORD_METRICS = (["val_f1_cinc", "val_auroc_macro", "val_accuracy", "val_f1_macro", "val_f1_weighted"]
+                  + [f"val_{m}_{k}" for m in ("f1", "auroc", "sens", "spec") for k in CLASS_KEYS])
+#: Columns of the Markdown table.
+TABLE_METRICS = ["val_f1_cinc", "val_auroc_macro", "val_accuracy", "val_f1_macro",
+                 *[f"val_f1_{k}" for k in CLASS_KEYS]]
+VIEW_DIR = "_data"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- where a config comes from ----------------------------------------------------------------------
+
+def _last_result(result_file: Path) -> dict | None:
+    last = None
+    try:
+        with open(result_file) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        last = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+    except OSError:
+        return None
+    return last
+
+
+def best_sweep_trial(sweep_dir: Path, metric: str = HEADLINE) -> tuple[dict, str]:
+    """The config of a sweep's best trial by its last reported ``metric`` (as
+    ``ecg-ray sweep`` reports it), read from the trial folders: ``(config, description)``."""
+    best = None
+    for trial in sorted(Path(sweep_dir).glob("run_trial_*")):
+        last = _last_result(trial / "result.json")
+        params = trial / "params.json"
+        if not last or last.get(metric) is None or not params.is_file():
+            continue
+        value = float(last[metric])
+        if best is None or value > best[0]:
+            best = (value, json.loads(params.read_text()), trial.name, last.get("training_iteration"))
+    if best is None:
+        raise DataError(f"no finished trial with {metric} in sweep folder {sweep_dir}")
+    return best[1], f"best trial of sweep {sweep_dir} ({best[2]}: {metric} {best[0]:.4f} after {best[3]} epochs)"
+
+
+def _is_sweep_dir(path: Path) -> bool:
+    return (path / "ecg_ray_sweep.json").is_file() or any(path.glob("run_trial_*"))
+
+
+def load_train_config(source: Path | str) -> tuple[TrainConfig, str]:
+    """A ``TrainConfig`` from a run folder or its ``results.json``, a crossval
+    folder (``summary.json``), a sweep folder (its best trial), a checkpoint,
+    or a YAML/JSON file of ``TrainConfig`` fields: ``(config, description)``."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"config not found: {path}")
+    if path.is_dir():
+        if (path / "results.json").is_file():
+            return load_train_config(path / "results.json")
+        if (path / "summary.json").is_file():
+            summary = json.loads((path / "summary.json").read_text())
+            return TrainConfig.from_dict(summary["config"]), f"config of cross-validation {path}"
+        if (path / FILENAME).is_file():
+            return load_train_config(path / FILENAME)
+        if _is_sweep_dir(path):
+            config, what = best_sweep_trial(path)
+            return TrainConfig.from_dict(config), what
+        raise DataError(f"{path}: not a run, crossval or sweep folder (no results.json, summary.json, "
+                        f"{FILENAME} or run_trial_* folders)")
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        return TrainConfig.from_dict(load_checkpoint(path)["config"]), f"config stored in checkpoint {path}"
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text) if suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable config ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of training options")
+    if "config" in data and isinstance(data["config"], dict):  # results.json / summary.json
+        return TrainConfig.from_dict(data["config"]), f"config of run {path.parent}"
+    if "param_space" in data:
+        raise DataError(f"{path} is a sweep spec: pass the sweep's output folder (its best trial) "
+                        "or a YAML of one config's TrainConfig fields")
+    return TrainConfig.from_dict(data), f"config file {path}"
+
+
+# -- dataset views ---------------------------------------------------------------------------------
+
+def dataset_view(prepared: Path, view: Path, splits: dict, note: str) -> Path:
+    """A prepared-dataset folder sharing ``prepared``'s segments under other splits."""
+    prepared, view = Path(prepared).resolve(), Path(view)
+    manifest = store.read_manifest(prepared)
+    manifest = {**manifest, "splits": splits, "view_of": str(prepared), "view_note": note}
+    view.mkdir(parents=True, exist_ok=True)
+    link = view / store.SEGMENTS
+    if link.is_symlink() or link.exists():
+        if link.resolve() != (prepared / store.SEGMENTS).resolve():
+            raise DataError(f"{view} already holds another dataset's segments")
+    else:
+        link.symlink_to(prepared / store.SEGMENTS, target_is_directory=True)
+    store.write_manifest(view, manifest)
+    return view
+
+
+def _groups(manifest: dict, ids: list[str]) -> list[str] | None:
+    """Patient groups for MIT-BIH windows (``100_w0007`` → ``100``), else None."""
+    if manifest.get("source") != "mitbih":
+        return None
+    return [r.rsplit("_w", 1)[0] for r in ids]
+
+
+def cv_splits(manifest: dict, prepared: Path, folds: int, exclude_test: bool = False) -> tuple[dict, str, bool]:
+    """``(splits, description, changed)`` holding ``folds`` recording-level folds."""
+    from ..data.splits import make_splits
+
+    splits = manifest["splits"]
+    saved = splits["folds"]
+    if folds == len(saved) and not exclude_test:
+        return splits, f"the {folds} folds saved in the prepared dataset (all {manifest['n_records']} records)", False
+    split = splits["split"]
+    ids = sorted(split["train"] + split["val"] + ([] if exclude_test else split["test"]))
+    index = store.load_index(prepared)
+    label_of = dict(zip(index["record_id"], index["label"]))
+    labels = [str(label_of[r]) for r in ids]
+    try:
+        made = make_splits(ids, labels, seed=splits.get("seed", 42), k=folds, groups=_groups(manifest, ids))
+    except ValueError as e:
+        raise DataError(f"cannot make {folds} folds of {len(ids)} records: {e}") from None
+    where = "train+val records (test split left out)" if exclude_test else "all records"
+    return ({**splits, "folds": made["folds"]},
+            f"{folds} new stratified folds (seed {splits.get('seed', 42)}) over the {len(ids)} {where}", True)
+
+
+# -- summaries -------------------------------------------------------------------------------------
+
+def _num(v) -> float:
+    return float(v) if v is not None else float("nan")
+
+
+def _stats(rows: list[dict]) -> tuple[dict, dict]:
+    mean, sd = {}, {}
+    for m in RECORD_METRICS:
+        values = np.array([_num(r.get(m)) for r in rows], dtype=float)
+        ok = values[np.isfinite(values)]
+        mean[m] = float(ok.mean()) if ok.size else float("nan")
+        sd[m] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
+    return mean, sd
+
+
+def _at_epoch(history: list[dict], epoch_count: int) -> dict:
+    """The history entry after ``epoch_count`` epochs (the last one if the fold stopped earlier)."""
+    entries = [h for h in history if int(h["epoch"]) + 1 <= epoch_count]
+    return entries[-1] if entries else history[0]
+
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summarize(fold_results: list[dict]) -> dict:
+    """Per-fold rows and mean/sd at the best, common (median best) and last epochs.
+
+    ``fold_results``: ``{"fold", "results" (results.json), "history" (history.json)}``.
+    """
+    best_counts = [int(f["results"]["best_epoch"]) + 1 for f in fold_results]
+    common = int(math.ceil(float(np.median(best_counts))))
+    per_fold, readouts = [], {"best": [], "common": [], "last": []}
+    for f, count in zip(fold_results, best_counts):
+        r, history = f["results"], f["history"]
+        rows = {"best": r["best_metrics"], "common": _at_epoch(history, common), "last": history[-1]}
+        for k, v in rows.items():
+            readouts[k].append(v)
+        per_fold.append({
+            "fold": f["fold"], "best_epoch": count, "epochs_run": len(history),
+            "early_stopped": bool(r.get("early_stopped")), "seconds": r.get("seconds"),
+            "train_records": r["data"]["train_records"], "val_records": r["data"]["val_records"],
+            "lr_at_best": r["best_metrics"].get("lr"),
+            **{f"{k}_metrics": {m: v.get(m) for m in RECORD_METRICS} for k, v in rows.items()},
+        })
+    out = {"per_fold": per_fold, "best_epochs": best_counts,
+           "median_best_epoch": float(np.median(best_counts)), "final_epochs": common}
+    for k, rows in readouts.items():
+        mean, sd = _stats(rows)
+        out[k] = {"mean": mean, "sd": sd}
+    return out
+
+
+def _fmt(v, digits: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def write_tables(out: Path, summary: dict) -> None:
+    """``crossval.csv`` (every recording-level metric, per fold at its best epoch,
+    plus mean and sd rows for each read-out) and ``crossval.md``."""
+    out = Path(out)
+    with open(out / "crossval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["readout", "fold", "best_epoch", "epochs_run", *RECORD_METRICS])
+        for readout in ("best", "common", "last"):
+            for p in summary["per_fold"]:
+                m = p[f"{readout}_metrics"]
+                w.writerow([readout, p["fold"], p["best_epoch"], p["epochs_run"], *(_fmt(m.get(k), 6) for k in RECORD_METRICS)])
+            for stat in ("mean", "sd"):
+                values = summary[readout][stat]
+                w.writerow([readout, stat, "", "", *(_fmt(values.get(k), 6) for k in RECORD_METRICS)])
+
+    heads = ["F1(N,A,O)", "AUROC", "accuracy", "F1 macro", *[f"F1 {c}" for c in CLASSES]]
+    lines = [f"# Cross-validation: `{summary['config']['model']}`", "",
+             f"Config: {summary['config_source']}.  ",
+             f"Data: `{summary['prepared']}`, {summary['fold_source']}.  ",
+             f"Folds run: {', '.join(str(p['fold']) for p in summary['per_fold'])} of {summary['folds']}; "
+             f"up to {summary['config']['num_epochs']} epochs, patience {summary['config']['patience']}"
+             + (f", training records capped at {summary['config']['max_records']}" if summary['config'].get('max_records') else "")
+             + ".", "",
+             "Recording-level validation metrics of each held-out fold at its **best epoch** "
+             "(chosen on that fold, so optimistic):", "",
+             "| fold | best epoch | " + " | ".join(heads) + " |", "|---" * (len(heads) + 2) + "|"]
+    for p in summary["per_fold"]:
+        m = p["best_metrics"]
+        lines.append(f"| {p['fold']} | {p['best_epoch']}/{p['epochs_run']} | "
+                     + " | ".join(_fmt(m.get(k)) for k in TABLE_METRICS) + " |")
+    for readout, label in (("best", "mean ± sd"),):
+        s = summary[readout]
+        lines.append(f"| **{label}** | {_fmt(summary['median_best_epoch'], 1)} (median) | " + " | ".join(
+            f"**{_fmt(s['mean'][k], 3)} ± {_fmt(s['sd'][k], 3)}**" for k in TABLE_METRICS) + " |")
+    lines += ["", f"Every fold read at the **same epoch count, {summary['final_epochs']}** (median best epoch, "
+              "rounded up; the count `ecg-ray final --from-crossval` trains for), and at each fold's last epoch:", "",
+              "| read-out | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for readout, label in (("common", f"epoch {summary['final_epochs']}"), ("last", "last epoch")):
+        s = summary[readout]
+        lines.append(f"| {label} | " + " | ".join(f"{_fmt(s['mean'][k], 3)} ± {_fmt(s['sd'][k], 3)}"
+                                                 for k in TABLE_METRICS) + " |")
+    lines += ["", "mean ± sample sd over folds; every recording-level metric is in `crossval.csv` and "
+              "`summary.json`. F1(N,A,O) is the challenge's headline (mean F1 of N, A, O per recording).", ""]
+    (out / "crossval.md").write_text("\n".join(lines))
+
+
+# -- the runs --------------------------------------------------------------------------------------
+
+def _fold_done(fold_dir: Path, cfg: TrainConfig) -> dict | None:
+    results_file = fold_dir / "results.json"
+    if not results_file.is_file() or not (fold_dir / FILENAME).is_file():
+        return None
+    results = json.loads(results_file.read_text())
+    return results if results.get("config") == cfg.to_dict() else None
+
+
+def _claim_fold(fold_dir: Path, cfg: TrainConfig) -> None:
+    """Record the run's config; refuse a folder left by a different config (Ray
+    Train would resume that run's checkpoints)."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    marker = fold_dir / "run_config.json"
+    if marker.is_file() and json.loads(marker.read_text()) != cfg.to_dict():
+        raise DataError(f"{fold_dir} holds a run of a different config: use another --out")
+    marker.write_text(json.dumps(cfg.to_dict(), indent=1))
+
+
+def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
+                 fold_ids: list[int] | None = None, exclude_test: bool = False, config_source: str = "",
+                 address: str | None = None, log=_log) -> dict:
+    """Train ``cfg`` on each fold in turn and write the tables; returns the summary."""
+    from .trainer import train_run
+
+    prepared, out = Path(prepared).resolve(), Path(out).resolve()
+    manifest = store.read_manifest(prepared)
+    if folds < 2:
+        raise ValueError(f"--folds must be >= 2, got {folds}")
+    splits, fold_source, changed = cv_splits(manifest, prepared, folds, exclude_test)
+    data = dataset_view(prepared, out / VIEW_DIR, splits, fold_source) if changed else prepared
+    fold_ids = list(range(folds)) if fold_ids is None else sorted(set(fold_ids))
+    bad = [k for k in fold_ids if not 0 <= k < folds]
+    if bad:
+        raise ValueError(f"fold ids {bad} outside 0..{folds - 1}")
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"crossval: {cfg.model} on {fold_source}; folds {fold_ids} → {out}")
+
+    fold_results = []
+    for k in fold_ids:
+        fold_cfg = replace(cfg, val_fold=k)
+        fold_dir = out / f"fold_{k}"
+        results = _fold_done(fold_dir, fold_cfg)
+        if results is not None:
+            log(f"crossval: fold {k} already done (best {HEADLINE} {results['best_metrics'][HEADLINE]:.4f}); kept")
+        else:
+            _claim_fold(fold_dir, fold_cfg)
+            log(f"crossval: fold {k} ({len(splits['folds'][k])} held-out records)")
+            results = train_run(fold_cfg, data, fold_dir, address=address)
+            log(f"crossval: fold {k} best {HEADLINE} {results['best_metrics'][HEADLINE]:.4f} "
+                f"at epoch {results['best_epoch'] + 1}/{results['epochs']} ({results['seconds']:.0f} s)")
+        history = json.loads((fold_dir / "history.json").read_text())
+        fold_results.append({"fold": k, "results": results, "history": history})
+
+    summary = {
+        "config": replace(cfg, val_fold=None).to_dict(), "config_source": config_source,
+        "prepared": str(prepared), "data": str(data), "folds": folds, "fold_source": fold_source,
+        "exclude_test": exclude_test, "fold_records": [len(f) for f in splits["folds"]],
+        **summarize(fold_results),
+    }
+    summary = _clean(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_tables(out, summary)
+    return summary
+
+
+def _last_checkpoint(run_dir: Path) -> Path:
+    """The ``model.pt`` of the last epoch among a run's kept Ray Train checkpoints
+    (Ray always keeps the latest one)."""
+    best, best_epoch = None, -1
+    for file in Path(run_dir).glob("ray_train/checkpoint_*/" + FILENAME):
+        epoch = load_checkpoint(file)["epoch"]
+        if epoch > best_epoch:
+            best, best_epoch = file, epoch
+    if best is None:
+        raise DataError(f"no Ray Train checkpoint under {run_dir / 'ray_train'}")
+    return best
+
+
+FINAL_NOTE = ("Nothing was selected on the test split: fixed epoch count, no early stopping, no "
+              "learning-rate reduction on plateau, last epoch kept; its metrics are logged for reference.")
+
+
+def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, config_source: str = "",
+              address: str | None = None, log=_log) -> dict:
+    """Train ``cfg`` for ``epochs`` on the saved train+val records, test split held
+    out (monitored only); ``out/model.pt`` is the last epoch. Returns ``final.json``."""
+    from .trainer import train_run
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    prepared, out = Path(prepared).resolve(), Path(out).resolve()
+    if (out / "final.json").is_file():
+        raise DataError(f"{out} already holds a final model (final.json): use another --out")
+    manifest = store.read_manifest(prepared)
+    split = manifest["splits"]["split"]
+    train = sorted(split["train"] + split["val"])
+    test = list(split["test"])
+    splits = {**manifest["splits"], "split": {"train": train, "val": test, "test": test}}
+    data = dataset_view(prepared, out / VIEW_DIR, splits,
+                        "final: train = saved train+val, val = saved TEST split (monitored only)")
+    final_cfg = replace(cfg, val_fold=None, num_epochs=int(epochs), patience=0,
+                        plateau_patience=int(epochs) + 1)
+    log(f"final: training {cfg.model} on train+val ({len(train)} records) for {epochs} epochs; "
+        f"the TEST split ({len(test)} records) is held out and only monitored. {FINAL_NOTE}")
+    _claim_fold(out, final_cfg)
+    results = train_run(final_cfg, data, out, address=address)
+    last = _last_checkpoint(out)
+    shutil.copy(last, out / FILENAME)
+    payload = load_checkpoint(out / FILENAME)
+    history = json.loads((out / "history.json").read_text())
+    results.update(best_epoch=payload["epoch"], best_metrics=payload["metrics"],
+                   selection="last epoch (final model: nothing selected on the monitored test split)")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    final = _clean({
+        "trained_on": "train+val split", "train_records": results["data"]["train_records"],
+        "monitored_on": "test split", "monitor_records": results["data"]["val_records"],
+        "epochs": len(history), "epochs_requested": int(epochs), "note": FINAL_NOTE,
+        "test_metrics_last_epoch": {k.replace("val_", "test_", 1): v for k, v in payload["metrics"].items()
+                                    if k.startswith("val_")},
+        "config": final_cfg.to_dict(), "config_source": config_source, "prepared": str(prepared),
+        "seconds": results["seconds"],
+    })
+    (out / "final.json").write_text(json.dumps(final, indent=1))
+    return final
+
+
+def final_epochs_from_crossval(crossval_dir: Path) -> tuple[int, dict]:
+    """``(epochs, summary)`` of a cross-validation folder: its median best epoch, rounded up."""
+    path = Path(crossval_dir) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no summary.json in {crossval_dir}: run `ecg-ray crossval` first")
+    summary = json.loads(path.read_text())
+    return int(summary["final_epochs"]), summary
