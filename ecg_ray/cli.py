@@ -47,10 +47,13 @@ def cmd_download(args) -> int:
 
 
 def resolve_records_dir(source: str, data_dir: Path | None) -> Path:
-    """The records folder for ``source``: given, from $ECG_RAY_DATA, or downloaded."""
-    from .data.download import data_root, ensure_data
+    """The records folder for ``source``: the one given (never downloaded into),
+    else under $ECG_RAY_DATA or the cache, downloaded there when missing."""
+    from .data.download import data_root, ensure_data, source_dir
 
-    return ensure_data(data_root(data_dir), source)
+    if data_dir:
+        return source_dir(data_dir, source)
+    return ensure_data(data_root(None), source)
 
 
 def cmd_prepare(args) -> int:

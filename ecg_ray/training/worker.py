@@ -90,8 +90,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     np.random.seed(cfg.seed)
     device = ray.train.torch.get_device()
 
-    model_params = dict(cfg.model_params)
-    model = build_model(cfg.model, **model_params)
+    model = build_model(cfg.model, **cfg.model_params)
+    model_params = model.hparams  # every constructor argument, resolved: rebuilds the model exactly
     if cfg.init_from:
         _init_frontend(model, cfg.init_from)
     if cfg.freeze:

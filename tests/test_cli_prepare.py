@@ -1,0 +1,51 @@
+"""`ecg-ray prepare` as a user runs it: real folders, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import PROJECT_ROOT
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "ecg_ray.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=PROJECT_ROOT, env=env)
+
+
+def test_prepare_mitbih_cli(mitdb_dir, tmp_path):
+    out = _cli("prepare", "--source", "mitbih", "--data-dir", mitdb_dir, "--out", tmp_path / "mit",
+               "--folds", "3")
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "mit" / "manifest.json").read_text())
+    assert manifest["source"] == "mitbih"
+    assert all(manifest["records"][c] > 0 for c in ("N", "A", "O", "~"))
+    assert manifest["skipped_counts"]["rhythm changes within window"] > 0
+    assert "records (N " in out.stdout and "skipped:" in out.stdout
+
+
+def test_prepare_cli_is_a_no_op_the_second_time(small_cinc_dir, tmp_path):
+    args = ("prepare", "--data-dir", small_cinc_dir, "--out", tmp_path / "p", "--segment-length", "3000",
+            "--stride", "1500")
+    first = _cli(*args)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["preprocess"]["segment_length"] == 3000 and manifest["preprocess"]["stride"] == 1500
+    second = _cli(*args)
+    assert second.returncode == 0 and "up to date" in second.stdout
+    forced = _cli(*args, "--force")
+    assert forced.returncode == 0 and "up to date" not in forced.stdout
+
+
+def test_prepare_cli_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, needle in [
+        (("prepare", "--data-dir", empty, "--out", tmp_path / "o"), str(empty)),
+        (("prepare", "--data-dir", tmp_path / "missing", "--out", tmp_path / "o"), "missing"),
+    ]:
+        out = _cli(*args)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("ecg-ray: error:") and needle in out.stderr
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
