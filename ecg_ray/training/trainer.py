@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -71,6 +72,12 @@ class EpochPrinter(ray.train.UserCallback):
               file=sys.stderr, flush=True)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or a running cluster) or start a local Ray."""
     if ray.is_initialized():
@@ -79,9 +86,20 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ctx.execution_options.preserve_order = True  # deterministic batches under a seed
     ctx.enable_progress_bars = False
     level = log_level()
+    local = not (address or os.environ.get("RAY_ADDRESS"))
     # $ECG_RAY_TMPDIR gives a local Ray its own session folder (tests use it to clean up).
-    temp_dir = os.environ.get("ECG_RAY_TMPDIR") if not (address or os.environ.get("RAY_ADDRESS")) else None
+    temp_dir = os.environ.get("ECG_RAY_TMPDIR") if local else None
+    runtime_env = None
+    if local:
+        # Ray Train's PlacementGroupCleaner frees a stopped trial's resources through the
+        # state API, which finds "the" cluster by scanning the machine: with a second Ray
+        # on the same machine it gives up and ASHA-stopped trials leak their CPUs. So the
+        # GCS port is chosen here and every worker is told the address explicitly.
+        port = _free_port()
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        runtime_env = {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=None, _temp_dir=temp_dir,
+             runtime_env=runtime_env,
              log_to_driver=True, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
              configure_logging=True, logging_level=level)
     logging.getLogger("ray.data").setLevel(level)
