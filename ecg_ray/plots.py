@@ -272,8 +272,8 @@ def factor_bars_figure(levels: pd.DataFrame, metric_label: str = "mean best F1(N
         ax.grid(axis="x", visible=False)
     axes[0].set_ylabel(f"{metric_label}\n(whiskers: {confidence:.0%} CI)")
     means = levels["mean"].astype(float)
-    if ((means >= 0) & (means <= 1)).all():  # a score in [0, 1]: show that range, whiskers clipped to it
-        axes[0].set_ylim(0.0, 1.0)
+    if ((means >= 0) & (means <= 1)).all():  # a score in [0, 1]: from 0, whiskers clipped at 1
+        axes[0].set_ylim(0.0, min(1.0, max(top, 0.05) * 1.15))
     else:
         lows = levels["ci_low"].astype(float)
         axes[0].set_ylim(min(0.0, float(np.nanmin(lows)) if np.isfinite(lows).any() else 0.0),

@@ -154,19 +154,25 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
               f"```\n{command}\n```\n")
     sweep = attrs.get("sweep") or {}
     produced = " ".join(shlex.quote(a) for a in sweep.get("argv", [])) if sweep.get("argv") else None
+    resumed = "--resume" in (sweep.get("argv") or [])
     md.append(_md_kv([
         ("Experiment", _code(attrs.get("path"))),
-        ("Produced by", _code(produced) if produced else None),
+        ("Produced by", (_code(produced) + (" (the last run of the sweep: started by the same command without "
+                                            "`--resume`, then resumed with this one)" if resumed else ""))
+         if produced else None),
         ("Search space", _code(sweep.get("spec")) if sweep.get("spec") else None),
-        ("Sweep wall time", f"{sweep['seconds']:.0f} s" if sweep.get("seconds") else None),
-        ("Ranking metric", f"{_code(metric)} ({mode}), Tune's default scope: each trial's last reported value"),
+        ("Sweep wall time", f"{sweep['seconds']:.0f} s{' (the resumed run)' if resumed else ''}"
+         if sweep.get("seconds") else None),
+        ("Ranking metric", f"{_code(metric)} ({mode}), Tune's default scope: each trial's last reported value"
+         if is_sweep else None),
     ]) + "\n")
 
     # -- data
     md.append("## Data\n")
     pre = manifest.get("preprocess", {})
     splits = manifest.get("splits", {})
-    config_hash = sweep.get("config_hash") or (attrs.get("data") or {}).get("config_hash") or manifest.get("config_hash")
+    config_hash = (sweep.get("config_hash") or (attrs.get("data") or {}).get("config_hash")
+                   or manifest.get("config_hash"))
     first = trials.iloc[0] if len(trials) else pd.Series(dtype=object)
     val_fold = first.get("val_fold") if "val_fold" in trials else None
     max_records = first.get("max_records") if "max_records" in trials else None
@@ -215,7 +221,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
         md.append("\n".join(f"- {_code(r.trial_id)}: {r.error}" for r in errored.itertuples()) + "\n")
 
     # -- best trial
-    md.append("## Best trial\n")
+    md.append("## Best trial\n" if is_sweep else "## The run\n")
     best = None
     try:
         best = analysis.best_trial(trials, metric, mode)
@@ -225,8 +231,10 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
         col = analysis.metric_column(trials, metric, "last")
         config = {k: _py(best.get(k)) for k in ("model", "imbalance", "augment", "lr", "seed", "batch_size")
                   if k in best}
-        md.append(f"Tune's `get_best_result({metric!r}, {mode!r})` — the same as `ecg-ray runs {name} best`: "
-                  f"trial **{best['trial_id']}**, {col} = {best[col]:.4f} (best epoch "
+        chosen = (f"Tune's `get_best_result({metric!r}, {mode!r})` — the same as "
+                  f"`ecg-ray runs {attrs.get('path')} best --metric {metric} --mode {mode}`: trial "
+                  if is_sweep else "Run ")
+        md.append(f"{chosen}**{best['trial_id']}**, {col} = {best[col]:.4f} (best epoch "
                   f"{best['best_epoch'] if pd.notna(best['best_epoch']) else '?'} of {best['epochs']}: "
                   f"val_f1_cinc {best['best_val_f1_cinc']:.4f}).\n")
         md.append(_md_kv([("Config", _code(json.dumps(config, default=str))),
@@ -367,12 +375,21 @@ def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, 
     from .data.preprocess import PreprocessConfig
 
     cfg = PreprocessConfig.from_dict(manifest["preprocess"]) if manifest.get("preprocess") else PreprocessConfig()
-    records_dir = Path(records_dir) if records_dir else (Path(manifest["data_dir"]) if manifest.get("data_dir") else None)
+    if records_dir is None and manifest.get("data_dir"):
+        records_dir = manifest["data_dir"]
+    records_dir = Path(records_dir) if records_dir else None
+    drawable = bool(records_dir and manifest.get("source", "cinc2017") == "cinc2017")
     record, label = _pick_record(manifest, prepared, record)
+    if record is None and drawable and (records_dir / "REFERENCE.csv").is_file():
+        from .data.physionet2017 import read_labels
+
+        labels = read_labels(records_dir / "REFERENCE.csv")
+        record = next((r for r, l in labels.items() if l == "A"), next(iter(labels)))
+        label = labels[record]
     parts = []
-    if records_dir and record and (records_dir / f"{record}.hea").is_file() and manifest.get("source", "cinc2017") == "cinc2017":
+    if drawable and record and (records_dir / f"{record}.hea").is_file():
         path = plots.plot_preprocessing(records_dir, record, fig_dir / "preprocessing.png", cfg, label)
-        parts.append(f"Preprocessing of validation record {_code(record)}: raw, filtered and z-scored, and the "
+        parts.append(f"Preprocessing of record {_code(record)}: raw, filtered and z-scored, and the "
                      "segments the model sees with their boundaries.\n")
         parts.append(_img(path, out, "preprocessing") + "\n")
     else:

@@ -109,3 +109,29 @@ def prepared_small(small_cinc_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared_small")
     _prepare_quietly("cinc2017", small_cinc_dir, out, workers=min(2, os.cpu_count() or 1))
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(request, tmp_path_factory):
+    """The session's one real ASHA sweep, killed once and resumed (see smoke_sweep.py)."""
+    from smoke_sweep import SmokeSweep, run_killed_and_resumed
+
+    given = os.environ.get("ECG_RAY_TEST_SWEEP")
+    if given:
+        return SmokeSweep(Path(given))
+    prepared = request.getfixturevalue("prepared_small")
+    return run_killed_and_resumed(prepared, tmp_path_factory.mktemp("smoke_sweep"))
+
+
+@pytest.fixture(scope="session")
+def sweep_dir(smoke_sweep) -> Path:
+    """The experiment folder of the session's real smoke sweep."""
+    return smoke_sweep.experiment
+
+
+@pytest.fixture(scope="session")
+def sweep(sweep_dir):
+    """``(trials_df, epochs_df)`` of the session's real smoke sweep."""
+    from ecg_ray.tuning.analysis import load_experiment
+
+    return load_experiment(sweep_dir)

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
-from conftest import PROJECT_ROOT
 from ecg_ray.tuning import analysis
 from ecg_ray.tuning.analysis import (ablation, best_trial, bootstrap_interval, load_experiment, normalize_augment,
                                      t_interval)
@@ -175,43 +169,6 @@ def test_filter_trials():
 
 
 # -- a real sweep --------------------------------------------------------------------------------
-
-def _kill_ray_session(path: str) -> None:
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(path in part for part in proc.info["cmdline"] or []):
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-
-
-@pytest.fixture(scope="session")
-def sweep_dir(request, tmp_path_factory) -> Path:
-    """A finished smoke sweep on the real records (2 x 2 x 2 grid, ASHA)."""
-    given = os.environ.get("ECG_RAY_TEST_SWEEP")
-    if given:
-        return Path(given)
-    prepared = request.getfixturevalue("prepared_small")
-    storage = tmp_path_factory.mktemp("analysis_sweep")
-    ray_tmp = tempfile.mkdtemp(prefix="ecgray", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(ECG_RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "ecg_ray.cli", "sweep", str(PROJECT_ROOT / "search_spaces" / "smoke.yaml"),
-           "--data", str(prepared), "--storage", str(storage), "--set", "data.max_records=80",
-           "--set", "scheduler.max_t=2"]
-    try:
-        out = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1500)
-    finally:
-        _kill_ray_session(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return storage / "smoke"
-
-
-@pytest.fixture(scope="session")
-def sweep(sweep_dir):
-    return load_experiment(sweep_dir)
-
 
 @pytest.fixture(scope="session")
 def tune_grid(sweep_dir):

@@ -18,7 +18,6 @@ from ecg_ray.data.physionet2017 import read_record
 from ecg_ray.data.preprocess import PreprocessConfig, preprocess_record
 from ecg_ray.training.augment import AUGMENT_NAMES
 from ecg_ray.tuning.analysis import SUMMARY_COLUMNS, ablation, best_trial
-from test_analysis import sweep, sweep_dir  # noqa: F401  (session fixtures: the real sweep)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -348,7 +348,8 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
     ``stopped_early`` (TERMINATED with fewer epochs than the experiment's most:
     ASHA's pruning, or early stopping — ``stop_reason`` says which),
     ``best_epoch`` (1-based: the epoch *number* of the best val_f1_cinc, i.e. the
-    reported 0-based ``epoch`` + 1, comparable with ``epochs``), ``best_<m>`` for the headline metrics (best epoch value),
+    reported 0-based ``epoch`` + 1, comparable with ``epochs``), ``best_<m>``
+    for the headline metrics (best epoch value),
     ``final_<m>`` for every numeric reported metric (last reported value, what
     Tune ranks on), ``time_s``, ``checkpoint`` (the best checkpoint still on
     storage), ``path``, ``error`` and ``tune_order`` (the trial's position in
@@ -877,7 +878,8 @@ def format_ablation(result: Ablation, fmt: str = "table") -> str:
     head = "### " if fmt == "markdown" else ""
     pct = f"{result.confidence:.0%}"
     parts = [f"{head}{result.metric} ({result.mode}) by level: mean, {pct} CI ({result.method}), rank "
-             f"over {result.n_trials} trials" + (f"; left out: {', '.join(result.excluded)}" if result.excluded else ""),
+             f"over {result.n_trials} trials"
+             + (f"; left out: {', '.join(result.excluded)}" if result.excluded else ""),
              "", render(result.levels, fmt, ".4f")]
     if result.interaction is not None and result.interaction.size:
         parts += ["", f"{head}{result.interaction.index.name} x {result.interaction.columns.name}: "
