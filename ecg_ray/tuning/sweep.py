@@ -13,7 +13,6 @@ unfinished ones restart from their last Train checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
