@@ -156,12 +156,12 @@ def load_predictor(path: Path | str, batch_size: int = 256, prefer: str = "check
                     return _from_torchscript(file, str(path), batch_size)
         except (tarfile.TarError, OSError, EOFError) as e:
             raise ValueError(f"unreadable model archive {path}: {e}") from None
-    if path.is_dir() and not (path / CHECKPOINT_NAME).is_file() and (path / TORCHSCRIPT_NAME).is_file():
-        return _from_torchscript(path / TORCHSCRIPT_NAME, str(path), batch_size)
-    if path.is_dir() and prefer == "torchscript" and (path / TORCHSCRIPT_NAME).is_file():
-        return _from_torchscript(path / TORCHSCRIPT_NAME, str(path), batch_size)
-    file = path / CHECKPOINT_NAME if path.is_dir() else path
-    return _from_checkpoint(file, str(path), batch_size)
+    if path.is_dir():  # a run folder or an unpacked export
+        has_ts = (path / TORCHSCRIPT_NAME).is_file()
+        if has_ts and (prefer == "torchscript" or not (path / CHECKPOINT_NAME).is_file()):
+            return _from_torchscript(path / TORCHSCRIPT_NAME, str(path), batch_size)
+        return _from_checkpoint(path / CHECKPOINT_NAME, str(path), batch_size)
+    return _from_checkpoint(path, str(path), batch_size)
 
 
 # -- input records ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 
 from conftest import PROJECT_ROOT
 from ecg_ray.data import physionet2017
+from ecg_ray.data.errors import RecordError
 from ecg_ray.data.preprocess import PreprocessConfig
 from ecg_ray.evaluate import evaluate_folder
 from ecg_ray.export import export_model
@@ -80,7 +81,15 @@ def test_checkpoint_with_pickled_object_is_refused(tiny_checkpoint, tmp_path, pl
     torch.save(payload, bad)
     with pytest.raises(ValueError, match="refusing checkpoint .*weights_only=True"):
         load_checkpoint(bad)
-    # and the CLI says so in one line, without loading it
+    with pytest.raises(ValueError, match="refusing checkpoint"):
+        load_predictor(bad)
+
+
+def test_cli_refuses_pickled_checkpoint_in_one_line(tiny_checkpoint, tmp_path):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["metrics"] = Sneaky()
+    bad = tmp_path / "model.pt"
+    torch.save(payload, bad)
     out = _cli("predict", "--checkpoint", str(bad), str(physionet2017_record(RECORD_30S)))
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("ecg-ray: error: refusing checkpoint") and out.stderr.count("\n") == 1
@@ -117,24 +126,29 @@ def test_predict_real_record_well_under_a_second(cinc_dir, tiny_checkpoint):
 def test_predict_rejects_corrupt_file(cinc_dir, tiny_checkpoint, tmp_path):
     (tmp_path / "A99999.hea").write_text((cinc_dir / "A00001.hea").read_text().replace("A00001", "A99999"))
     (tmp_path / "A99999.mat").write_bytes((cinc_dir / "A00001.mat").read_bytes()[:300])  # truncated
-    good = cinc_dir / "A00002.mat"
-    for args in ([str(tmp_path / "A99999.mat")], [str(good), str(tmp_path / "A99999.mat")]):
-        out = _cli("predict", "--checkpoint", str(tiny_checkpoint), *args)
-        assert out.returncode != 0
-        assert "Traceback" not in out.stderr
-        lines = out.stderr.splitlines()
-        assert len(lines) == 1, out.stderr
-        assert lines[0].startswith(f"ecg-ray: error: {tmp_path / 'A99999.mat'}: unreadable signal file")
-    assert json.loads(out.stdout)["record"] == str(good)  # the good record is still answered
-    # other unusable inputs: missing file, .npy without a rate, a non-array .npy
-    np.save(tmp_path / "sig.npy", np.zeros(10))
+    bad = tmp_path / "A99999.mat"
+    out = _cli("predict", "--checkpoint", str(tiny_checkpoint), str(bad))
+    assert out.returncode != 0 and out.stdout == ""
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"ecg-ray: error: {bad}: unreadable signal file")
+
+    # several inputs: each unusable one gets its line, the good one is still answered, exit non-zero
     (tmp_path / "junk.npy").write_bytes(b"not an array")
-    for path, extra, reason in [(tmp_path / "nope.mat", [], "no such record"),
-                                (tmp_path / "sig.npy", [], "sampling rate unknown"),
-                                (tmp_path / "junk.npy", ["--fs", "300"], "unreadable .npy file")]:
-        out = _cli("predict", "--checkpoint", str(tiny_checkpoint), str(path), *extra)
-        assert out.returncode == 2 and out.stderr.startswith(f"ecg-ray: error: {path}: {reason}")
-        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    good = cinc_dir / "A00002.mat"
+    inputs = [(good, None), (bad, "unreadable signal file"), (tmp_path / "nope.mat", "no such record"),
+              (tmp_path / "junk.npy", "unreadable .npy file")]
+    out = _cli("predict", "--checkpoint", str(tiny_checkpoint), "--fs", "300", *(str(p) for p, _ in inputs))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [str(p) for p, r in inputs if r]
+    for line, (path, reason) in zip(lines, [i for i in inputs if i[1]]):
+        assert line.startswith(f"ecg-ray: error: {path}: {reason}")
+    assert json.loads(out.stdout)["record"] == str(good)
+
+    np.save(tmp_path / "sig.npy", np.zeros(10))
+    with pytest.raises(RecordError, match="sampling rate unknown"):
+        read_input(tmp_path / "sig.npy")
 
 
 def test_predict_any_rate_any_length_and_formats(cinc_dir, mitdb_dir, tiny_checkpoint, tmp_path):

@@ -185,9 +185,9 @@ def cv_splits(manifest: dict, prepared: Path, folds: int, exclude_test: bool = F
         made = make_splits(ids, labels, seed=splits.get("seed", 42), k=folds, groups=_groups(manifest, ids))
     except ValueError as e:
         raise DataError(f"cannot make {folds} folds of {len(ids)} records: {e}") from None
-    where = "train+val records (test split left out)" if exclude_test else "all records"
+    where = f"the {len(ids)} train+val records (test split left out)" if exclude_test else f"all {len(ids)} records"
     return ({**splits, "folds": made["folds"]},
-            f"{folds} new stratified folds (seed {splits.get('seed', 42)}) over the {len(ids)} {where}", True)
+            f"{folds} new stratified folds (seed {splits.get('seed', 42)}) over {where}", True)
 
 
 # -- summaries -------------------------------------------------------------------------------------
@@ -276,7 +276,8 @@ def write_tables(out: Path, summary: dict) -> None:
              f"Folds run: {', '.join(str(p['fold']) for p in summary['per_fold'])} of {summary['folds']}; "
              f"up to {summary['config']['num_epochs']} epochs, patience {summary['config']['patience']}"
              + (f", training records capped at {summary['config']['max_records']}" if summary['config'].get('max_records') else "")
-             + ".", "",
+             + "; records per fold (train/validation): "
+             + ", ".join(f"{p['train_records']}/{p['val_records']}" for p in summary["per_fold"]) + ".", "",
              "Recording-level validation metrics of each held-out fold at its **best epoch** "
              "(chosen on that fold, so optimistic):", "",
              "| fold | best epoch | " + " | ".join(heads) + " |", "|---" * (len(heads) + 2) + "|"]
@@ -349,7 +350,10 @@ def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
         else:
             _claim_fold(fold_dir, fold_cfg)
             log(f"crossval: fold {k} ({len(splits['folds'][k])} held-out records)")
-            results = train_run(fold_cfg, data, fold_dir, address=address)
+            resume = (fold_dir / "ray_train").exists()  # a killed fold of this config: continue it
+            if resume:
+                log(f"crossval: fold {k} continues from its last checkpoint")
+            results = train_run(fold_cfg, data, fold_dir, address=address, resume=resume)
             log(f"crossval: fold {k} best {HEADLINE} {results['best_metrics'][HEADLINE]:.4f} "
                 f"at epoch {results['best_epoch'] + 1}/{results['epochs']} ({results['seconds']:.0f} s)")
         history = json.loads((fold_dir / "history.json").read_text())
@@ -407,7 +411,7 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
     log(f"final: training {cfg.model} on train+val ({len(train)} records) for {epochs} epochs; "
         f"the TEST split ({len(test)} records) is held out and only monitored. {FINAL_NOTE}")
     _claim_fold(out, final_cfg)
-    results = train_run(final_cfg, data, out, address=address)
+    results = train_run(final_cfg, data, out, address=address, resume=(out / "ray_train").exists())
     last = _last_checkpoint(out)
     shutil.copy(last, out / FILENAME)
     payload = load_checkpoint(out / FILENAME)
