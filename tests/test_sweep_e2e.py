@@ -54,6 +54,9 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
     port, dash = _free_port(), _free_port()
     env = sweep_env(ray_tmp)
     env.pop("ECG_RAY_TMPDIR")  # the job connects to the cluster instead of starting Ray
+    # Token authentication stays on: the cluster and the job CLI share the token Ray
+    # keeps in ~/.ray/auth_token; the CLI sends it only in "token" mode.
+    env["RAY_AUTH_MODE"] = "token"
     start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
              "--temp-dir", ray_tmp, "--include-dashboard", "true", "--disable-usage-stats"]
