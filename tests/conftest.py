@@ -135,3 +135,41 @@ def sweep(sweep_dir):
     from ecg_ray.tuning.analysis import load_experiment
 
     return load_experiment(sweep_dir)
+
+
+def save_tiny_checkpoint(folder: Path, seed: int = 0, **overrides) -> Path:
+    """A small cnn_only checkpoint with random weights and non-trivial BatchNorm
+    statistics, for tests that need a checkpoint but no training."""
+    import torch
+
+    from ecg_ray.models import build_model
+    from ecg_ray.training.checkpoint import save_checkpoint
+    from ecg_ray.training.config import TrainConfig
+
+    torch.manual_seed(seed)
+    model = build_model("cnn_only", channels=[8, 16], kernel_size=5)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    cfg = TrainConfig(model="cnn_only", model_params={"channels": [8, 16], "kernel_size": 5})
+    fields = dict(model_name="cnn_only", model_params=model.hparams, state_dict=model.state_dict(),
+                  preprocess=PreprocessConfig().to_dict(), config=cfg.to_dict(), epoch=0,
+                  metrics={"val_f1_cinc": 0.5})
+    return save_checkpoint(folder, **{**fields, **overrides})
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short Ray session folder (socket paths must stay < 108 chars) for a test's
+    own Ray; every process of that session is killed afterwards, even on failure."""
+    import shutil
+    import tempfile
+
+    from smoke_sweep import kill_ray_session
+
+    path = tempfile.mkdtemp(prefix="ecgray", dir="/tmp")
+    yield path
+    kill_ray_session(path)
+    shutil.rmtree(path, ignore_errors=True)

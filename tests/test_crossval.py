@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
-import psutil
 import pytest
 import torch
 import yaml
@@ -144,20 +141,6 @@ def test_finished_folds_are_kept_and_other_configs_refused(prepared_small, tmp_p
 
 
 # -- end to end: the real CLI with Ray Train -------------------------------------------------------
-
-@pytest.fixture
-def ray_tmp():
-    """A short Ray session folder; every process still using it is killed afterwards."""
-    path = tempfile.mkdtemp(prefix="ecgcv", dir="/tmp")
-    yield path
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(path in part for part in proc.info["cmdline"] or []):
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    shutil.rmtree(path, ignore_errors=True)
-
 
 @pytest.mark.e2e
 def test_crossval_then_final_end_to_end(prepared_small, tmp_path, ray_tmp):

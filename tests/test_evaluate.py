@@ -17,34 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from conftest import PROJECT_ROOT
+from conftest import save_tiny_checkpoint, PROJECT_ROOT
 from ecg_ray import CLASSES, CLASS_TO_INDEX
 from ecg_ray.data import store
 from ecg_ray.data.preprocess import PreprocessConfig
 from ecg_ray.evaluate import evaluate_folder, json_safe, split_records
-from ecg_ray.models import build_model
 from ecg_ray.predict import Predictor, load_predictor
-from ecg_ray.training.checkpoint import save_checkpoint
-from ecg_ray.training.config import TrainConfig
 from ecg_ray.training.metrics import evaluate_segments
-
-
-def save_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """A small cnn_only with random weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = build_model("cnn_only", channels=[8, 16], kernel_size=5)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    cfg = TrainConfig(model="cnn_only", model_params={"channels": [8, 16], "kernel_size": 5})
-    return save_checkpoint(folder, model_name="cnn_only", model_params=model.hparams,
-                           state_dict=model.state_dict(), preprocess=PreprocessConfig().to_dict(),
-                           config=cfg.to_dict(), epoch=0, metrics={"val_f1_cinc": 0.5})
 
 
 @pytest.fixture(scope="module")

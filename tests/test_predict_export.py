@@ -18,34 +18,21 @@ import pytest
 import scipy.signal
 import torch
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, save_tiny_checkpoint
 from ecg_ray.data import physionet2017
 from ecg_ray.data.errors import RecordError
-from ecg_ray.data.preprocess import PreprocessConfig
 from ecg_ray.evaluate import evaluate_folder
 from ecg_ray.export import export_model
-from ecg_ray.models import build_model
 from ecg_ray.predict import load_predictor, read_input, time_predict
-from ecg_ray.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from ecg_ray.training.config import TrainConfig
+from ecg_ray.training.checkpoint import FORMAT, load_checkpoint
 
 #: A real 30-s record.
 RECORD_30S = "A00001"
 
 
 def _tiny(folder: Path, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = build_model("cnn_only", channels=[8, 16], kernel_size=5)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    cfg = TrainConfig(model="cnn_only", model_params={"channels": [8, 16], "kernel_size": 5})
-    return save_checkpoint(folder, model_name="cnn_only", model_params=model.hparams,
-                           state_dict=model.state_dict(), preprocess=PreprocessConfig().to_dict(),
-                           config=cfg.to_dict(), epoch=3, metrics={"val_f1_cinc": 0.5, "val_f1_N": 0.7},
-                           history=[{"epoch": 0}], optimizer={"state": {}, "param_groups": []})
+    return save_tiny_checkpoint(folder, seed, epoch=3, metrics={"val_f1_cinc": 0.5, "val_f1_N": 0.7},
+                                history=[{"epoch": 0}], optimizer={"state": {}, "param_groups": []})
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ folder, so whatever it leaves behind can be found and killed afterwards.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,14 +38,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_tmp():
-    """A short Ray session folder (socket paths must stay < 108 chars); every
-    process of that session is killed afterwards, even if the test failed."""
-    path = tempfile.mkdtemp(prefix="ecgray", dir="/tmp")
-    yield path
-    kill_ray_session(path)
-    shutil.rmtree(path, ignore_errors=True)
+def _ray_cli(args: list[str], env: dict, log_dir: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run the `ray` CLI with its output in files, not pipes: `ray start` leaves
+    daemons behind that would hold a pipe open and hang the caller."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path = log_dir / f"ray-{args[0]}-{time.monotonic_ns()}.log"
+    with open(out_path, "w") as out:
+        proc = subprocess.run([RAY, *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                              cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out_path.read_text(), "")
 
 
 def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
@@ -57,38 +56,39 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
     # Token authentication stays on: the cluster and the job CLI share the token Ray
     # keeps in ~/.ray/auth_token; the CLI sends it only in "token" mode.
     env["RAY_AUTH_MODE"] = "token"
-    start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+    logs_dir = tmp_path / "cli"
+    start = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
              "--temp-dir", ray_tmp, "--include-dashboard", "true", "--disable-usage-stats"]
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    started = _ray_cli(start, env, logs_dir, timeout=180)
+    assert started.returncode == 0, started.stdout[-3000:]
     address = f"http://127.0.0.1:{dash}"
     runtime_env = json.dumps({"excludes": [".venv/", ".git/", "results/", "ray_results/", "work/"]})
+    job_id = None
     try:
-        submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(PROJECT_ROOT),
+        submit = ["job", "submit", "--address", address, "--working-dir", str(PROJECT_ROOT),
                   "--runtime-env-json", runtime_env, "--no-wait", "--",
-                  "python", "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared_small),
+                  sys.executable, "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared_small),
                   "--storage", str(tmp_path), *SMALL, "--set", "param_space.augment=none"]
-        out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
-        assert out.returncode == 0, out.stdout + out.stderr
+        out = _ray_cli(submit, env, logs_dir, timeout=180)
+        assert out.returncode == 0, out.stdout[-3000:]
         job_id = next(line.split("'")[1] for line in out.stdout.splitlines() if "submitted successfully" in line)
         deadline, status = time.time() + 900, ""
         while time.time() < deadline:
-            status = subprocess.run([RAY, "job", "status", "--address", address, job_id], env=env,
-                                    capture_output=True, text=True, timeout=60).stdout
-            if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            status = _ray_cli(["job", "status", "--address", address, job_id], env, logs_dir, timeout=60).stdout
+            if any(f"' {s}" in status.lower() for s in ("succeeded", "failed", "stopped")):
                 break
             time.sleep(5)
-        logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env,
-                              capture_output=True, text=True, timeout=60).stdout
-        assert "SUCCEEDED" in status, status + logs[-4000:]
+        logs = _ray_cli(["job", "logs", "--address", address, job_id], env, logs_dir, timeout=60).stdout
+        assert f"job '{job_id.lower()}' succeeded" in status.lower(), status[-2000:] + logs[-4000:]
         assert "best trial:" in logs
         _, trials = _results(tmp_path / "smoke")
         assert len(trials) == 4  # 2 models x 2 imbalance, augment fixed
         assert all(t.status == "TERMINATED" and t.last_result.get("val_f1_cinc") is not None
                    for t in trials.values())
     finally:
-        subprocess.run([RAY, "job", "stop", "--address", address, job_id] if "job_id" in locals() else ["true"],
-                       env=env, capture_output=True, timeout=60)
+        if job_id:
+            _ray_cli(["job", "stop", "--address", address, job_id], env, logs_dir, timeout=60)
         kill_ray_session(ray_tmp)  # this cluster only: `ray stop` would end every Ray on the machine
 
 
