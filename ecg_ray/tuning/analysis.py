@@ -194,6 +194,25 @@ def _epoch_rows(trial_id: str, results: list[dict]) -> list[dict]:
     return [{"trial_id": trial_id, **by_epoch[e]} for e in sorted(by_epoch)]
 
 
+def _checkpoint_history(store: "_Store", root: str, trial_id: str) -> list[dict]:
+    """The per-epoch metrics kept in the trial's latest Train checkpoint.
+
+    Tune restarts a killed trial's function from scratch, and the restarted trial's
+    ``result.json`` then lacks the epochs reported before the kill; the Train run
+    resumed from its checkpoint, whose ``history`` has them all. Local storage only."""
+    if store.uri:
+        return []
+    folders = sorted(p for p in Path(root).glob(f"train_{trial_id}/checkpoint_*") if p.is_dir())
+    if not folders:
+        return []
+    from ..training.checkpoint import load_checkpoint
+
+    try:
+        return list(load_checkpoint(folders[-1]).get("history") or [])
+    except (OSError, ValueError):
+        return []
+
+
 def _last_error_line(text: str | None) -> str:
     lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
     return lines[-1][:300] if lines else ""
@@ -384,7 +403,8 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for order, trial in enumerate(tune_trials):
         folder = trial.path if not store.uri else trial.path.split("://", 1)[-1]
         results = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
-        epochs = _epoch_rows(trial.trial_id, results)
+        # reports in result.json win; the checkpoint fills epochs a restart dropped from it
+        epochs = _epoch_rows(trial.trial_id, _checkpoint_history(store, root, trial.trial_id) + results)
         error = ""
         if trial.status == "ERROR":
             error = _last_error_line(store.read_text(store.join(folder, "error.txt"))) or "error"
