@@ -52,13 +52,14 @@ def subsample(ids: list[str], labels: dict[str, str], n: int, seed: int = 0) -> 
 
 
 def select_records(prepared: Path, val_fold: int | None = None, max_records: int | None = None,
-                   seed: int = 0) -> tuple[list[str], list[str], dict]:
+                   seed: int = 0, index: dict | None = None) -> tuple[list[str], list[str], dict]:
     """``(train ids, val ids, manifest)`` for a run; ``max_records`` caps the
-    training records (and validation at a quarter of it) for small runs."""
+    training records (and validation at a quarter of it) for small runs.
+    ``index`` is ``store.load_index(prepared)`` when the caller has it already."""
     manifest = store.read_manifest(prepared)
     train_ids, val_ids = fold_records(manifest["splits"], val_fold)
     if max_records:
-        index = store.load_index(prepared)
+        index = index if index is not None else store.load_index(prepared)
         labels = dict(zip(index["record_id"], index["label"]))
         train_ids = subsample(train_ids, labels, max_records, seed)
         val_ids = subsample(val_ids, labels, max(max_records // 4, 40), seed)
@@ -73,8 +74,8 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     """
     import ray
 
-    train_ids, val_ids, manifest = select_records(prepared, val_fold, max_records)
     index = store.load_index(prepared)
+    train_ids, val_ids, manifest = select_records(prepared, val_fold, max_records, index=index)
     length = manifest["preprocess"]["segment_length"]
     in_train = np.isin(index["record_id"], train_ids)
     in_val = np.isin(index["record_id"], val_ids)
