@@ -265,23 +265,24 @@ class ECGModel(nn.Module):
 
     # -- freezing ------------------------------------------------------------
     def freeze(self, group: str = "frontend") -> "ECGModel":
-        groups = self.module_groups()
-        if group not in groups:
-            raise ValueError(f"unknown parameter group {group!r}; valid: {sorted(groups)}")
-        for m in groups[group]:
-            for p in m.parameters():
-                p.requires_grad_(False)
-        self.frozen_groups.add(group)
-        return self.train(self.training)
+        return self._set_frozen(group, True)
 
     def unfreeze(self, group: str = "frontend") -> "ECGModel":
+        return self._set_frozen(group, False)
+
+    def _set_frozen(self, group: str, frozen: bool) -> "ECGModel":
+        """(Un)freeze ``group``: gradients off/on, and re-apply train/eval so a
+        frozen group's BatchNorm stays in eval mode."""
         groups = self.module_groups()
         if group not in groups:
             raise ValueError(f"unknown parameter group {group!r}; valid: {sorted(groups)}")
         for m in groups[group]:
             for p in m.parameters():
-                p.requires_grad_(True)
-        self.frozen_groups.discard(group)
+                p.requires_grad_(not frozen)
+        if frozen:
+            self.frozen_groups.add(group)
+        else:
+            self.frozen_groups.discard(group)
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> "ECGModel":
