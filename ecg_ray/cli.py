@@ -217,6 +217,48 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .evaluate import json_safe, split_records
+
+    _set_threads(args.threads)
+    if (args.record is None) == (args.data_dir is None):
+        raise ValueError("explain: give either --record PATH (one figure) or --data-dir D --cases N (case page)")
+    if args.record is not None:
+        from .explain.cases import load_explainable
+        from .explain.figures import plot_explanation
+        from .explain.saliency import default_method, explain_signal
+        from .data.errors import RecordError
+        from .predict import error_line, read_input
+
+        predictor = load_explainable(args.checkpoint)
+        method = args.method or default_method(predictor.model)
+        try:
+            signal, fs = read_input(args.record, args.fs)
+            e = explain_signal(predictor.model, signal, fs, predictor.preprocess, Path(args.record).stem,
+                               cls=args.cls, method=method, layer=args.layer)
+        except RecordError as err:
+            print(f"ecg-ray: error: {error_line(str(args.record), err)}", file=sys.stderr)
+            return 2
+        out = plot_explanation(e, args.out or Path(Path(args.record).stem + "_explain.png"), label=args.label)
+        print(json.dumps(json_safe({"figure": str(out), "record": str(args.record), "predicted": e.predicted,
+                                    "explained_class": e.target_class, "method": e.method, "layer": e.layer,
+                                    "probabilities": dict(zip(("N", "A", "O", "noisy"), e.probabilities)),
+                                    "seconds": round(e.seconds, 2)})))
+        return 0
+    from .explain.cases import explain_cases
+
+    if args.records_from_split and not args.prepared:
+        raise ValueError("--records-from-split needs --prepared PREPARED")
+    records = split_records(args.prepared, args.records_from_split) if args.records_from_split else None
+    if records is not None and args.max_records:
+        records = records[: args.max_records]
+    summary = explain_cases(args.checkpoint, args.data_dir, args.out or Path("explain"), n=args.cases,
+                            labels=args.labels, records=records, method=args.method, layer=args.layer,
+                            deletion_records=args.deletion_records, seed=args.seed)
+    print(json.dumps(summary))
+    return 0
+
+
 def _crossval_config(args):
     """The config to cross-validate or train, with the command's overrides."""
     from dataclasses import replace
@@ -446,6 +488,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-record", type=Path, default=None, help="real record to check TorchScript = eager on")
     p.add_argument("--fs", type=float, default=None, help="sampling rate if --verify-record is .npy")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("explain", help="Grad-CAM / attention on a record, or a case-analysis page + deletion test")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder or export archive")
+    p.add_argument("--record", type=Path, default=None, help="one record (.mat/.hea, WFDB, .npy with --fs)")
+    p.add_argument("--class", dest="cls", default=None, help="class to explain: N, A, O, ~ (default: predicted)")
+    p.add_argument("--label", default=None, help="true label of --record, for the title")
+    p.add_argument("--fs", type=float, default=None, help="sampling rate of .npy input (Hz)")
+    p.add_argument("--method", choices=("gradcam", "attention"), default=None,
+                   help="default: attention for attention models, else Grad-CAM")
+    p.add_argument("--layer", default=None, help="Grad-CAM layer, e.g. frontend.blocks.1 (default: last conv block)")
+    p.add_argument("--data-dir", type=Path, default=None, help="records folder for the case analysis")
+    p.add_argument("--cases", type=int, default=3, help="per class: this many most confident right and wrong")
+    p.add_argument("--labels", type=Path, default=None, help="label file (default: REFERENCE.csv beside records)")
+    p.add_argument("--records-from-split", choices=("train", "val", "test"), default=None,
+                   help="case analysis on this split's records of --prepared only")
+    p.add_argument("--prepared", type=Path, default=None, help="prepared dataset whose saved split to use")
+    p.add_argument("--max-records", type=int, default=None, help="cap on the split's records scored")
+    p.add_argument("--deletion-records", type=int, default=30, help="correct records in the deletion test (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", type=Path, default=None, help="figure (--record) or folder (--data-dir)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("crossval", help="k-fold cross-validation of one config (per-fold + mean ± sd)")
     p.add_argument("--config", required=True, help="run folder / results.json, YAML of TrainConfig fields, "

@@ -287,7 +287,9 @@ def test_running_and_resumed_experiment(sweep_dir, tmp_path):
         f.unlink()
     trial_dirs = sorted(d for d in copy.iterdir() if d.name.startswith("run_trial_") and
                         (d / "result.json").stat().st_size > 0)
-    running = trial_dirs[0]
+    # a trial with at least two epochs, so that cutting its last line leaves an unfinished trial
+    running = next(d for d in trial_dirs if len((d / "result.json").read_text().splitlines()) >= 2)
+    trial_dirs.remove(running)
     lines = (running / "result.json").read_text().splitlines()
     (running / "result.json").write_text(lines[0] + "\n" + lines[-1][: len(lines[-1]) // 2])
     trials, epochs = load_experiment(copy)
@@ -297,7 +299,7 @@ def test_running_and_resumed_experiment(sweep_dir, tmp_path):
     assert len(trials) == 8
 
     # resumed: epoch 0 reported again (training_iteration restarting), the last report wins
-    resumed = trial_dirs[1]
+    resumed = trial_dirs[0]
     first = json.loads((resumed / "result.json").read_text().splitlines()[0])
     again = {**first, "val_f1_cinc": 0.987, "training_iteration": 1}
     with open(resumed / "result.json", "a") as f:

@@ -1,0 +1,86 @@
+"""Figures of the explain stage, in the project's one style (``ecg_ray.plots``).
+
+* :func:`explanation_figure` — the filtered ECG in rows of ``row_s`` seconds,
+  the saliency as a coloured band behind the trace, segment boundaries dashed,
+  seconds on the x axis, predicted probabilities in the title.
+* :func:`deletion_figure` — the deletion test's two curves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .. import CLASSES
+from ..plots import CLASS_KEYS, _figure, _styled, save
+from .faithfulness import DeletionCurves
+from .saliency import Explanation
+
+SALIENCY_CMAP = "Reds"
+METHOD_NAMES = {"gradcam": "Grad-CAM", "attention": "attention"}
+
+
+def _title(e: Explanation, label: str | None) -> str:
+    probs = "  ".join(f"{CLASS_KEYS[c]} {p:.2f}" for c, p in zip(CLASSES, e.probabilities))
+    truth = f"true {label}, " if label else ""
+    what = METHOD_NAMES[e.method] + (f" ({e.layer})" if e.layer else "")
+    return (f"{e.record}: {truth}predicted {e.predicted}   [{probs}]\n"
+            f"{what} for class {e.target_class}" + ("   (padded to one segment)" if e.padded else ""))
+
+
+@_styled
+def explanation_figure(e: Explanation, label: str | None = None, row_s: float = 10.0) -> Figure:
+    """The record with its saliency; one row per ``row_s`` seconds, all rows on one scale."""
+    n = len(e.signal)
+    per_row = int(round(row_s * e.fs))
+    rows = max(1, math.ceil(n / per_row))
+    fig = _figure(figsize=(12, 1.35 * rows + 0.9))
+    axes = fig.subplots(rows, 1, squeeze=False, sharey=True)[:, 0]
+    lo, hi = np.percentile(e.signal, [0.5, 99.5])
+    pad = 0.15 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    image = None
+    for i, ax in enumerate(axes):
+        a, b = i * per_row, min((i + 1) * per_row, n)
+        t = np.arange(a, b) / e.fs
+        image = ax.imshow(e.saliency[a:b][None, :], aspect="auto", cmap=SALIENCY_CMAP, vmin=0, vmax=1,
+                          extent=(a / e.fs, b / e.fs, lo, hi), alpha=0.75, interpolation="nearest")
+        ax.plot(t, e.signal[a:b], color="black", linewidth=0.6)
+        for s in e.segment_starts:
+            for edge in (s, s + e.segment_length):
+                if a <= edge <= b:
+                    ax.axvline(edge / e.fs, color="#1f77b4", linestyle="--", linewidth=0.8, alpha=0.7)
+        ax.set_xlim(a / e.fs, a / e.fs + row_s)
+        ax.set_ylim(lo, hi)
+        ax.grid(False)
+        ax.set_ylabel("z")
+    axes[-1].set_xlabel("time (s)   — dashed: segment boundaries")
+    axes[0].set_title(_title(e, label), loc="left")
+    fig.colorbar(image, ax=list(axes), fraction=0.015, pad=0.01, label="saliency")
+    return fig
+
+
+def plot_explanation(e: Explanation, out, label: str | None = None, row_s: float = 10.0):
+    return save(explanation_figure(e, label, row_s), out)
+
+
+@_styled
+def deletion_figure(curves: DeletionCurves, title: str | None = None) -> Figure:
+    fig = _figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    pct = 100 * curves.fractions
+    ax.plot(pct, curves.salient, marker="o", label=f"most salient first (area {curves.area_salient:.3f})")
+    ax.plot(pct, curves.random, marker="o", label=f"random windows (area {curves.area_random:.3f})")
+    ax.set_xlabel("record masked (%)")
+    ax.set_ylabel("probability of the explained class")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title or f"Deletion test, {curves.n_records} records: "
+                          f"area difference {curves.area_difference:+.3f}")
+    ax.legend(loc="lower left")
+    return fig
+
+
+def plot_deletion(curves: DeletionCurves, out, title: str | None = None):
+    return save(deletion_figure(curves, title), out)
