@@ -48,15 +48,19 @@ def explanation_figure(e: Explanation, label: str | None = None, row_s: float = 
         image = ax.imshow(e.saliency[a:b][None, :], aspect="auto", cmap=SALIENCY_CMAP, vmin=0, vmax=1,
                           extent=(a / e.fs, b / e.fs, lo, hi), alpha=0.75, interpolation="nearest")
         ax.plot(t, e.signal[a:b], color="black", linewidth=0.6)
-        for s in e.segment_starts:
+        for k, s in enumerate(e.segment_starts):
             for edge in (s, s + e.segment_length):
                 if a <= edge <= b:
                     ax.axvline(edge / e.fs, color="#1f77b4", linestyle="--", linewidth=0.8, alpha=0.7)
+            mid = s + min(e.segment_length, n - s) / 2
+            if e.segment_probabilities is not None and a <= mid < b:
+                ax.text(mid / e.fs, hi, f"p({e.target_class}) {e.segment_probabilities[k, e.target]:.2f}",
+                        ha="center", va="top", fontsize=7.5, color="#1f77b4")
         ax.set_xlim(a / e.fs, a / e.fs + row_s)
         ax.set_ylim(lo, hi)
         ax.grid(False)
         ax.set_ylabel("z")
-    axes[-1].set_xlabel("time (s)   — dashed: segment boundaries")
+    axes[-1].set_xlabel("time (s)   — dashed: segment boundaries, blue text: the segment's probability")
     axes[0].set_title(_title(e, label), loc="left")
     fig.colorbar(image, ax=list(axes), fraction=0.015, pad=0.01, label="saliency")
     return fig

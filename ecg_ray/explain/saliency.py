@@ -49,6 +49,7 @@ class Explanation:
     segment_starts: list[int]
     segment_length: int
     padded: bool
+    segment_probabilities: np.ndarray | None = None  # (n_segments, 4)
 
     @property
     def predicted(self) -> str:
@@ -150,7 +151,8 @@ def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConf
     device = torch.device(device)
     cut, padded = segment(filtered, cfg.segment_length, cfg.hop, True)
     x = torch.from_numpy(cut.astype(np.float32)).to(device)
-    probs = probabilities(model, x).mean(axis=0)
+    seg_probs = probabilities(model, x)
+    probs = seg_probs.mean(axis=0)
     target = target_index(cls)
     if target is None:
         target = int(np.argmax(probs))
@@ -166,7 +168,7 @@ def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConf
     if peak > 0:
         saliency = saliency / peak
     return Explanation(record, filtered.astype(np.float32), cfg.fs, saliency, probs, target, method, layer,
-                       starts, cfg.segment_length, padded)
+                       starts, cfg.segment_length, padded, seg_probs)
 
 
 def explain_signal(model: nn.Module, signal: np.ndarray, fs: float, cfg: PreprocessConfig,
