@@ -1,0 +1,36 @@
+"""The committed release model loads from a fresh clone and reproduces the
+test-split predictions it was released with."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from conftest import PROJECT_ROOT
+from ecg_ray.evaluate import evaluate_folder
+from ecg_ray.predict import load_predictor
+
+RELEASE = PROJECT_ROOT / "results" / "release" / "cnn_lstm"
+PREDICTIONS = PROJECT_ROOT / "results" / "release" / "cnn_lstm_test_predictions.csv"
+
+
+def test_release_reproduces_its_committed_predictions(cinc_dir):
+    torch.load(RELEASE / "model.pt", weights_only=True)  # the checkpoint contract
+    rows = list(csv.DictReader(PREDICTIONS.open()))
+    metrics = json.loads((RELEASE / "metrics.json").read_text())
+    assert len(rows) == metrics["metrics"]["n_records"] == 1130
+    chosen = rows[:: len(rows) // 24][:24]
+    result, predictions = evaluate_folder(RELEASE, cinc_dir, records=[r["record"] for r in chosen],
+                                          return_predictions=True, log=lambda m: None)
+    assert result["n_records"] == len(chosen)
+    by_name = {p["record"]: p for p in predictions}
+    for row in chosen:
+        got = by_name[row["record"]]
+        assert got["predicted"] == row["predicted"]
+        for key in ("p_N", "p_A", "p_O", "p_noisy"):
+            assert got[key] == pytest.approx(float(row[key]), abs=1e-5)
+    script = load_predictor(RELEASE, prefer="torchscript")
+    assert script.kind == "torchscript"
