@@ -158,8 +158,9 @@ def test_crossval_then_final_end_to_end(prepared_small, tmp_path, ray_tmp):
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     head = cli("crossval", "--config", str(config), "--data", str(prepared_small), "--folds", "2",
-               "--num-epochs", "1", "--max-records", "60", "--out", str(cv))
-    assert head["folds"] == [0, 1] and head["best_epochs"] == [1, 1] and head["final_epochs"] == 1
+               "--num-epochs", "1", "--max-records", "60", "--fold-ids", "1", "--out", str(cv))
+    # one of the two folds is trained (the suite's time budget; summaries of several folds are unit-tested)
+    assert head["folds"] == [1] and head["best_epochs"] == [1] and head["final_epochs"] == 1
     assert 0.0 <= head["val_f1_cinc_mean"] <= 1.0
 
     summary = json.loads((cv / "summary.json").read_text())
@@ -167,15 +168,15 @@ def test_crossval_then_final_end_to_end(prepared_small, tmp_path, ray_tmp):
     assert "2 new stratified folds" in summary["fold_source"]
     folds = store.read_manifest(cv / "_data")["splits"]["folds"]
     assert len(folds) == 2 and not set(folds[0]) & set(folds[1])
-    for k in (0, 1):
+    for k in (1,):
         results = json.loads((cv / f"fold_{k}" / "results.json").read_text())
         assert results["config"]["val_fold"] == k
         payload = torch.load(cv / f"fold_{k}" / "model.pt", weights_only=True)  # the checkpoint contract
         assert payload["config"]["val_fold"] == k
-        row = summary["per_fold"][k]
+        row = summary["per_fold"][0]
         assert row["best_metrics"]["val_f1_cinc"] == pytest.approx(results["best_metrics"]["val_f1_cinc"])
     assert (cv / "crossval.md").read_text().startswith("# Cross-validation: `cnn_only`")
-    assert len((cv / "crossval.csv").read_text().splitlines()) == 1 + 3 * (2 + 2)
+    assert len((cv / "crossval.csv").read_text().splitlines()) == 1 + 3 * (1 + 2)
 
     final = tmp_path / "final"
     head = cli("final", "--from-crossval", str(cv), "--data", str(prepared_small), "--max-records", "60",

@@ -70,7 +70,8 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
                   "--runtime-env-json", runtime_env, "--no-wait", "--",
                   sys.executable, "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared_small),
                   "--storage", str(tmp_path), *SMALL, "--set", "param_space.augment=none",
-                  "--set", "param_space.imbalance=weighted"]
+                  "--set", "param_space.imbalance=weighted", "--set", "param_space.model=cnn_only",
+                  "--set", "scheduler.max_t=2"]
         out = _ray_cli(submit, env, logs_dir, timeout=180)
         assert out.returncode == 0, out.stdout[-3000:]
         job_id = next(line.split("'")[1] for line in out.stdout.splitlines() if "submitted successfully" in line)
@@ -84,7 +85,7 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
         assert f"job '{job_id.lower()}' succeeded" in status.lower(), status[-2000:] + logs[-4000:]
         assert "best trial:" in logs
         _, trials = _results(tmp_path / "smoke")
-        assert len(trials) == 2  # 2 models; imbalance and augment fixed
+        assert len(trials) == 1  # one trial is enough here: the smoke sweep covers many
         assert all(t.status == "TERMINATED" and t.last_result.get("val_f1_cinc") is not None
                    for t in trials.values())
     finally:
