@@ -379,6 +379,30 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchOptions, command_line, run_bench
+
+    records = resolve_records_dir("cinc2017", args.data_dir) if "prepare" in args.sections else None
+    opts = BenchOptions(
+        sections=args.sections, prepared=args.data, records_dir=records, out=args.out, repeats=args.repeats,
+        warmup=args.warmup, batch_size=args.batch_size, feed_records=args.feed_records or None,
+        train_records=args.train_records or None, models=args.models.split(",") if args.models else None,
+        threads=args.threads or os.cpu_count() or 1, prepare_workers=args.prepare_workers,
+        prepare_records=args.prepare_records, asha_spec=args.asha_spec, asha_set=args.asha_set, storage=args.storage)
+    opts.command = command_line(opts, args.data_dir)
+    json_path, md_path = run_bench(opts)
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {json_path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecg-ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -578,6 +602,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", default=None, help="record to draw in the data figures (default: a val AF record)")
     p.add_argument("--no-eval", action="store_true", help="skip running the best checkpoint on validation")
     p.set_defaults(func=cmd_report)
+
+    from .bench.runner import SECTIONS, parse_sections
+
+    p = sub.add_parser("bench", help="benchmarks: data feed, training throughput, prepare, ASHA savings, GPU")
+    p.add_argument("--sections", type=parse_sections, default=list(SECTIONS),
+                   help=f"comma list of {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--data", type=Path, default=None, help="prepared dataset (feed, train, asha, gpu)")
+    p.add_argument("--data-dir", type=Path, default=None, help="raw records folder or data root (prepare)")
+    p.add_argument("--out", type=Path, default=Path("results"),
+                   help="folder for benchmarks.json + benchmarks.md (other sections already there are kept)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (median, min, max)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs (epochs, passes) before the repeats")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--feed-records", type=int, default=0, help="cap on training records for feed (0: all)")
+    p.add_argument("--train-records", type=int, default=200, help="cap on training records for train/gpu (0: all)")
+    p.add_argument("--models", default=None, help="comma list of architectures (default: every registered one)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads = TorchTrainer worker CPUs (default: all cores)")
+    p.add_argument("--prepare-workers", type=_int_list, default=[1, 2], help="process counts to time (default: 1,2)")
+    p.add_argument("--prepare-records", type=int, default=None, help="time a balanced subset of this many records")
+    p.add_argument("--asha-spec", type=Path, default=None, help="search space (default: search_spaces/bench_asha.yaml)")
+    p.add_argument("--asha-set", action="append", default=[], metavar="KEY=VALUE", help="override the spec, e.g. "
+                   "data.max_records=40 (as sweep --set)")
+    p.add_argument("--storage", default="ray_results/bench", help="where the two sweeps' experiments go")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -89,6 +89,9 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     # One parquet read for both parts; the split filters then run on the blocks in memory.
     ds = ray.data.read_parquet(str(Path(prepared) / store.SEGMENTS), columns=COLUMNS)
     ds = ds.filter(expr=col("record_id").is_in(list(train_ids) + list(val_ids)))
+    # parquet's fixed-size lists arrive as one array per row; stack them once here, so every
+    # later batch is a single (B, L) tensor column instead of B arrays stacked per batch
+    ds = ds.map_batches(_stack_signal, batch_format="numpy")
     if materialize:
         ds = ds.materialize()
 
@@ -99,6 +102,10 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     info = FeedInfo(len(train_ids), len(val_ids), int(in_train.sum()), int(in_val.sum()),
                     class_counts, length, materialize)
     return select(train_ids), select(val_ids), info
+
+
+def _stack_signal(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**batch, "signal": signal_batch(batch["signal"])}
 
 
 def signal_batch(column: np.ndarray) -> np.ndarray:

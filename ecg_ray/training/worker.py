@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .feed import TrainCollate, signal_batch
 from .imbalance import build_loss, class_weights
 from .metrics import evaluate_segments
+from .step import train_step
 
 HEADLINE = "val_f1_cinc"
 
@@ -134,16 +135,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         ):
             if len(y) < 2:  # BatchNorm cannot train on one sample
                 continue
-            x = augment(x, generator)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            batch_loss, batch_correct = train_step(model, loss_fn, optimizer, augment(x, generator), y,
+                                                   cfg.grad_clip)
+            loss_sum += batch_loss
+            correct += batch_correct
             seen += len(y)
         seconds = time.perf_counter() - start
         totals = np.sum(_gather((loss_sum, correct, seen, seconds)), axis=0)

@@ -1,0 +1,83 @@
+"""The training segments of a prepared dataset as in-memory numpy arrays, for
+the benchmarks' reference paths (DataLoader, numpy slicing, bare torch loops).
+
+Records are chosen as a training run chooses them (``training.feed.select_records``:
+the saved train split, optionally a label-stratified cap) so that bare and Ray
+paths see the same data. Without Ray installed (a GPU box with only torch,
+numpy and pyarrow) a numpy stratified cap stands in, and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import CLASSES
+from ..data import store
+from .machine import ray_available
+
+
+@dataclass
+class TrainArrays:
+    x: np.ndarray  # float32 (n, L), C-contiguous
+    y: np.ndarray  # int64 (n,)
+    records: list[str]
+    selection: str  # how the records were chosen
+
+    @property
+    def class_counts(self) -> list[int]:
+        return np.bincount(self.y, minlength=len(CLASSES)).tolist()
+
+    def describe(self) -> str:
+        return (f"{len(self.records)} training records, {len(self.y):,} segments of {self.x.shape[1]} samples "
+                f"({self.x.nbytes / 2**20:.0f} MiB)")
+
+
+def _numpy_cap(ids: list[str], labels: dict[str, str], n: int, seed: int) -> list[str]:
+    """A label-stratified subset of about ``n`` ids (at least one per label)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    by_label: dict[str, list[str]] = {}
+    for r in ids:
+        by_label.setdefault(labels[r], []).append(r)
+    for members in by_label.values():
+        k = max(1, round(n * len(members) / len(ids)))
+        keep += list(rng.choice(members, size=min(k, len(members)), replace=False))
+    return sorted(keep)
+
+
+def training_records(prepared: Path, max_records: int | None = None, seed: int = 0) -> tuple[list[str], str]:
+    """``(record ids, how chosen)`` of the training split, capped like a run's ``max_records``."""
+    if ray_available():
+        from ..training.feed import select_records
+
+        train_ids, _, _ = select_records(prepared, None, max_records, seed)
+        return list(train_ids), "the training split as a run selects it (training.feed.select_records)"
+    train_ids = list(store.read_manifest(prepared)["splits"]["split"]["train"])
+    if max_records and max_records < len(train_ids):
+        index = store.load_index(prepared)
+        labels = dict(zip(index["record_id"], index["label"]))
+        train_ids = _numpy_cap(train_ids, labels, max_records, seed)
+        return train_ids, "the training split, numpy stratified cap (Ray not installed: not a run's exact subset)"
+    return train_ids, "the training split"
+
+
+def load_training_arrays(prepared: Path, max_records: int | None = None, seed: int = 0) -> TrainArrays:
+    """The training segments (all, or of a capped record set) in memory."""
+    ids, selection = training_records(prepared, max_records, seed)
+    table = store.load_segments(prepared, ids)
+    if table.num_rows == 0:
+        raise ValueError(f"{prepared}: no segments for the {len(ids)} selected training records")
+    x = np.array(store.signal_matrix(table), dtype=np.float32, order="C", copy=True)  # owned, writable
+    y = table.column("label_index").to_numpy().astype(np.int64)
+    return TrainArrays(x, y, ids, selection)
+
+
+def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """``(x, y)`` numpy batches in a fresh random order: a bare loop's feed."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    for i in range(0, len(y), batch_size):
+        idx = order[i:i + batch_size]
+        yield x[idx], y[idx]
