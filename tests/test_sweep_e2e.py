@@ -72,7 +72,11 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
                   "--storage", str(tmp_path), *SMALL, "--set", "param_space.augment=none",
                   "--set", "param_space.imbalance=weighted", "--set", "param_space.model=cnn_only",
                   "--set", "scheduler.max_t=2"]
-        out = _ray_cli(submit, env, logs_dir, timeout=180)
+        for _ in range(12):  # the head's job agent comes up after `ray start` returns; Ray says "try again later"
+            out = _ray_cli(submit, env, logs_dir, timeout=180)
+            if out.returncode == 0 or "No available agent to submit job" not in out.stdout:
+                break
+            time.sleep(5)
         assert out.returncode == 0, out.stdout[-3000:]
         job_id = next(line.split("'")[1] for line in out.stdout.splitlines() if "submitted successfully" in line)
         deadline, status = time.time() + 900, ""
