@@ -155,15 +155,22 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _split_records(args) -> list[str] | None:
+    """The records of ``--records-from-split`` in ``--prepared``'s saved split, or None (all)."""
+    from .evaluate import split_records
+
+    if not args.records_from_split:
+        return None
+    if not args.prepared:
+        raise ValueError("--records-from-split needs --prepared PREPARED (the dataset whose split to use)")
+    return split_records(args.prepared, args.records_from_split)
+
+
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_folder, json_safe, split_records, write_predictions
+    from .evaluate import evaluate_folder, json_safe, write_predictions
 
     _set_threads(args.threads)
-    records = None
-    if args.records_from_split:
-        if not args.prepared:
-            raise ValueError("--records-from-split needs --prepared PREPARED (the dataset whose split to use)")
-        records = split_records(args.prepared, args.records_from_split)
+    records = _split_records(args)
     from .data.download import data_root, ensure_data, source_dir
 
     # A given folder is used as is (never downloaded into); stdout carries only the JSON.
@@ -218,7 +225,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .evaluate import json_safe, split_records
+    from .evaluate import json_safe
 
     _set_threads(args.threads)
     if (args.record is None) == (args.data_dir is None):
@@ -247,9 +254,7 @@ def cmd_explain(args) -> int:
         return 0
     from .explain.cases import explain_cases
 
-    if args.records_from_split and not args.prepared:
-        raise ValueError("--records-from-split needs --prepared PREPARED")
-    records = split_records(args.prepared, args.records_from_split) if args.records_from_split else None
+    records = _split_records(args)
     if records is not None and args.max_records:
         records = records[: args.max_records]
     summary = explain_cases(args.checkpoint, args.data_dir, args.out or Path("explain"), n=args.cases,

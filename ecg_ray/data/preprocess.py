@@ -89,6 +89,11 @@ def zscore(signal: np.ndarray) -> np.ndarray:
     return (signal - signal.mean()) / std
 
 
+def window_starts(n: int, length: int, hop: int) -> np.ndarray:
+    """Start sample of every whole window ``segment`` cuts from ``n`` samples."""
+    return np.arange(0, n - length + 1, hop)
+
+
 def segment(signal: np.ndarray, length: int, hop: int, pad: bool) -> tuple[np.ndarray, bool]:
     """Cut ``signal`` into windows of ``length`` every ``hop`` samples.
 
@@ -103,7 +108,7 @@ def segment(signal: np.ndarray, length: int, hop: int, pad: bool) -> tuple[np.nd
         out = np.zeros((1, length), dtype=signal.dtype)
         out[0, :n] = signal
         return out, True
-    starts = np.arange(0, n - length + 1, hop)
+    starts = window_starts(n, length, hop)
     return np.lib.stride_tricks.sliding_window_view(signal, length)[starts].copy(), False
 
 

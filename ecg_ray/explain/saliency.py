@@ -28,7 +28,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from .. import CLASS_TO_INDEX, CLASSES
-from ..data.preprocess import PreprocessConfig, filter_record, segment
+from ..data.preprocess import PreprocessConfig, filter_record, segment, window_starts
 from ..models.blocks import CNNFrontend
 
 METHODS = ("gradcam", "attention")
@@ -133,7 +133,7 @@ def segment_starts(n_samples: int, cfg: PreprocessConfig) -> list[int]:
     """Where each of the record's segments starts (the cut ``preprocess.segment`` makes)."""
     if n_samples < cfg.segment_length:
         return [0]
-    return list(range(0, n_samples - cfg.segment_length + 1, cfg.hop))
+    return window_starts(n_samples, cfg.segment_length, cfg.hop).tolist()
 
 
 def probabilities(model: nn.Module, segments: torch.Tensor) -> np.ndarray:
