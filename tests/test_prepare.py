@@ -392,9 +392,13 @@ def test_prepare_mitbih_real(mitdb_dir, tmp_path):
     assert manifest["source"] == "mitbih" and manifest["window_s"] == 30.0
     assert set(manifest["records"]) == set(CLASSES)
     assert all(manifest["records"][c] > 0 for c in CLASSES), manifest["records"]
-    # 6 records × 60 windows, less those whose rhythm changes
+    # every record of RECORDS with an MLII lead gives 60 windows, less those whose rhythm changes;
+    # 102 and 104 have no MLII lead (see ../shared/data/README.md) and are skipped whole
+    listed = (mitdb_dir / "RECORDS").read_text().split()
+    no_mlii = {s["record"] for s in manifest["skipped"] if s["reason"] == "no MLII lead"}
+    assert no_mlii <= {"102", "104"} and len(no_mlii) == manifest["skipped_counts"].get("no MLII lead", 0)
     skipped = manifest["skipped_counts"]["rhythm changes within window"]
-    assert manifest["n_records"] + skipped == 6 * 60
+    assert manifest["n_records"] + skipped == (len(listed) - len(no_mlii)) * 60
     assert manifest["segments"]["N"] == 6 * manifest["records"]["N"]  # 30 s → six 5-s segments
     # windows of one patient never straddle two parts or two folds
     patient = {r: r.split("_w")[0] for p in PARTS for r in manifest["splits"]["split"][p]}

@@ -32,11 +32,16 @@ class Window:
 
 
 def list_records(data_dir: Path) -> list[str]:
-    """Record names with a header, a signal and an ``.atr`` annotation file."""
+    """Record names: the folder's ``RECORDS`` file (PhysioNet's own list) when it
+    has one, else every ``.hea`` header."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"data folder not found: {data_dir}")
-    names = sorted(p.stem for p in data_dir.glob("*.hea"))
+    listing = data_dir / "RECORDS"
+    if listing.is_file():
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    else:
+        names = sorted(p.stem for p in data_dir.glob("*.hea"))
     if not names:
         raise DataError(f"no MIT-BIH records (.hea files) in {data_dir}")
     return names
