@@ -23,18 +23,24 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--segment-length", type=int, default=1500, help="samples per segment at 300 Hz")
-    p.add_argument("--stride", type=int, default=None, help="samples between segment starts (default: length)")
-    p.add_argument("--short", choices=("pad", "drop"), default="pad", help="records shorter than a segment")
-    p.add_argument("--lowcut", type=float, default=0.5)
-    p.add_argument("--highcut", type=float, default=40.0)
+    from .data.preprocess import PreprocessConfig
+
+    d = PreprocessConfig()
+    p.add_argument("--segment-length", type=int, default=d.segment_length,
+                   help=f"model input window, samples at {d.fs:g} Hz (default {d.segment_length})")
+    p.add_argument("--stride", type=int, default=d.stride,
+                   help=f"samples between inference window starts (default {d.stride}; 0 = window length)")
+    p.add_argument("--short", choices=("pad", "drop"), default=d.short_policy,
+                   help="records shorter than a window")
+    p.add_argument("--lowcut", type=float, default=d.lowcut)
+    p.add_argument("--highcut", type=float, default=d.highcut)
 
 
 def _preprocess_config(args):
     from .data.preprocess import PreprocessConfig
 
     return PreprocessConfig(lowcut=args.lowcut, highcut=args.highcut, segment_length=args.segment_length,
-                            stride=args.stride, short_policy=args.short)
+                            stride=args.stride or None, short_policy=args.short)
 
 
 def cmd_download(args) -> int:
@@ -80,14 +86,10 @@ def cmd_train(args) -> int:
     from .training.config import TrainConfig
     from .training.trainer import train_run
 
-    cfg = TrainConfig(
-        model=args.model, model_params=json.loads(args.model_params), seed=args.seed, lr=args.lr,
-        weight_decay=args.weight_decay, batch_size=args.batch_size, num_epochs=args.num_epochs,
-        patience=args.patience, imbalance=args.imbalance, focal_gamma=args.focal_gamma, augment=args.augment,
-        augment_p=args.augment_p, lstm_lr=args.lstm_lr, init_from=args.init_from, freeze=args.freeze,
-        val_fold=args.val_fold, max_records=args.max_records, num_workers=args.num_workers,
-        use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker or max(1, (os.cpu_count() or 1) // args.num_workers), grad_clip=args.grad_clip,
-    )
+    overrides = _config_overrides(args)
+    workers = overrides.get("num_workers", TrainConfig.num_workers)
+    overrides.setdefault("cpus_per_worker", max(1, (os.cpu_count() or 1) // workers))  # every core it is given
+    cfg = TrainConfig(**overrides)
     results = train_run(cfg, args.data, args.out, address=args.address, resume=args.resume, force=args.force)
     best = results["best_metrics"]
     print(json.dumps({"out": str(args.out), "epochs": results["epochs"], "best_epoch": results["best_epoch"],
@@ -184,7 +186,25 @@ def cmd_evaluate(args) -> int:
     if args.predictions:
         write_predictions(args.predictions, predictions)
         result["predictions"] = str(args.predictions)
+    if args.records_from_split == "test" and args.test_log:
+        from .evaluate import log_test_scoring
+
+        log_test_scoring(args.test_log, result, " ".join(["ecg-ray", *sys.argv[1:]]))
     print(json.dumps(json_safe(result), indent=1, allow_nan=False))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .training.calibration import calibrate_checkpoint
+    from .training.checkpoint import checkpoint_file, load_checkpoint
+    from .training.feed import select_records
+
+    _set_threads(args.threads)
+    file = checkpoint_file(args.checkpoint)
+    cfg = load_checkpoint(file).get("config", {})
+    _, val_ids, _ = select_records(args.data, cfg.get("val_fold"), cfg.get("max_records"))
+    summary = calibrate_checkpoint(file, args.data, val_ids, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"checkpoint": str(file), **summary}))
     return 0
 
 
@@ -242,6 +262,7 @@ def cmd_explain(args) -> int:
         try:
             signal, fs = read_input(args.record, args.fs)
             e = explain_signal(predictor.model, signal, fs, predictor.preprocess, Path(args.record).stem,
+                               temperature=predictor.temperature, aggregate=predictor.aggregate,
                                cls=args.cls, method=method, layer=args.layer)
         except RecordError as err:
             print(f"ecg-ray: error: {error_line(str(args.record), err)}", file=sys.stderr)
@@ -282,6 +303,7 @@ def _crossval_config(args):
         overrides["use_gpu"] = True
     if getattr(args, "num_epochs", None):
         overrides["num_epochs"] = args.num_epochs
+    overrides.update({k: v for k, v in _config_overrides(args).items() if k not in _RUN_FLAGS})
     return replace(cfg, **overrides), source
 
 
@@ -322,6 +344,41 @@ def cmd_final(args) -> int:
                       "test_f1_cinc": final["test_metrics_last_epoch"].get("test_f1_cinc"),
                       "note": final["note"]}))
     return 0
+
+
+#: Config fields that crossval/final declare themselves (``_add_run_overrides``, --seed, --num-epochs).
+_RUN_FLAGS = ("max_records", "num_workers", "cpus_per_worker", "use_gpu", "seed", "num_epochs")
+_FLAG_TYPES = {"int": int, "float": float, "str": str, "list": str, "dict": json.loads}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per ``TrainConfig`` field (``--num-epochs`` for ``num_epochs``),
+    typed and documented from the dataclass; an absent flag keeps the config's value."""
+    from dataclasses import MISSING, fields
+
+    from .training.config import FIELD_HELP, TrainConfig
+
+    group = p.add_argument_group("training config (TrainConfig fields; default: the config's value)")
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        kind = str(f.type).replace(" | None", "")
+        text = f"{FIELD_HELP.get(f.name, '')} (default: {default})".strip()
+        flag = "--" + f.name.replace("_", "-")
+        if kind == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        else:
+            group.add_argument(flag, dest=f.name, type=_FLAG_TYPES[kind], default=argparse.SUPPRESS, help=text)
+
+
+def _config_overrides(args) -> dict:
+    """The ``TrainConfig`` fields given on the command line."""
+    from dataclasses import fields
+
+    from .training.config import TrainConfig
+
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
 
 
 def _add_run_overrides(p: argparse.ArgumentParser) -> None:
@@ -440,32 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one config with Ray Train on a prepared dataset")
     p.add_argument("--data", type=Path, required=True, help="prepared dataset folder (ecg-ray prepare --out)")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
-    p.add_argument("--model", default="cnn_only")
-    p.add_argument("--model-params", default="{}", help="JSON dict of model hyper-parameters")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=6, help="early stopping on val F1; 0 = off")
-    p.add_argument("--imbalance", default="weighted", help="none | weighted | sampler | focal")
-    p.add_argument("--focal-gamma", type=float, default=2.0)
-    p.add_argument("--augment", default="none", help="comma list of jitter,scaling,time_warp,cutout | all | none")
-    p.add_argument("--augment-p", type=float, default=0.5)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--lstm-lr", type=float, default=None, help="learning rate of the recurrent part")
-    p.add_argument("--init-from", default=None, help="checkpoint whose front end initialises the model")
-    p.add_argument("--freeze", choices=("frontend",), default=None)
-    p.add_argument("--val-fold", "--folds", dest="val_fold", type=int, default=None,
-                   help="hold out this fold (default: the saved train/val split)")
-    p.add_argument("--max-records", type=int, default=None, help="cap on training records")
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--cpus-per-worker", type=float, default=None,
-                   help="CPUs (and torch threads) per worker (default: all cores shared by the workers)")
-    p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
+    _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="run a search space as an ASHA-pruned Ray Tune sweep")
@@ -483,6 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: local or RAY_ADDRESS)")
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser("calibrate", help="fit a checkpoint's temperature on its validation records (stored in it)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt or the run folder holding it")
+    p.add_argument("--data", type=Path, required=True, help="the prepared dataset it was trained on")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("evaluate", help="checkpoint → recording-level metrics (one JSON object) on a records folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder, export archive or .ts")
     p.add_argument("--source", choices=("cinc2017", "mitbih"), default="cinc2017")
@@ -495,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
     p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--test-log", type=Path, default=Path("results/test_split_log.csv"),
+                   help="every scoring of the test split appends a line here (date, checkpoint, command, F1); "
+                        "'' to skip")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label and class probabilities of single records")
@@ -549,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-test", action="store_true", help="make folds over train+val only, test untouched")
     p.add_argument("--num-epochs", type=int, default=None, help="override the config's epoch count")
     p.add_argument("--seed", type=int, default=None)
+    _add_config_flags(p, skip=_RUN_FLAGS)
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("final", help="train the final model on train+val (test held out) for a fixed epoch count")
@@ -557,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epoch count")
     p.add_argument("--from-crossval", type=Path, default=None, help="crossval folder: its median best epoch")
     p.add_argument("--seed", type=int, default=None)
+    _add_config_flags(p, skip=_RUN_FLAGS)
     p.set_defaults(func=cmd_final)
     formats = ("table", "csv", "json", "markdown")
     p = sub.add_parser("runs", help="read a sweep (or train run folders): list, best, compare")

@@ -2,18 +2,23 @@
 
 ``evaluate_folder`` runs the model's *own* preprocessing (from the checkpoint
 or export) on every record of a PhysioNet/CinC folder, or on the labelled
-30-s windows of MIT-BIH records (``source="mitbih"``), feeds the segments to
-the model in batches, averages segment probabilities per record and scores the
-records with ``training.metrics``. Bad records are skipped and counted by
+30-s windows of MIT-BIH records (``source="mitbih"``), feeds the overlapping
+windows to the model in batches, aggregates each record's window logits with
+the model's own rule and temperature (``metrics.record_probabilities``) and
+scores the records with ``training.metrics``. Bad records are skipped and counted by
 reason (each one named on stderr); a folder that cannot be used at all raises
 ``DataError``.
 
 The returned dict is the ``ecg-ray evaluate`` JSON contract: headline
 ``f1_cinc`` (mean F1 of N, A, O), ``f1_macro``, ``f1_weighted``, ``accuracy``,
 ``auroc_macro``, and per class (``N``, ``A``, ``O``, ``noisy``) ``f1_*``,
-``auroc_*``, ``sens_*``, ``spec_*``; ``confusion`` (4×4, rows true, columns
-predicted, class order), ``n_records``, ``n_skipped``, ``skipped`` (reason →
-count), ``segment`` (the same metrics per segment), and where it came from.
+``auroc_*``, ``sens_*``, ``spec_*``, ``ppv_*``; ``ece`` (expected calibration
+error, 15 bins), ``ci`` (bootstrap 95 % intervals over records — over patients
+for MIT-BIH — of ``f1_cinc`` and each class's F1), ``f1_by_length`` (per
+record-length band), ``temperature`` and ``aggregate`` used; ``confusion`` (4×4,
+rows true, columns predicted, class order), ``n_records``, ``n_skipped``,
+``skipped`` (reason → count), ``segment`` (the same metrics per window), and
+where it came from.
 Undefined values (e.g. AUROC of a class absent from the labels) are ``null``.
 """
 
@@ -32,7 +37,8 @@ from . import CLASSES, CLASS_TO_INDEX
 from .data import mitbih, physionet2017
 from .data.errors import DataError, RecordError
 from .predict import PROB_KEYS, Predictor, load_predictor
-from .training.metrics import classification_metrics, confusion
+from .training.calibration import expected_calibration_error
+from .training.metrics import bootstrap_f1, classification_metrics, confusion, f1_by_length, softmax
 
 SOURCES = ("cinc2017", "mitbih")
 PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in PROB_KEYS], "predicted", "n_segments"]
@@ -141,13 +147,13 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
              else _mitbih_items(data_dir, window_s, wanted, skip))
 
     # Segments of many records are pooled into batches; each record keeps its slice.
-    names, ys, n_segs, seg_probs = [], [], [], []
+    names, ys, n_segs, seg_logits, seconds = [], [], [], [], []
     pending, pending_n = [], 0
 
     def flush() -> None:
         nonlocal pending, pending_n
         if pending:
-            seg_probs.append(predictor.probabilities(np.concatenate(pending)))
+            seg_logits.append(predictor.logits(np.concatenate(pending)))
             pending, pending_n = [], 0
 
     for name, label, signal, fs in items:
@@ -159,6 +165,7 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         names.append(name)
         ys.append(CLASS_TO_INDEX[label])
         n_segs.append(len(segments))
+        seconds.append(len(signal) / fs)
         pending.append(segments)
         pending_n += len(segments)
         if pending_n >= batch_size:
@@ -169,15 +176,23 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
     if not names:
         raise DataError(f"no usable records in {data_dir} ({sum(skipped.values())} skipped)")
 
-    probs_seg = np.concatenate(seg_probs)
+    logits_seg = np.concatenate(seg_logits)
     bounds = np.cumsum([0] + n_segs)
-    probs = np.stack([probs_seg[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+    codes = np.repeat(np.arange(len(names)), n_segs)
+    probs = predictor.record_probabilities(logits_seg, codes, len(names))
     y = np.asarray(ys, dtype=np.int64)
     y_seg = np.repeat(y, n_segs)
     pred = probs.argmax(axis=1)
+    clusters = [n.split("_w")[0] for n in names] if source == "mitbih" else None
 
     result = {
         **classification_metrics(y, probs),
+        "ece": expected_calibration_error(y, probs),
+        "ci": bootstrap_f1(y, probs, clusters=clusters),
+        "ci_method": ("percentile bootstrap, 2000 resamples of " + ("patients" if clusters else "records")),
+        "f1_by_length": f1_by_length(y, probs, seconds),
+        "temperature": predictor.temperature,
+        "aggregate": predictor.aggregate,
         "confusion": confusion(y, pred),
         "classes": list(CLASSES),
         "n_records": len(names),
@@ -185,7 +200,7 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         "n_skipped": int(sum(skipped.values())),
         "skipped": dict(skipped),
         "records_per_class": {c: int((y == i).sum()) for i, c in enumerate(CLASSES)},
-        "segment": classification_metrics(y_seg, probs_seg),
+        "segment": classification_metrics(y_seg, softmax(logits_seg, predictor.temperature)),
         "checkpoint": predictor.source,
         "model": predictor.info.get("model"),
         "preprocess_hash": predictor.preprocess.hash,
@@ -215,3 +230,26 @@ def write_predictions(path: Path, predictions: list[dict]) -> None:
         writer.writeheader()
         for row in predictions:
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+TEST_LOG_FIELDS = ["date", "checkpoint", "command", "n_records", "f1_cinc", "f1_cinc_ci_lo", "f1_cinc_ci_hi"]
+
+
+def log_test_scoring(path: Path, result: dict, command: str) -> None:
+    """Append one line per scoring of a test split (date, checkpoint, command, F1 with its CI):
+    the record of how often the test split was looked at."""
+    from datetime import datetime, timezone
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file()
+    lo, hi = (result.get("ci") or {}).get("f1_cinc", [None, None])
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TEST_LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         "checkpoint": result.get("checkpoint"), "command": command,
+                         "n_records": result.get("n_records"), "f1_cinc": f"{result['f1_cinc']:.4f}",
+                         "f1_cinc_ci_lo": f"{lo:.4f}" if lo is not None else "",
+                         "f1_cinc_ci_hi": f"{hi:.4f}" if hi is not None else ""})

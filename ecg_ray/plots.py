@@ -438,3 +438,31 @@ def plot_augmentations(segment, out_dir, names: Sequence[str] | None = None, see
 
     return [save(augmentation_figure(segment, name, seed, fs), Path(out_dir) / f"augment_{name}.png")
             for name in (names or AUGMENT_NAMES)]
+
+
+def reliability_figure(y_true, curves: Mapping[str, np.ndarray], n_bins: int = 15,
+                       title: str | None = None) -> Figure:
+    """Reliability diagram: top-label confidence vs accuracy per bin, one line per
+    entry of ``curves`` (label → record probabilities), ECE in the legend, and the
+    share of records per bin below."""
+    from .training.calibration import expected_calibration_error, reliability_table
+
+    fig = _figure(figsize=(5.2, 5.6))
+    ax, hist = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="perfect calibration")
+    for label, probs in curves.items():
+        table = reliability_table(y_true, probs, n_bins)
+        ece = expected_calibration_error(y_true, probs, n_bins)
+        line, = ax.plot(table["confidence"], table["accuracy"], marker="o", label=f"{label} (ECE {ece:.3f})")
+        hist.bar((table["lo"] + table["hi"]) / 2, table["n"] / table["n"].sum(), width=1 / n_bins * 0.9,
+                 alpha=0.45, color=line.get_color())
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title or "Reliability (recording level)")
+    ax.legend(loc="upper left")
+    hist.set(xlabel="confidence (top probability)", ylabel="share")
+    return fig
+
+
+@_styled
+def plot_reliability(y_true, curves: Mapping[str, np.ndarray], out, n_bins: int = 15,
+                     title: str | None = None) -> Path:
+    return save(reliability_figure(y_true, curves, n_bins, title), out)

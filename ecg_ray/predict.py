@@ -6,9 +6,11 @@
 TorchScript file of an export (``model.ts``; its preprocessing is embedded in
 the file and also read from ``config.json`` beside it) — and returns a
 ``Predictor`` that repeats the model's own preprocessing (resample to its rate,
-bandpass, z-score, segment, pad short records per its policy), runs the
-segments in batches under ``torch.inference_mode`` and averages the segment
-probabilities into one prediction per record.
+bandpass, z-score, overlapping windows that reach the record's end, pad short
+records), runs the windows in batches under ``torch.inference_mode`` and turns
+their logits into one prediction per record with the model's own aggregation
+and calibration temperature (``metrics.record_probabilities``, the function
+training's validation uses).
 
 ``read_input`` reads one record from a path: a PhysioNet/CinC ``.mat``/``.hea``
 pair (either file, or the stem), a WFDB record (``.hea`` + ``.dat``), or a
@@ -31,6 +33,7 @@ from . import CLASSES
 from .data import physionet2017
 from .data.errors import RecordError
 from .data.preprocess import PreprocessConfig, preprocess_record
+from .training.metrics import record_probabilities, softmax
 
 #: Keys of the per-class probabilities in predictions (``~`` is written ``noisy``).
 PROB_KEYS = ("N", "A", "O", "noisy")
@@ -51,9 +54,11 @@ class Predictor:
     kind: str  # "checkpoint" or "torchscript"
     info: dict = field(default_factory=dict)  # model name, params, epoch, metrics, ...
     batch_size: int = 256
+    temperature: float = 1.0  # fitted on validation records (calibration); 1 = none
+    aggregate: str = "mean_prob"  # how window outputs become a record's probabilities
 
-    def probabilities(self, segments: np.ndarray) -> np.ndarray:
-        """Softmax probabilities ``(n, 4)`` of preprocessed segments ``(n, L)``, batched."""
+    def logits(self, segments: np.ndarray) -> np.ndarray:
+        """Raw logits ``(n, 4)`` of preprocessed windows ``(n, L)``, batched."""
         segments = np.ascontiguousarray(segments, dtype=np.float32)
         if not segments.flags.writeable:  # e.g. a zero-copy view of an Arrow buffer
             segments = segments.copy()
@@ -61,8 +66,16 @@ class Predictor:
         with torch.inference_mode():
             for i in range(0, len(segments), self.batch_size):
                 x = torch.from_numpy(segments[i:i + self.batch_size]).unsqueeze(1)
-                out[i:i + len(x)] = torch.softmax(self.model(x).float(), dim=1).numpy()
+                out[i:i + len(x)] = self.model(x).float().numpy()
         return out
+
+    def probabilities(self, segments: np.ndarray) -> np.ndarray:
+        """Calibrated softmax probabilities ``(n, 4)`` of each window ``(n, L)``."""
+        return softmax(self.logits(segments), self.temperature)
+
+    def record_probabilities(self, window_logits: np.ndarray, codes: np.ndarray, n_records: int) -> np.ndarray:
+        """One probability vector per record from its windows' logits."""
+        return record_probabilities(window_logits, codes, n_records, self.aggregate, self.temperature)
 
     def segments(self, signal: np.ndarray, fs: float, name: str = "?") -> tuple[np.ndarray, bool]:
         """The model's own preprocessing: ``(segments (n, L) float32, padded)``."""
@@ -71,7 +84,7 @@ class Predictor:
     def predict_signal(self, signal: np.ndarray, fs: float, name: str = "?") -> dict:
         """Label and mean segment probabilities of one raw record (mV at ``fs``)."""
         segments, padded = self.segments(signal, fs, name)
-        probs = self.probabilities(segments).mean(axis=0)
+        probs = self.record_probabilities(self.logits(segments), np.zeros(len(segments), np.int64), 1)[0]
         return result_row(name, probs, len(segments), padded, len(signal) / fs)
 
 
@@ -104,7 +117,8 @@ def _from_checkpoint(file: Path, source: str, batch_size: int) -> Predictor:
     info = {"model": payload["model"], "model_params": payload["model_params"], "epoch": payload["epoch"],
             "metrics": payload.get("metrics", {}), "config": payload.get("config", {})}
     return Predictor(model, PreprocessConfig.from_dict(payload["preprocess"]), source, "checkpoint", info,
-                     batch_size)
+                     batch_size, float(payload.get("temperature", 1.0)),
+                     payload.get("config", {}).get("aggregate", "mean_prob"))
 
 
 def _from_torchscript(file: Path, source: str, batch_size: int) -> Predictor:
@@ -122,7 +136,8 @@ def _from_torchscript(file: Path, source: str, batch_size: int) -> Predictor:
         text = beside.read_text()
     config = json.loads(text)
     model.eval()
-    return Predictor(model, _check_config(config, str(file)), source, "torchscript", config, batch_size)
+    return Predictor(model, _check_config(config, str(file)), source, "torchscript", config, batch_size,
+                     float(config.get("temperature", 1.0)), config.get("aggregate", "mean_prob"))
 
 
 def load_predictor(path: Path | str, batch_size: int = 256, prefer: str = "checkpoint") -> Predictor:

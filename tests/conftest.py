@@ -60,7 +60,7 @@ def load_real_segments(cinc_dir: Path, labels: dict[str, str], per_class: int,
 @pytest.fixture(scope="session")
 def real_segments(cinc_dir, cinc_labels) -> tuple[np.ndarray, np.ndarray]:
     """16 real preprocessed 5-s segments, 4 per class N, A, O, ~."""
-    return load_real_segments(cinc_dir, cinc_labels, per_class=4)
+    return load_real_segments(cinc_dir, cinc_labels, per_class=4, cfg=PreprocessConfig(segment_length=1500, stride=None))
 
 
 # -- prepared datasets, made once per session -----------------------------------------------------

@@ -99,7 +99,7 @@ def test_new_folds_view_shares_segments(prepared_small, tmp_path):
     assert not set(flat) & set(split["test"])
 
     view = dataset_view(prepared_small, tmp_path / "view", splits, what)
-    assert (view / "segments").is_symlink()
+    assert (view / "records").is_symlink()
     assert store.read_manifest(view)["splits"]["folds"] == folds
     assert store.load_index(view)["record_id"].size == store.load_index(prepared_small)["record_id"].size
 

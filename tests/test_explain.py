@@ -18,6 +18,7 @@ from ecg_ray.explain.faithfulness import FRACTIONS, deletion_curves
 from ecg_ray.explain.figures import plot_deletion, plot_explanation
 from ecg_ray.explain.saliency import (attention_map, default_layer, explain_filtered, explain_signal,
                                       gradcam, stitch, target_index)
+from ecg_ray.data.preprocess import window_starts
 from ecg_ray.models import build_model
 
 CFG = PreprocessConfig()
@@ -49,9 +50,8 @@ def test_gradcam_covers_the_record_and_is_non_negative(name, af_record):
     n = len(filter_record(signal, fs, CFG))
     assert e.saliency.shape == (n,) == e.signal.shape
     assert (e.saliency >= 0).all() and e.saliency.max() == pytest.approx(1.0)
-    assert e.segment_starts == list(range(0, n - CFG.segment_length + 1, CFG.segment_length))
-    # the tail no segment covers is not explained
-    assert (e.saliency[e.segment_starts[-1] + CFG.segment_length:] == 0).all()
+    assert e.segment_starts == window_starts(n, CFG.segment_length, CFG.hop).tolist()
+    assert e.segment_starts[-1] + CFG.segment_length == n  # the last window reaches the tail: all explained
     assert e.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 

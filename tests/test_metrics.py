@@ -45,7 +45,9 @@ def test_sensitivity_specificity_known_example():
     # ~: TP 4, FN 3, FP 3, TN = 113 - 7 - 7 + 4 = 103
     assert m["val_sens_noisy"] == pytest.approx(4 / 7) and m["val_spec_noisy"] == pytest.approx(103 / 106)
     assert set(m) == {f"val_{k}" for k in ["f1_cinc", "f1_macro", "f1_weighted", "accuracy", "auroc_macro"]} | {
-        f"val_{m_}_{k}" for m_ in ("f1", "auroc", "sens", "spec") for k in CLASS_KEYS}
+        f"val_{m_}_{k}" for m_ in ("f1", "auroc", "sens", "spec", "ppv") for k in CLASS_KEYS}
+    # PPV = TP / predicted-as-class: N predicted 61 times, 50 right; ~ predicted 7 times, 4 right
+    assert m["val_ppv_N"] == pytest.approx(50 / 61) and m["val_ppv_noisy"] == pytest.approx(4 / 7)
     assert all(isinstance(v, float) for v in m.values())
 
 

@@ -16,7 +16,7 @@ from ecg_ray.models import (MODELS, benchmark_models, build_model, count_paramet
 from ecg_ray.models.__main__ import format_table
 
 ALL = ["cnn_only", "cnn_lstm", "bilstm", "simple_lstm", "lstm_only", "residual", "gru",
-       "attention", "transformer", "resnet"]
+       "attention", "transformer", "resnet", "resnet_stages"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -263,6 +263,7 @@ OVERFIT_CASES = [
     ("cnn_only", {}),
     ("cnn_lstm", {}),
     ("resnet", {}),
+    ("resnet_stages", {}),
     ("attention", {}),
     ("transformer", {}),
     ("simple_lstm", {}),

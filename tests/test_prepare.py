@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import scipy.io
 
+from conftest import CINC_DIR
 from ecg_ray import CLASS_TO_INDEX, CLASSES
 from ecg_ray.data import physionet2017, store
 from ecg_ray.data.errors import DataError
 from ecg_ray.data.prepare import SplitConfig, prepare
-from ecg_ray.data.preprocess import PreprocessConfig
+from ecg_ray.data.preprocess import PreprocessConfig, filter_record
 
 PARTS = ("train", "val", "test")
 
@@ -316,7 +317,7 @@ def test_rerun_is_noop_unless_forced_or_changed(good_dir, tmp_path):
     logs: list[str] = []
     first = prepare("cinc2017", good_dir, out, workers=1, log=logs.append)
     assert not any("up to date" in line for line in logs)
-    sentinel = out / store.SEGMENTS / "sentinel"  # vanishes whenever prepare really runs
+    sentinel = out / store.RECORDS / "sentinel"  # vanishes whenever prepare really runs
     sentinel.write_text("")
     manifest_mtime = (out / store.MANIFEST).stat().st_mtime_ns
 
@@ -336,15 +337,15 @@ def test_rerun_is_noop_unless_forced_or_changed(good_dir, tmp_path):
     assert forced["splits"] == first["splits"]
 
     sentinel.write_text("")
-    changed = prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=3000), workers=1, log=quiet)
+    changed = prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=1500), workers=1, log=quiet)
     assert not sentinel.exists()
     assert changed["config_hash"] != first["config_hash"]
     assert changed["prepare_hash"] != first["prepare_hash"]
-    assert changed["n_segments"] < first["n_segments"]
-    assert store.load_segments(out).column("signal").type.list_size == 3000
+    assert changed["n_segments"] > first["n_segments"]  # 5-s windows every 5 s instead of 10-s every 5 s
+    assert store.load_segments(out).column("signal").type.list_size == 1500
 
     sentinel.write_text("")
-    prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=3000), SplitConfig(seed=1),
+    prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=1500), SplitConfig(seed=1),
             workers=1, log=quiet)
     assert not sentinel.exists()  # a different split is a different dataset too
 
@@ -399,7 +400,7 @@ def test_prepare_mitbih_real(mitdb_dir, tmp_path):
     assert no_mlii <= {"102", "104"} and len(no_mlii) == manifest["skipped_counts"].get("no MLII lead", 0)
     skipped = manifest["skipped_counts"]["rhythm changes within window"]
     assert manifest["n_records"] + skipped == (len(listed) - len(no_mlii)) * 60
-    assert manifest["segments"]["N"] == 6 * manifest["records"]["N"]  # 30 s → six 5-s segments
+    assert manifest["segments"]["N"] == 5 * manifest["records"]["N"]  # 30 s → five 10-s windows, 5 s apart
     # windows of one patient never straddle two parts or two folds
     patient = {r: r.split("_w")[0] for p in PARTS for r in manifest["splits"]["split"][p]}
     part_patients = [{patient[r] for r in manifest["splits"]["split"][p]} for p in PARTS]
@@ -410,7 +411,8 @@ def test_prepare_mitbih_real(mitdb_dir, tmp_path):
     assert sum(len(f) for f in fold_patients) == len(set(patient.values()))
     table = store.load_segments(out)
     assert set(table.column("record_id").to_pylist()) == set(patient)
-    assert table.column("signal").type.list_size == 1500  # resampled 360 → 300 Hz
+    assert table.column("signal").type.list_size == 3000
+    assert set(store.load_records(out).column("n_samples").to_pylist()) == {9000}  # 30 s resampled 360 → 300 Hz
 
 
 def test_prepare_mitbih_single_patient_is_data_error(mitdb_dir, tmp_path):
@@ -450,13 +452,20 @@ def test_prepare_full_real_cinc(prepared_cinc, cinc_labels):
     folds = manifest["splits"]["folds"]
     assert Counter(r for f in folds for r in f) == Counter(set(cinc_labels))
 
-    table = store.load_segments(prepared_cinc).select(["record_id", "label", "label_index", "padded"])
-    ids = table.column("record_id").to_pylist()
-    labels = table.column("label").to_pylist()
-    assert set(ids) == set(cinc_labels)
+    index = store.load_index(prepared_cinc)
+    ids, labels = index["record_id"].tolist(), index["label"].tolist()
+    assert sorted(ids) == sorted(cinc_labels)  # one row per record, each once
     wrong = [(r, l) for r, l in zip(ids, labels) if cinc_labels[r] != l]
-    assert not wrong, f"{len(wrong)} segments carry the wrong label, e.g. {wrong[:3]}"
-    assert table.column("label_index").to_pylist() == [CLASS_TO_INDEX[l] for l in labels]
-    assert table.num_rows == manifest["n_segments"]
-    per_class = Counter(labels)
+    assert not wrong, f"{len(wrong)} records carry the wrong label, e.g. {wrong[:3]}"
+    assert index["label_index"].tolist() == [CLASS_TO_INDEX[l] for l in labels]
+    assert int(index["n_windows"].sum()) == manifest["n_segments"]
+    per_class = Counter()
+    for label, n in zip(labels, index["n_windows"]):
+        per_class[label] += int(n)
     assert dict(per_class) == {c: n for c, n in manifest["segments"].items() if n}
+    # the stored signal is the whole filtered record, sample for sample
+    cfg = PreprocessConfig.from_dict(manifest["preprocess"])
+    table = store.load_records(prepared_cinc, ["A00001", "A00005"])
+    for rid, sig in zip(table.column("record_id").to_pylist(), store.record_signals(table)):
+        raw, fs = physionet2017.read_record(CINC_DIR, rid)
+        np.testing.assert_allclose(sig, filter_record(raw, fs, cfg, rid).astype(np.float32), atol=1e-6)

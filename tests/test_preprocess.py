@@ -13,7 +13,8 @@ import pytest
 from ecg_ray.data import physionet2017
 from ecg_ray.data.errors import RecordError
 from ecg_ray.data.preprocess import (
-    PreprocessConfig, bandpass, filter_record, preprocess_record, resample, segment, zscore,
+    PreprocessConfig, bandpass, filter_record, n_windows, preprocess_record, random_crops, resample, segment,
+    window_starts, zscore,
 )
 
 FS = 300.0
@@ -80,20 +81,22 @@ def test_resample_same_rate_is_identity():
 
 # -- segment -------------------------------------------------------------------------------------
 
-def test_segment_non_overlapping_drops_tail():
+def test_segment_non_overlapping_reaches_tail():
     x = np.arange(11.0)
     windows, padded = segment(x, length=4, hop=4, pad=True)
     assert not padded
-    assert windows.shape == (2, 4)  # 0..3, 4..7; the 3-sample tail is dropped
+    assert windows.shape == (3, 4)  # 0..3, 4..7, and 7..10 aligned to the end: the tail is covered
     np.testing.assert_array_equal(windows[0], [0, 1, 2, 3])
     np.testing.assert_array_equal(windows[1], [4, 5, 6, 7])
+    np.testing.assert_array_equal(windows[2], [7, 8, 9, 10])
+    assert not padded
 
 
 def test_segment_overlapping_with_stride_below_length():
     x = np.arange(10.0)
     windows, padded = segment(x, length=4, hop=2, pad=False)
     assert not padded
-    assert windows.shape == (4, 4)  # starts 0, 2, 4, 6
+    assert windows.shape == (4, 4)  # starts 0, 2, 4, 6: 6..9 already ends at the last sample
     np.testing.assert_array_equal(windows[:, 0], [0, 2, 4, 6])
     for a, b in zip(windows[:-1], windows[1:]):  # each window overlaps the next by length - hop
         np.testing.assert_array_equal(a[2:], b[:2])
@@ -125,6 +128,39 @@ def test_segment_windows_are_copies():
     assert x[0] == 0.0
 
 
+@pytest.mark.parametrize("n,length,hop", [(10, 4, 4), (11, 4, 2), (12, 4, 4), (4, 4, 2), (3, 4, 2),
+                                          (9000, 3000, 1500), (9001, 3000, 1500), (18286, 3000, 1500)])
+def test_window_starts_cover_every_sample_and_stay_inside(n, length, hop):
+    starts = window_starts(n, length, hop)
+    covered = np.zeros(n, bool)
+    for s in starts:
+        covered[s:s + length] = True
+    assert covered.all()  # the tail is reached
+    assert starts[0] == 0 and (n < length or starts[-1] + length <= n)
+    assert np.all(np.diff(starts) <= hop) and np.all(np.diff(starts) > 0)
+    assert n_windows(n, length, hop) == len(starts)
+
+
+def test_random_crops_bounds_and_reproducibility():
+    x = np.arange(10_000, dtype=np.float64)
+    crops = random_crops(x, 3000, 64, np.random.default_rng([7, 3]))
+    assert crops.shape == (64, 3000) and crops.dtype == np.float32
+    starts = crops[:, 0].astype(int)
+    assert starts.min() >= 0 and starts.max() <= 10_000 - 3000
+    np.testing.assert_array_equal(crops, starts[:, None] + np.arange(3000))  # contiguous windows of x
+    again = random_crops(x, 3000, 64, np.random.default_rng([7, 3]))
+    np.testing.assert_array_equal(crops, again)  # same seed and epoch → same crops
+    other = random_crops(x, 3000, 64, np.random.default_rng([7, 4]))
+    assert not np.array_equal(crops, other)  # another epoch → fresh crops
+    assert len(np.unique(starts)) > 32  # offsets spread, not a fixed grid
+
+
+def test_random_crops_pad_short_records():
+    crops = random_crops(np.ones(900), 3000, 3, np.random.default_rng(0))
+    assert crops.shape == (3, 3000)
+    assert np.all(crops[:, :900] == 1) and np.all(crops[:, 900:] == 0)
+
+
 # -- preprocess_record on real data --------------------------------------------------------------
 
 def test_preprocess_record_real_shapes_and_dtype(cinc_dir):
@@ -132,17 +168,19 @@ def test_preprocess_record_real_shapes_and_dtype(cinc_dir):
     cfg = PreprocessConfig()
     segments, padded = preprocess_record(signal, fs, cfg, "A00001")
     assert segments.dtype == np.float32
-    assert segments.shape == (len(signal) // cfg.segment_length, cfg.segment_length)
+    starts = window_starts(len(signal), cfg.segment_length, cfg.hop)
+    assert segments.shape == (len(starts), cfg.segment_length)
+    assert starts[-1] + cfg.segment_length == len(signal)  # the last window ends with the record
     assert not padded
     overlapping, _ = preprocess_record(signal, fs, PreprocessConfig(stride=750), "A00001")
-    assert len(overlapping) == (len(signal) - 1500) // 750 + 1
+    assert len(overlapping) == n_windows(len(signal), 3000, 750)
 
 
 def test_preprocess_record_short_policies(cinc_dir):
     signal, fs = physionet2017.read_record(cinc_dir, "A00001")
-    short = signal[:900]  # 3 s < one 5-s segment
+    short = signal[:900]  # 3 s < one 10-s window
     segments, padded = preprocess_record(short, fs, PreprocessConfig(short_policy="pad"), "s")
-    assert padded and segments.shape == (1, 1500)
+    assert padded and segments.shape == (1, 3000)
     assert np.all(segments[0, 900:] == 0)
     with pytest.raises(RecordError) as e:
         preprocess_record(short, fs, PreprocessConfig(short_policy="drop"), "s")
@@ -180,7 +218,7 @@ def test_filter_record_resamples_mitbih_rate():
 
 # -- PreprocessConfig ----------------------------------------------------------------------------
 
-CHANGED = {"fs": 250.0, "lowcut": 1.0, "highcut": 35.0, "order": 2, "segment_length": 3000,
+CHANGED = {"fs": 250.0, "lowcut": 1.0, "highcut": 35.0, "order": 2, "segment_length": 1500,
            "stride": 750, "short_policy": "drop", "min_std_mv": 0.01}
 
 
@@ -210,6 +248,7 @@ def test_config_hash_is_stable():
 def test_config_hop():
     assert PreprocessConfig().hop == 1500
     assert PreprocessConfig(stride=300).hop == 300
+    assert PreprocessConfig(stride=None).hop == 3000
 
 
 @pytest.mark.parametrize("kwargs", [

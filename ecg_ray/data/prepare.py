@@ -1,4 +1,4 @@
-"""``ecg-ray prepare``: a records folder → parquet segments + manifest.
+"""``ecg-ray prepare``: a records folder → parquet of whole preprocessed records + manifest.
 
 Records are fanned out in chunks over a process pool (the per-record functions
 stay plain numpy/scipy); each chunk writes its own parquet shard, so no signal
@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from .. import CLASSES
 from . import mitbih, physionet2017, store
 from .errors import DataError, RecordError
-from .preprocess import PreprocessConfig, preprocess_record
+from .preprocess import PreprocessConfig, filter_record, n_windows
 from .splits import make_splits
 
 SOURCES = ("cinc2017", "mitbih")
@@ -39,19 +41,29 @@ class SplitConfig:
     folds: int = 5
 
 
+def filtered_record(signal, fs, cfg: PreprocessConfig, name: str):
+    """``(filtered float32 signal, n windows, padded)`` of one raw record; a record
+    shorter than one window is padded at inference, or skipped under ``short_policy='drop'``."""
+    filtered = filter_record(signal, fs, cfg, name).astype(np.float32)
+    padded = len(filtered) < cfg.segment_length
+    if padded and cfg.short_policy == "drop":
+        raise RecordError(name, "shorter than one segment", f"{len(filtered)} < {cfg.segment_length} samples")
+    return filtered, n_windows(len(filtered), cfg.segment_length, cfg.hop), padded
+
+
 def _cinc_chunk(data_dir, names, labels, cfg, shard):
     kept, skipped, rows = [], [], []
     for name in names:
         try:
             signal, fs = physionet2017.read_record(data_dir, name)
-            segments, padded = preprocess_record(signal, fs, cfg, name)
+            filtered, n, padded = filtered_record(signal, fs, cfg, name)
         except RecordError as e:
             skipped.append((e.record, e.reason, e.detail))
             continue
-        rows.append((name, labels[name], segments, padded))
-        kept.append((name, labels[name], len(segments), padded, name))
+        rows.append((name, labels[name], filtered))
+        kept.append((name, labels[name], n, padded, name))
     if rows:
-        store.write_segments(shard, store.segments_table(rows, cfg.segment_length))
+        store.write_records(shard, store.records_table(rows))
     return kept, skipped, len(names)
 
 
@@ -67,14 +79,14 @@ def _mitbih_chunk(data_dir, names, window_s, cfg, shard):
             skipped += [(name, reason, "")] * count
         for w in windows:
             try:
-                segments, padded = preprocess_record(w.signal, w.fs, cfg, w.record_id)
+                filtered, n, padded = filtered_record(w.signal, w.fs, cfg, w.record_id)
             except RecordError as e:
                 skipped.append((e.record, e.reason, e.detail))
                 continue
-            rows.append((w.record_id, w.label, segments, padded))
-            kept.append((w.record_id, w.label, len(segments), padded, name))
+            rows.append((w.record_id, w.label, filtered))
+            kept.append((w.record_id, w.label, n, padded, name))
     if rows:
-        store.write_segments(shard, store.segments_table(rows, cfg.segment_length))
+        store.write_records(shard, store.records_table(rows))
     return kept, skipped, len(names)
 
 
@@ -140,9 +152,10 @@ def prepare(
             log(f"prepare: {out} is up to date (hash {key}); nothing to do (use --force to redo)")
             return old
 
-    seg_dir = out / store.SEGMENTS
+    seg_dir = out / store.RECORDS
     (out / store.MANIFEST).unlink(missing_ok=True)
     shutil.rmtree(seg_dir, ignore_errors=True)
+    shutil.rmtree(out / "segments", ignore_errors=True)  # layout of PREPROCESS_VERSION 1
     seg_dir.mkdir(parents=True)
 
     skipped, orphans = [], []

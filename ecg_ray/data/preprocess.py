@@ -1,9 +1,18 @@
-"""Per-record preprocessing: resample → bandpass → z-score → segment.
+"""Per-record preprocessing: resample → bandpass → z-score, then windows.
 
 Plain numpy/scipy, no Ray. ``PreprocessConfig`` is the single description of
-what was done to the signal; its ``hash`` names a prepared dataset and travels
-inside every checkpoint, so evaluation and prediction repeat exactly the same
-steps on new records.
+what was done to the signal and of the model's input window; its ``hash``
+names a prepared dataset and travels inside every checkpoint, so evaluation and
+prediction repeat exactly the same steps on new records.
+
+Two ways to cut a filtered record into model inputs, both here so training and
+inference agree on what a window is:
+- ``segment`` (inference, validation, evaluate/predict/explain): windows of
+  ``segment_length`` every ``stride`` samples, plus one window aligned to the
+  record's end when the stride leaves its tail uncovered; a record shorter than
+  one window is zero-padded (and flagged);
+- ``random_crops`` (training): ``k`` windows at uniformly random offsets, fresh
+  each epoch, from a generator seeded by the caller.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import scipy.signal
 from .errors import RecordError
 
 #: Bumped when the meaning of the steps below changes, so old hashes stop matching.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: windows reach the record's tail; whole records stored
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,8 @@ class PreprocessConfig:
     lowcut: float = 0.5  # bandpass edges (Hz), Butterworth, zero-phase
     highcut: float = 40.0
     order: int = 4
-    segment_length: int = 1500  # samples (5 s at 300 Hz)
-    stride: int | None = None  # samples between segment starts; None = segment_length
+    segment_length: int = 3000  # model input window, samples (10 s at 300 Hz)
+    stride: int | None = 1500  # samples between inference window starts; None = segment_length
     short_policy: str = "pad"  # "pad" (zero-pad, flagged) or "drop" records shorter than a segment
     min_std_mv: float = 1e-3  # a raw signal flatter than this (in mV) is a flat line
 
@@ -90,16 +99,29 @@ def zscore(signal: np.ndarray) -> np.ndarray:
 
 
 def window_starts(n: int, length: int, hop: int) -> np.ndarray:
-    """Start sample of every whole window ``segment`` cuts from ``n`` samples."""
-    return np.arange(0, n - length + 1, hop)
+    """Start sample of every window ``segment`` cuts from ``n`` samples: one every
+    ``hop``, plus a last one ending at sample ``n`` when the tail is not yet
+    covered (so no part of the record is left out). ``[0]`` when ``n <= length``."""
+    if n <= length:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, n - length + 1, hop)
+    if starts[-1] + length < n:
+        starts = np.append(starts, n - length)
+    return starts
+
+
+def n_windows(n: int, length: int, hop: int) -> int:
+    """How many windows ``segment`` cuts from ``n`` samples."""
+    return len(window_starts(n, length, hop))
 
 
 def segment(signal: np.ndarray, length: int, hop: int, pad: bool) -> tuple[np.ndarray, bool]:
-    """Cut ``signal`` into windows of ``length`` every ``hop`` samples.
+    """Cut ``signal`` into windows of ``length`` every ``hop`` samples, the last
+    one aligned to the end so the tail is covered (see ``window_starts``).
 
-    The tail that does not fill a whole window is dropped. A signal shorter than
-    one window is zero-padded at the end when ``pad`` (returned flag True), else
-    yields no windows. Returns ``(windows of shape (n, length), padded)``.
+    A signal shorter than one window is zero-padded at the end when ``pad``
+    (returned flag True), else yields no windows. Returns ``(windows of shape
+    (n, length), padded)``.
     """
     n = len(signal)
     if n < length:
@@ -110,6 +132,18 @@ def segment(signal: np.ndarray, length: int, hop: int, pad: bool) -> tuple[np.nd
         return out, True
     starts = window_starts(n, length, hop)
     return np.lib.stride_tricks.sliding_window_view(signal, length)[starts].copy(), False
+
+
+def random_crops(signal: np.ndarray, length: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` windows of ``length`` samples at uniformly random offsets (float32,
+    shape ``(k, length)``); a signal shorter than ``length`` is zero-padded."""
+    n = len(signal)
+    out = np.zeros((k, length), dtype=np.float32)
+    if n <= length:
+        out[:, :n] = signal
+        return out
+    starts = rng.integers(0, n - length + 1, size=k)
+    return np.lib.stride_tricks.sliding_window_view(signal, length)[starts].astype(np.float32)
 
 
 def filter_record(signal: np.ndarray, fs: float, cfg: PreprocessConfig, record: str = "?") -> np.ndarray:

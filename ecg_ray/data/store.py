@@ -1,15 +1,17 @@
-"""The prepared dataset on disk: parquet segments + ``manifest.json`` (pyarrow).
+"""The prepared dataset on disk: whole preprocessed records in parquet + ``manifest.json``.
 
 Layout of a prepared folder::
 
-    manifest.json          config + hash, counts, skipped records, splits
-    segments/part-*.parquet  one row per segment
+    manifest.json            config + hash, counts, skipped records, splits
+    records/part-*.parquet   one row per record: the whole filtered signal
 
-Columns: ``record_id`` (string), ``segment_index`` (int32), ``label`` (string),
-``label_index`` (int8, class order of ``ecg_ray.CLASSES``), ``padded`` (bool),
-``signal`` (fixed_size_list<float32>[segment_length]; ~3x faster to read in Ray
-Data than one column per sample). The manifest is written last: a folder
-without one is incomplete.
+Columns: ``record_id`` (string), ``label`` (string), ``label_index`` (int8, class
+order of ``ecg_ray.CLASSES``), ``n_samples`` (int32), ``signal``
+(list<float32>, the record's whole filtered, z-scored signal). Training draws
+fresh random crops from these every epoch; inference cuts them into the
+config's sliding windows (``preprocess.segment``). ``load_segments`` gives that
+window view as a table for the code that wants fixed-size model inputs. The
+manifest is written last: a folder without one is incomplete.
 """
 
 from __future__ import annotations
@@ -24,47 +26,41 @@ import pyarrow.parquet as pq
 
 from .. import CLASS_TO_INDEX
 from .errors import DataError
+from .preprocess import PreprocessConfig, n_windows, segment
 
 MANIFEST = "manifest.json"
-SEGMENTS = "segments"
+RECORDS = "records"
+
+SCHEMA = pa.schema([
+    ("record_id", pa.string()),
+    ("label", pa.string()),
+    ("label_index", pa.int8()),
+    ("n_samples", pa.int32()),
+    ("signal", pa.list_(pa.float32())),
+])
 
 
-def schema(segment_length: int) -> pa.Schema:
-    return pa.schema([
-        ("record_id", pa.string()),
-        ("segment_index", pa.int32()),
-        ("label", pa.string()),
-        ("label_index", pa.int8()),
-        ("padded", pa.bool_()),
-        ("signal", pa.list_(pa.float32(), segment_length)),
-    ])
-
-
-def segments_table(records: list[tuple[str, str, np.ndarray, bool]], segment_length: int) -> pa.Table:
-    """A table from ``(record_id, label, segments (n, L) float32, padded)`` tuples."""
-    ids, index, labels, padded, chunks = [], [], [], [], []
-    for record_id, label, segments, pad in records:
-        n = len(segments)
-        ids += [record_id] * n
-        index += range(n)
-        labels += [label] * n
-        padded += [pad] * n
-        chunks.append(np.ascontiguousarray(segments, dtype=np.float32).ravel())
-    flat = np.concatenate(chunks) if chunks else np.empty(0, np.float32)
-    signal = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), segment_length)
+def records_table(records: list[tuple[str, str, np.ndarray]]) -> pa.Table:
+    """A table from ``(record_id, label, filtered signal (n,))`` tuples."""
+    signals = [np.ascontiguousarray(sig, dtype=np.float32) for _, _, sig in records]
+    lengths = np.array([len(x) for x in signals], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    flat = np.concatenate(signals) if signals else np.empty(0, np.float32)
+    labels = [label for _, label, _ in records]
     return pa.Table.from_arrays(
-        [pa.array(ids, pa.string()), pa.array(index, pa.int32()), pa.array(labels, pa.string()),
-         pa.array([CLASS_TO_INDEX[l] for l in labels], pa.int8()), pa.array(padded, pa.bool_()), signal],
-        schema=schema(segment_length),
+        [pa.array([r for r, _, _ in records], pa.string()), pa.array(labels, pa.string()),
+         pa.array([CLASS_TO_INDEX[l] for l in labels], pa.int8()), pa.array(lengths, pa.int32()),
+         pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.float32()))],
+        schema=SCHEMA,
     )
 
 
-def write_segments(path: Path, table: pa.Table) -> None:
-    pq.write_table(table, path, row_group_size=4096)
+def write_records(path: Path, table: pa.Table) -> None:
+    pq.write_table(table, path, row_group_size=512)
 
 
-def segment_files(prepared: Path) -> list[Path]:
-    return sorted((Path(prepared) / SEGMENTS).glob("*.parquet"))
+def record_files(prepared: Path) -> list[Path]:
+    return sorted((Path(prepared) / RECORDS).glob("*.parquet"))
 
 
 def read_manifest(prepared: Path) -> dict:
@@ -83,24 +79,67 @@ def write_manifest(prepared: Path, manifest: dict) -> None:
 
 
 def signal_matrix(table: pa.Table) -> np.ndarray:
-    """The ``signal`` column as a contiguous float32 array of shape (n, L)."""
+    """The ``signal`` column of a window table as a contiguous float32 array (n, L)."""
     column = table.column("signal").combine_chunks()
     length = column.type.list_size
     return column.values.to_numpy(zero_copy_only=False).reshape(-1, length)
 
 
-def load_segments(prepared: Path, record_ids: list[str] | None = None) -> pa.Table:
-    """All segments (or those of ``record_ids``) as one in-memory table, no Ray."""
-    files = segment_files(prepared)
-    if not files:
-        raise DataError(f"no segment files in {Path(prepared) / SEGMENTS}")
+def record_signals(table: pa.Table) -> list[np.ndarray]:
+    """The ``signal`` column of a record table as one float32 array per record
+    (zero-copy views of the Arrow buffer)."""
+    column = table.column("signal").combine_chunks()
+    values = column.values.to_numpy(zero_copy_only=False)
+    offsets = column.offsets.to_numpy()
+    return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def load_records(prepared: Path, record_ids: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+    """All records (or those of ``record_ids``) as one in-memory table, no Ray."""
+    if not record_files(prepared):
+        raise DataError(f"no record files in {Path(prepared) / RECORDS}")
     filters = pc.field("record_id").isin(record_ids) if record_ids is not None else None
-    return pq.read_table(str(Path(prepared) / SEGMENTS), filters=filters)
+    return pq.read_table(str(Path(prepared) / RECORDS), columns=columns, filters=filters)
+
+
+def preprocess_config(prepared: Path) -> PreprocessConfig:
+    return PreprocessConfig.from_dict(read_manifest(prepared)["preprocess"])
+
+
+def windows_table(records: pa.Table, cfg: PreprocessConfig) -> pa.Table:
+    """The inference windows of every record of a record table: one row per
+    window with ``record_id``, ``segment_index``, ``label``, ``label_index``,
+    ``padded`` and ``signal`` (fixed_size_list<float32>[segment_length])."""
+    ids, index, labels, padded, chunks = [], [], [], [], []
+    for rid, label, sig in zip(records.column("record_id").to_pylist(), records.column("label").to_pylist(),
+                               record_signals(records)):
+        windows, pad = segment(sig, cfg.segment_length, cfg.hop, pad=True)
+        n = len(windows)
+        ids += [rid] * n
+        index += range(n)
+        labels += [label] * n
+        padded += [pad] * n
+        chunks.append(windows.astype(np.float32, copy=False).ravel())
+    flat = np.concatenate(chunks) if chunks else np.empty(0, np.float32)
+    signal = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), cfg.segment_length)
+    return pa.table({"record_id": pa.array(ids, pa.string()), "segment_index": pa.array(index, pa.int32()),
+                     "label": pa.array(labels, pa.string()),
+                     "label_index": pa.array([CLASS_TO_INDEX[l] for l in labels], pa.int8()),
+                     "padded": pa.array(padded, pa.bool_()), "signal": signal})
+
+
+def load_segments(prepared: Path, record_ids: list[str] | None = None) -> pa.Table:
+    """The inference windows (see ``windows_table``) of all records, or of
+    ``record_ids``, cut with the prepared folder's own window config."""
+    return windows_table(load_records(prepared, record_ids), preprocess_config(prepared))
 
 
 def load_index(prepared: Path) -> dict[str, np.ndarray]:
-    """The small columns of every segment (no signal): ``record_id``, ``label``,
-    ``label_index``, ``segment_index`` as numpy arrays, in file order."""
-    table = pq.read_table(str(Path(prepared) / SEGMENTS),
-                          columns=["record_id", "segment_index", "label", "label_index"])
-    return {name: table.column(name).to_numpy() for name in table.column_names}
+    """One entry per record (no signal), in file order: ``record_id``, ``label``,
+    ``label_index``, ``n_samples`` and ``n_windows`` (inference windows) as numpy arrays."""
+    table = load_records(prepared, columns=["record_id", "label", "label_index", "n_samples"])
+    out = {name: table.column(name).to_numpy() for name in table.column_names}
+    cfg = preprocess_config(prepared)
+    out["n_windows"] = np.array([n_windows(int(n), cfg.segment_length, cfg.hop) for n in out["n_samples"]],
+                                dtype=np.int64)
+    return out

@@ -62,6 +62,7 @@ def caption(p: dict) -> str:
 def _explain(predictor: Predictor, path: Path, name: str, method: str, layer: str | None, cls=None):
     signal, fs = read_input(path)
     return explain_signal(predictor.model, signal, fs, predictor.preprocess, name, cls=cls,
+                          temperature=predictor.temperature, aggregate=predictor.aggregate,
                           method=method, layer=layer)
 
 

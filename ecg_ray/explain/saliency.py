@@ -30,6 +30,7 @@ from torch import nn
 from .. import CLASS_TO_INDEX, CLASSES
 from ..data.preprocess import PreprocessConfig, filter_record, segment, window_starts
 from ..models.blocks import CNNFrontend
+from ..training.metrics import record_probabilities, softmax
 
 METHODS = ("gradcam", "attention")
 
@@ -143,16 +144,21 @@ def probabilities(model: nn.Module, segments: torch.Tensor) -> np.ndarray:
 
 def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConfig, record: str = "?",
                      cls: str | int | None = None, method: str = "gradcam", layer: str | None = None,
-                     device: str | torch.device = "cpu") -> Explanation:
-    """Explain an already filtered record (``preprocess.filter_record``'s output)."""
+                     device: str | torch.device = "cpu", temperature: float = 1.0,
+                     aggregate: str = "mean_prob") -> Explanation:
+    """Explain an already filtered record (``preprocess.filter_record``'s output); its
+    probabilities come from the windows as ``evaluate`` scores them (``temperature``
+    and ``aggregate`` of the model, see ``metrics.record_probabilities``)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     model = model.eval()
     device = torch.device(device)
     cut, padded = segment(filtered, cfg.segment_length, cfg.hop, True)
     x = torch.from_numpy(cut.astype(np.float32)).to(device)
-    seg_probs = probabilities(model, x)
-    probs = seg_probs.mean(axis=0)
+    with torch.no_grad():
+        logits = model(x).float().cpu().numpy()
+    seg_probs = softmax(logits, temperature)
+    probs = record_probabilities(logits, np.zeros(len(logits), np.int64), 1, aggregate, temperature)[0]
     target = target_index(cls)
     if target is None:
         target = int(np.argmax(probs))

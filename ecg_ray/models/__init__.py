@@ -12,7 +12,8 @@ and return ``(logits, weights)``, ``weights`` ``(B, T)`` summing to 1 over T.
     >>> freeze(model)          # front end: no grad, BatchNorm stats fixed
 
 Registered: ``cnn_only`` (baseline), ``cnn_lstm``, ``bilstm``, ``simple_lstm``,
-``lstm_only``, ``residual``, ``gru``, ``attention``, ``transformer``, ``resnet``.
+``lstm_only``, ``residual``, ``gru``, ``attention``, ``transformer``, ``resnet``,
+``resnet_stages`` (the default recipe's model).
 """
 
 from __future__ import annotations

@@ -85,3 +85,61 @@ class ResNet1D(ECGModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.frontend(self._prepare(x)).mean(dim=2))
+
+
+class BasicBlock(nn.Module):
+    """Post-activation residual block: Conv(stride) → BN → ReLU → Conv → BN, plus
+    a shortcut (1×1 conv + BN when the shape changes), then ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int):
+        super().__init__()
+        pad = (kernel_size - 1) // 2
+        self.body = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=False),
+            nn.BatchNorm1d(out_channels), nn.ReLU(inplace=True),
+            nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False),
+            nn.BatchNorm1d(out_channels))
+        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels else nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm1d(out_channels)))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+@register("resnet_stages")
+class StageResNet1D(ECGModel):
+    """``resnet_stages``: the default recipe's 1-D ResNet (≈ 1.6 M parameters).
+
+    stem Conv(``stem_kernel``, stride 2) → BN → ReLU, then one stage per entry of
+    ``channels`` of ``blocks_per_stage`` basic blocks (kernel ``kernel_size``; the
+    first block of each stage subsamples by 2), global average pool, dropout,
+    Linear. Defaults: stem 32 channels, stages 64→96→128→128, kernel 9: a 10-s
+    window (3000 samples) becomes 94 steps. Any input length ≥ 32 works.
+    """
+
+    def __init__(self, num_classes: int = 4, in_channels: int = 1, stem_channels: int = 32,
+                 channels: list | tuple = (64, 96, 128, 128), blocks_per_stage: int = 2, kernel_size: int = 9,
+                 stem_kernel: int = 15, dropout: float = 0.3):
+        super().__init__(in_channels, num_classes)
+        channels = [int(c) for c in channels]
+        if not channels or min(channels) < 1 or blocks_per_stage < 1 or kernel_size < 1 or stem_channels < 1:
+            raise ValueError("channels, blocks_per_stage, kernel_size and stem_channels must be >= 1")
+        layers: list[nn.Module] = [
+            nn.Conv1d(in_channels, stem_channels, stem_kernel, stride=2, padding=(stem_kernel - 1) // 2, bias=False),
+            nn.BatchNorm1d(stem_channels), nn.ReLU(inplace=True)]
+        c_in = stem_channels
+        for c_out in channels:
+            for b in range(blocks_per_stage):
+                layers.append(BasicBlock(c_in, c_out, kernel_size, 2 if b == 0 else 1))
+                c_in = c_out
+        self.frontend = nn.Sequential(*layers)
+        self.out_channels = c_in
+        self.head = nn.Sequential(nn.Dropout(_check_prob("dropout", dropout)), nn.Linear(c_in, num_classes))
+        init_conv_bn(self.frontend)
+
+    def module_groups(self):
+        return {"frontend": [self.frontend], "recurrent": [], "head": [self.head]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.frontend(self._prepare(x)).mean(dim=2))

@@ -10,24 +10,59 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..models import model_names
 from .augment import AUGMENT_NAMES
-from .imbalance import IMBALANCE_NAMES
+from .imbalance import CLASS_WEIGHTINGS, IMBALANCE_NAMES
+from .metrics import AGGREGATES
+from .schedule import SCHEDULES
+
+
+#: One line per field for ``--help`` (the CLI's flags are generated from the dataclass).
+FIELD_HELP = {
+    "model": "architecture (ecg-ray models)",
+    "model_params": "JSON dict of model hyper-parameters",
+    "lr": "peak learning rate",
+    "patience": "early stopping on val F1 (epochs); 0 = off",
+    "imbalance": "none | weighted | sampler | focal",
+    "class_weighting": "inverse | sqrt (class weights of weighted, focal, sampler)",
+    "augment": "comma list of jitter,scaling,time_warp,cutout | all | none",
+    "augment_p": "probability each augmentation is applied to a crop",
+    "crops_per_record": "fresh random training windows per record per epoch",
+    "aggregate": "mean_prob | mean_logit: windows → record",
+    "schedule": "onecycle | cosine | plateau | constant",
+    "warmup": "share of the steps warming up (onecycle, cosine)",
+    "calibrate": "fit a temperature on the validation records after training",
+    "grad_clip": "max gradient norm; 0 = off",
+    "lstm_lr": "learning rate of the recurrent part",
+    "init_from": "checkpoint whose front end initialises the model",
+    "freeze": "'frontend' to freeze the initialised front end",
+    "val_fold": "hold out this fold (default: the saved train/val split)",
+    "max_records": "cap on training records",
+    "cpus_per_worker": "CPUs (and torch threads) per worker (train default: all cores shared by the workers)",
+    "torch_threads": "0: one per CPU of the worker",
+    "shuffle_buffer": "training records in the local shuffle buffer",
+}
 
 
 @dataclass
 class TrainConfig:
-    model: str = "cnn_only"
+    model: str = "resnet_stages"
     model_params: dict = field(default_factory=dict)
     seed: int = 42
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = 2e-3  # peak rate under onecycle / cosine
+    weight_decay: float = 1e-3
     batch_size: int = 64
-    num_epochs: int = 20
-    patience: int = 6  # early stopping on val F1 (epochs without improvement); 0 = off
+    num_epochs: int = 16
+    patience: int = 0  # early stopping on val F1 (epochs without improvement); 0 = off
     imbalance: str = "weighted"
+    class_weighting: str = "sqrt"  # weights of weighted / focal / sampler: inverse or sqrt(inverse) frequency
     focal_gamma: float = 2.0
-    augment: list = field(default_factory=list)  # names from AUGMENT_NAMES, or ["all"]
+    augment: list = field(default_factory=lambda: ["scaling", "jitter"])  # names from AUGMENT_NAMES, or ["all"]
     augment_p: float = 0.5
-    plateau_factor: float = 0.5  # ReduceLROnPlateau on val F1
+    crops_per_record: int = 2  # fresh random windows per training record per epoch
+    aggregate: str = "mean_prob"  # windows → record: mean_prob or mean_logit (metrics.AGGREGATES)
+    schedule: str = "onecycle"  # onecycle, cosine (with warm-up), plateau, constant (schedule.SCHEDULES)
+    warmup: float = 0.2  # share of steps warming up (onecycle, cosine)
+    calibrate: bool = True  # fit a temperature on validation after training (stand-alone runs)
+    plateau_factor: float = 0.5  # ReduceLROnPlateau on val F1 (schedule=plateau)
     plateau_patience: int = 2
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     lstm_lr: float | None = None  # lr of the "recurrent" parameter group
@@ -40,7 +75,7 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float | None = None  # fractional GPUs (sweeps pack trials)
     torch_threads: int = 0  # 0: one per CPU of the worker
-    shuffle_buffer: int = 4096
+    shuffle_buffer: int = 1024
 
     def __post_init__(self):
         if isinstance(self.augment, str):
@@ -58,6 +93,16 @@ class TrainConfig:
         for name in self.augment:
             if name not in AUGMENT_NAMES and name != "all":
                 raise ValueError(f"augment: unknown augmentation {name!r}; choose from {', '.join(AUGMENT_NAMES)}, all, none")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting: choose from {', '.join(CLASS_WEIGHTINGS)}, got {self.class_weighting!r}")
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate: choose from {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup: a share of the steps in [0, 1), got {self.warmup}")
+        if self.crops_per_record < 1:
+            raise ValueError(f"crops_per_record: must be >= 1, got {self.crops_per_record}")
         if self.freeze not in (None, "frontend"):
             raise ValueError(f"freeze: only 'frontend' can be frozen, got {self.freeze!r}")
         if self.freeze and not self.init_from:

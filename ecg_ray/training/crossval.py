@@ -19,7 +19,7 @@ records, test split included) when ``folds`` matches their number; otherwise,
 or with ``exclude_test`` (folds over train+val only, so the test split stays
 untouched), new label-stratified folds are made with the manifest's split seed.
 A different split is handed to ``train_run`` as a *view* of the prepared
-dataset: a folder with its own ``manifest.json`` whose ``segments`` is a
+dataset: a folder with its own ``manifest.json`` whose ``records`` is a
 symlink to the original's, so nothing is copied and the trainer is unchanged.
 
 ``run_final`` trains on the saved train+val records for a fixed number of
@@ -146,17 +146,17 @@ def load_train_config(source: Path | str) -> tuple[TrainConfig, str]:
 # -- dataset views ---------------------------------------------------------------------------------
 
 def dataset_view(prepared: Path, view: Path, splits: dict, note: str) -> Path:
-    """A prepared-dataset folder sharing ``prepared``'s segments under other splits."""
+    """A prepared-dataset folder sharing ``prepared``'s records under other splits."""
     prepared, view = Path(prepared).resolve(), Path(view)
     manifest = store.read_manifest(prepared)
     manifest = {**manifest, "splits": splits, "view_of": str(prepared), "view_note": note}
     view.mkdir(parents=True, exist_ok=True)
-    link = view / store.SEGMENTS
+    link = view / store.RECORDS
     if link.is_symlink() or link.exists():
-        if link.resolve() != (prepared / store.SEGMENTS).resolve():
-            raise DataError(f"{view} already holds another dataset's segments")
+        if link.resolve() != (prepared / store.RECORDS).resolve():
+            raise DataError(f"{view} already holds another dataset's records")
     else:
-        link.symlink_to(prepared / store.SEGMENTS, target_is_directory=True)
+        link.symlink_to(prepared / store.RECORDS, target_is_directory=True)
     store.write_manifest(view, manifest)
     return view
 
@@ -406,8 +406,9 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
     splits = {**manifest["splits"], "split": {"train": train, "val": test, "test": test}}
     data = dataset_view(prepared, out / VIEW_DIR, splits,
                         "final: train = saved train+val, val = saved TEST split (monitored only)")
+    # no temperature is fitted here: the only held-out records are the test split's
     final_cfg = replace(cfg, val_fold=None, num_epochs=int(epochs), patience=0,
-                        plateau_patience=int(epochs) + 1)
+                        plateau_patience=int(epochs) + 1, calibrate=False)
     log(f"final: training {cfg.model} on train+val ({len(train)} records) for {epochs} epochs; "
         f"the TEST split ({len(test)} records) is held out and only monitored. {FINAL_NOTE}")
     _claim_fold(out, final_cfg)

@@ -1,12 +1,22 @@
-"""The data feed: prepared parquet → Ray Datasets → torch batches on a worker.
+"""The data feed: prepared records (parquet) → Ray Datasets → torch batches on a worker.
 
-Driver side (``load_datasets``): the prepared segments are read once with
+Driver side (``load_datasets``): the prepared *whole records* are read once with
 ``ray.data.read_parquet``, filtered to the run's train/val records by a pyarrow
 expression, and materialized in the object store when they fit (then reused by
-every epoch and, in a sweep, by every trial). Worker side (``TrainCollate``):
-the collate function of ``iter_torch_batches`` turns a numpy batch into
-``(x, y)`` tensors and, for ``imbalance=sampler``, resamples it class-balanced,
-deterministically per (seed, epoch, batch number).
+every epoch and, in a sweep, by every trial).
+
+Worker side:
+- ``crop_batches`` streams the worker's shard of training records and draws
+  ``crops_per_record`` fresh random windows from each one every epoch
+  (``preprocess.random_crops``, seeded by (seed, epoch, rank): reproducible),
+  shuffles the crops of a chunk of records and yields exactly ``steps``
+  equal-size ``(x, y)`` batches — every rank the same number, so DDP never waits
+  on a rank that ran out or skipped. ``imbalance=sampler`` draws each chunk's
+  records with probability proportional to their class weight (same count).
+- ``window_batches`` cuts validation records into the inference windows
+  (``preprocess.segment``, the same cut ``evaluate`` and ``predict`` use); each
+  rank takes every ``world``-th record of the unsplit validation set, so no
+  record is dropped.
 """
 
 from __future__ import annotations
@@ -16,25 +26,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ray.data.collate_fn import NumpyBatchCollateFn
 from sklearn.model_selection import train_test_split
 
 from .. import CLASSES
 from ..data import store
+from ..data.preprocess import random_crops, segment
 from ..data.splits import fold_records
 
-#: Materialize when the selected segments take less than this share of the object store.
+#: Materialize when the selected records take less than this share of the object store.
 MATERIALIZE_FRACTION = 0.4
 COLUMNS = ["record_id", "label_index", "signal"]
+#: Training records per chunk: the crops of one chunk are shuffled together.
+RECORDS_PER_CHUNK = 256
 
 
 @dataclass
 class FeedInfo:
     train_records: int
     val_records: int
-    train_segments: int
-    val_segments: int
-    class_counts: list[int]  # training segments per class, in class order
+    train_segments: int  # inference windows of the training records (for reference)
+    val_segments: int  # inference windows of the validation records
+    class_counts: list[int]  # training records per class, in class order
     segment_length: int
     materialized: bool
 
@@ -73,6 +85,7 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     ``val_fold=None`` uses the saved train/val split; an int holds that fold out.
     """
     import ray
+    from ray.data.expressions import col
 
     index = store.load_index(prepared)
     train_ids, val_ids, manifest = select_records(prepared, val_fold, max_records, index=index)
@@ -80,18 +93,12 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     in_train = np.isin(index["record_id"], train_ids)
     in_val = np.isin(index["record_id"], val_ids)
     class_counts = np.bincount(index["label_index"][in_train], minlength=len(CLASSES)).tolist()
-    n_bytes = int((in_train.sum() + in_val.sum()) * (length * 4 + 48))
+    n_bytes = int(index["n_samples"][in_train | in_val].sum() * 4 + (in_train | in_val).sum() * 64)
     if materialize is None:
         materialize = n_bytes < MATERIALIZE_FRACTION * ray.available_resources().get("object_store_memory", 0)
 
-    from ray.data.expressions import col
-
-    # One parquet read for both parts; the split filters then run on the blocks in memory.
-    ds = ray.data.read_parquet(str(Path(prepared) / store.SEGMENTS), columns=COLUMNS)
+    ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS), columns=COLUMNS)
     ds = ds.filter(expr=col("record_id").is_in(list(train_ids) + list(val_ids)))
-    # parquet's fixed-size lists arrive as one array per row; stack them once here, so every
-    # later batch is a single (B, L) tensor column instead of B arrays stacked per batch
-    ds = ds.map_batches(_stack_signal, batch_format="numpy")
     if materialize:
         ds = ds.materialize()
 
@@ -99,41 +106,75 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
         part = ds.filter(expr=col("record_id").is_in(list(ids)))
         return part.materialize() if materialize else part
 
-    info = FeedInfo(len(train_ids), len(val_ids), int(in_train.sum()), int(in_val.sum()),
-                    class_counts, length, materialize)
+    info = FeedInfo(len(train_ids), len(val_ids), int(index["n_windows"][in_train].sum()),
+                    int(index["n_windows"][in_val].sum()), class_counts, length, materialize)
     return select(train_ids), select(val_ids), info
 
 
-def _stack_signal(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {**batch, "signal": signal_batch(batch["signal"])}
+def steps_per_epoch(train_records: int, world: int, crops_per_record: int, batch_size: int) -> int:
+    """Optimizer steps every rank takes per epoch (full batches only, equal on all ranks)."""
+    return max((train_records // world) * crops_per_record // batch_size, 1)
 
 
-def signal_batch(column: np.ndarray) -> np.ndarray:
-    """A batch's ``signal`` column as float32 (B, L), whether Ray handed it over
-    as a 2-D array or as an object array of per-row arrays."""
-    if column.dtype == object:
-        column = np.stack(column)
-    return np.ascontiguousarray(column, dtype=np.float32)
+def _signals(column: np.ndarray) -> list[np.ndarray]:
+    """A batch's variable-length ``signal`` column as a list of float32 arrays."""
+    if column.dtype != object and column.ndim == 2:
+        return list(column.astype(np.float32, copy=False))
+    return [np.asarray(x, dtype=np.float32) for x in column]
 
 
-class TrainCollate(NumpyBatchCollateFn):
-    """numpy batch → ``(x float32 (B, L), y int64 (B,))`` on ``device``.
+def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, steps: int, seed: int,
+                 epoch: int, rank: int, sample_rates: np.ndarray | None = None, shuffle_buffer: int = 1024,
+                 device="cpu"):
+    """Yield exactly ``steps`` batches ``(x (B, L) float32, y (B,) int64)`` of
+    fresh random crops from the records of ``shard`` (see module docstring)."""
+    rng = np.random.default_rng([seed, epoch, rank])
+    xs, ys, buffered, done = [], [], 0, 0
+    while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
+        for batch in shard.iter_batches(batch_size=RECORDS_PER_CHUNK, batch_format="numpy",
+                                        local_shuffle_buffer_size=shuffle_buffer or None,
+                                        local_shuffle_seed=int(rng.integers(2**31))):
+            signals, labels = _signals(batch["signal"]), batch["label_index"].astype(np.int64)
+            pick = np.arange(len(labels))
+            if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
+                weight = sample_rates[labels]
+                pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
+            crops = np.concatenate([random_crops(signals[i], length, crops_per_record, rng) for i in pick])
+            y = np.repeat(labels[pick], crops_per_record)
+            order = rng.permutation(len(y))
+            xs.append(crops[order])
+            ys.append(y[order])
+            buffered += len(y)
+            while buffered >= batch_size and done < steps:
+                x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+                xs, ys = [x_all[batch_size:]], [y_all[batch_size:]]
+                buffered -= batch_size
+                done += 1
+                yield _to_device(x_all[:batch_size], device), _to_device(y_all[:batch_size], device)
+            if done >= steps:
+                return
 
-    With ``sample_rates`` (per class, e.g. ``n / (K * n_c)``), each row is kept
-    a Poisson(rate of its class) number of times: class-balanced resampling in
-    expectation, fresh every epoch, reproducible from (seed, epoch, batch no.).
-    """
 
-    def __init__(self, device, seed: int, epoch: int, sample_rates: np.ndarray | None = None):
-        self.device, self.seed, self.epoch = device, seed, epoch
-        self.sample_rates = sample_rates
-        self.batch_no = 0
+def _to_device(array: np.ndarray, device) -> torch.Tensor:
+    """Host array → tensor on ``device``; through pinned memory (asynchronous copy) for CUDA.
+    Runs in the training loop's own thread, not in Ray's prefetch thread."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = signal_batch(batch["signal"]), batch["label_index"].astype(np.int64)
-        if self.sample_rates is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, self.batch_no])
-            repeats = rng.poisson(self.sample_rates[y])
-            x, y = np.repeat(x, repeats, axis=0), np.repeat(y, repeats)
-        self.batch_no += 1
-        return torch.as_tensor(x).to(self.device, non_blocking=True), torch.as_tensor(y).to(self.device)
+
+def window_batches(dataset, *, length: int, hop: int, rank: int = 0, world: int = 1, records_per_batch: int = 64):
+    """Yield ``(record ids, labels, windows (n, L) float32, record of each window)``
+    per batch of records; this rank's share is every ``world``-th record."""
+    seen = 0
+    for batch in dataset.iter_batches(batch_size=records_per_batch, batch_format="numpy"):
+        signals = _signals(batch["signal"])
+        mine = [i for i in range(len(signals)) if (seen + i) % world == rank]
+        seen += len(signals)
+        if not mine:
+            continue
+        windows = [segment(signals[i], length, hop, pad=True)[0] for i in mine]
+        codes = np.repeat(np.arange(len(mine)), [len(w) for w in windows])
+        yield (np.asarray(batch["record_id"])[mine], batch["label_index"].astype(np.int64)[mine],
+               np.concatenate(windows).astype(np.float32, copy=False), codes)

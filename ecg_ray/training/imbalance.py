@@ -2,7 +2,8 @@
 
 This module owns ``IMBALANCE_NAMES`` and what each one means:
 - ``none``: plain cross-entropy;
-- ``weighted``: cross-entropy with inverse-frequency class weights;
+- ``weighted``: cross-entropy with class weights, ``inverse`` frequency or its
+  square root (``sqrt``, the gentler default: a rare class is not over-called);
 - ``sampler``: plain cross-entropy on a class-balanced stream (the data feed
   calls ``balanced_sample_indices`` each epoch);
 - ``focal``: focal loss, by default with the class weights as alpha.
@@ -22,10 +23,13 @@ import torch.nn.functional as F
 from ecg_ray import CLASSES
 
 IMBALANCE_NAMES: tuple[str, ...] = ("none", "weighted", "sampler", "focal")
+#: How class counts become class weights (``class_weighting`` config field).
+CLASS_WEIGHTINGS: tuple[str, ...] = ("inverse", "sqrt")
 
 
-def class_weights(counts: Sequence[int] | Mapping[str, int] | np.ndarray) -> np.ndarray:
-    """Inverse-frequency weights ``w_c = n / (K * n_c)`` (float64, one per class).
+def class_weights(counts: Sequence[int] | Mapping[str, int] | np.ndarray, how: str = "inverse") -> np.ndarray:
+    """Inverse-frequency weights ``w_c = n / (K * n_c)`` (float64, one per class);
+    with ``how="sqrt"`` their square roots, rescaled so the sample-weighted mean is 1 again.
 
     ``counts`` is per class in class order, or a ``{class name: count}`` mapping
     (missing names count 0). ``K`` is the number of classes *present*, so the
@@ -45,6 +49,11 @@ def class_weights(counts: Sequence[int] | Mapping[str, int] | np.ndarray) -> np.
         warnings.warn(f"classes {np.flatnonzero(~present).tolist()} have no samples: weight 0", stacklevel=2)
     weights = np.zeros_like(counts)
     weights[present] = counts.sum() / (present.sum() * counts[present])
+    if how not in CLASS_WEIGHTINGS:
+        raise ValueError(f"unknown class weighting {how!r}; valid: {CLASS_WEIGHTINGS}")
+    if how == "sqrt":
+        weights = np.sqrt(weights)
+        weights *= counts.sum() / (counts * weights).sum()
     return weights
 
 
@@ -80,7 +89,8 @@ class FocalLoss(nn.Module):
         return f"gamma={self.gamma}, alpha={None if self.alpha is None else self.alpha.tolist()}"
 
 
-def build_loss(imbalance: str, class_counts=None, gamma: float = 2.0, focal_alpha: bool = True) -> nn.Module:
+def build_loss(imbalance: str, class_counts=None, gamma: float = 2.0, focal_alpha: bool = True,
+               weighting: str = "inverse") -> nn.Module:
     """The training loss for an ``imbalance`` strategy (see module docstring).
     ``class_counts`` (as for ``class_weights``) is needed by ``weighted`` and by
     ``focal`` with ``focal_alpha``."""
@@ -89,7 +99,8 @@ def build_loss(imbalance: str, class_counts=None, gamma: float = 2.0, focal_alph
     needs_weights = imbalance == "weighted" or (imbalance == "focal" and focal_alpha)
     if needs_weights and class_counts is None:
         raise ValueError(f"imbalance={imbalance!r} needs class_counts")
-    weights = torch.as_tensor(class_weights(class_counts), dtype=torch.float32) if needs_weights else None
+    weights = (torch.as_tensor(class_weights(class_counts, weighting), dtype=torch.float32)
+               if needs_weights else None)
     if imbalance == "focal":
         return FocalLoss(gamma=gamma, alpha=weights)
     return nn.CrossEntropyLoss(weight=weights)  # none / sampler: weights is None

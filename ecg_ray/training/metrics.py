@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, multilabel_confusion_matrix,
-                             recall_score, roc_auc_score)
+                             precision_score, recall_score, roc_auc_score)
 
 from ecg_ray import CLASSES, CINC_CLASSES
 
@@ -74,7 +74,7 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
     ``auroc_macro`` (one-vs-rest, mean over classes present in ``y_true`` — the
     same as ``roc_auc_score(multi_class="ovr")`` when all are present), and per
     class k in ``CLASS_KEYS``: ``f1_k``, ``auroc_k``, ``sens_k`` (recall),
-    ``spec_k`` (TN / (TN + FP)). Undefined values (a class absent, or the only
+    ``spec_k`` (TN / (TN + FP)), ``ppv_k`` (precision: TP / predicted-as-k). Undefined values (a class absent, or the only
     class present) are NaN, except F1 (0, see module docstring).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -82,6 +82,7 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
     y_pred = probs.argmax(1)
     f1 = f1_score(y_true, y_pred, labels=LABELS, average=None, zero_division=0.0)
     sens = recall_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan)
+    ppv = precision_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan)
     (tn, fp), _ = multilabel_confusion_matrix(y_true, y_pred, labels=LABELS).transpose(1, 2, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         spec = tn / (tn + fp)
@@ -94,7 +95,7 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "auroc_macro": float(np.nanmean(auroc)) if np.isfinite(auroc).any() else float("nan"),
     }
-    for name, values in (("f1", f1), ("auroc", auroc), ("sens", sens), ("spec", spec)):
+    for name, values in (("f1", f1), ("auroc", auroc), ("sens", sens), ("spec", spec), ("ppv", ppv)):
         out.update({f"{name}_{key}": float(v) for key, v in zip(CLASS_KEYS, values)})
     return {prefix + k: v for k, v in out.items()}
 
@@ -106,3 +107,83 @@ def evaluate_segments(record_ids, y_true_segments, probs, prefix: str = "val_") 
     _, y_rec, p_rec = aggregate_records(record_ids, y_true_segments, probs)
     return {**classification_metrics(y_true_segments, probs, prefix + "seg_"),
             **classification_metrics(y_rec, p_rec, prefix)}
+
+
+# -- whole-record scoring: windows → one probability vector per record --------------------------
+
+#: How a record's window outputs become its probabilities (``aggregate`` config field).
+AGGREGATES: tuple[str, ...] = ("mean_prob", "mean_logit")
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def record_probabilities(window_logits: np.ndarray, codes: np.ndarray, n_records: int,
+                         aggregate: str = "mean_prob", temperature: float = 1.0) -> np.ndarray:
+    """``(n_records, K)`` probabilities from the logits of every window, ``codes``
+    giving each window's record (0..n_records-1): ``mean_prob`` averages the
+    windows' softmax(logits / T); ``mean_logit`` takes softmax of the mean logit / T.
+    The same function serves validation in training, ``evaluate`` and ``predict``."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {aggregate!r}; choose from {', '.join(AGGREGATES)}")
+    codes = np.asarray(codes, dtype=np.int64)
+    if aggregate == "mean_prob":
+        return _mean_by(codes, n_records, softmax(window_logits, temperature))
+    return softmax(_mean_by(codes, n_records, window_logits), temperature)
+
+
+# -- uncertainty: bootstrap over records ----------------------------------------------------------
+
+def _f1_per_class(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """F1 of each class, rows = resamples: ``2 TP / (true + predicted)`` (0 when both are 0)."""
+    k = len(CLASSES)
+    tp = np.stack([((y_true == c) & (y_pred == c)).sum(-1) for c in range(k)], -1)
+    true = np.stack([(y_true == c).sum(-1) for c in range(k)], -1)
+    pred = np.stack([(y_pred == c).sum(-1) for c in range(k)], -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(true + pred > 0, 2 * tp / (true + pred), 0.0)
+
+
+def bootstrap_f1(y_true, probs, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
+                 clusters=None) -> dict[str, list[float]]:
+    """Percentile bootstrap 95 % CIs over records for ``f1_cinc`` and each class's
+    F1: ``{"f1_cinc": [lo, hi], "f1_N": [lo, hi], ...}``. With ``clusters`` (e.g.
+    the patient of each MIT-BIH window) whole clusters are resampled."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(probs).argmax(1)
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        idx = rng.integers(0, len(y_true), size=(n_boot, len(y_true)))
+        f1 = _f1_per_class(y_true[idx], y_pred[idx])
+    else:
+        groups = pd.factorize(np.asarray(clusters))[0]
+        members = [np.flatnonzero(groups == g) for g in range(groups.max() + 1)]
+        f1 = np.empty((n_boot, len(CLASSES)))
+        for b in range(n_boot):
+            take = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            f1[b] = _f1_per_class(y_true[take][None], y_pred[take][None])[0]
+    alpha = (1 - confidence) / 2
+    out = {"f1_cinc": np.quantile(f1[:, CINC_INDICES].mean(1), [alpha, 1 - alpha]).tolist()}
+    for key, col in zip(CLASS_KEYS, f1.T):
+        out[f"f1_{key}"] = np.quantile(col, [alpha, 1 - alpha]).tolist()
+    return out
+
+
+#: Record-length bands (seconds) of ``f1_by_length``.
+LENGTH_BANDS = ((0, 20), (20, 40), (40, float("inf")))
+
+
+def f1_by_length(y_true, probs, seconds) -> list[dict]:
+    """``f1_cinc`` and n per record-length band (``LENGTH_BANDS``)."""
+    y_true, probs, seconds = np.asarray(y_true), np.asarray(probs), np.asarray(seconds, dtype=float)
+    rows = []
+    for lo, hi in LENGTH_BANDS:
+        inside = (seconds >= lo) & (seconds < hi)
+        if inside.any():
+            m = classification_metrics(y_true[inside], probs[inside])
+            rows.append({"band_s": f"{lo:g}-{hi:g}", "n": int(inside.sum()), "f1_cinc": m["f1_cinc"]})
+    return rows

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ray
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from .checkpoint import FILENAME, load_checkpoint
@@ -41,13 +41,26 @@ def scaling_config(cfg: TrainConfig) -> ScalingConfig:
     return ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources)
 
 
+def data_config() -> DataConfig:
+    """Only the training set is split over workers (``equal=True`` there, so every
+    rank gets as many records); validation reaches every worker whole and each
+    scores every world-th record, so none is dropped. ``preserve_order`` is set
+    here, in the options Train applies to the shards, rather than in a
+    DataContext of the driver, which a trial's TorchTrainer does not see."""
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return DataConfig(datasets_to_split=["train"], execution_options=options)
+
+
 def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess: dict, *,
                  storage_path: str, name: str, callbacks=(), max_failures: int = 0) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts},
+        train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts,
+                           "train_records": info.train_records},
         scaling_config=scaling_config(cfg),
         datasets={"train": train_ds, "val": val_ds},
+        dataset_config=data_config(),
         run_config=RunConfig(
             name=name, storage_path=storage_path, callbacks=list(callbacks),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=HEADLINE,
@@ -137,6 +150,14 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
         shutil.copy(Path(d) / FILENAME, out / FILENAME)
     with result.checkpoint.as_directory() as d:
         history = load_checkpoint(d)["history"]
+    calibration = None
+    if cfg.calibrate:  # temperature on the validation records, stored in model.pt
+        from .calibration import calibrate_checkpoint
+        from .feed import select_records
+
+        _, val_ids, _ = select_records(prepared, cfg.val_fold, cfg.max_records)
+        calibration = calibrate_checkpoint(out / FILENAME, prepared, val_ids,
+                                           log=lambda m: print(m, file=sys.stderr, flush=True))
     best_payload = load_checkpoint(out / FILENAME)
     results = {
         "model": cfg.model,
@@ -151,6 +172,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
         "early_stopped": bool(history[-1]["early_stopped"]),
         "best_metrics": best_payload["metrics"],
         "final_metrics": history[-1],
+        "calibration": calibration,
     }
     (out / "history.json").write_text(json.dumps(history, indent=1))
     (out / "results.json").write_text(json.dumps(results, indent=1))

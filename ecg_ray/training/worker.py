@@ -1,11 +1,15 @@
 """The Ray Train worker loop: one training run, one epoch per ``ray.train.report``.
 
 Runs inside each TorchTrainer worker: builds the model (optionally from a
-pre-trained front end, frozen), streams its shard of the training set with
-``iter_torch_batches``, augments on the device, steps AdamW, validates on the
-validation records every epoch at segment and recording level, schedules the
-learning rate on validation F1, stops early, and reports metrics plus a
-checkpoint that can resume the run or be evaluated on its own.
+pre-trained front end, frozen), moves it to the device (``prepare_model``)
+*before* the optimizer is built and its state restored, so a resumed run's
+optimizer state lives where the gradients do. Each epoch draws fresh random
+crops from its shard of training records (``feed.crop_batches``: the same
+number of equal-size batches on every rank), augments on the device, steps
+AdamW under the configured schedule, then scores the validation records whole
+(sliding windows, aggregated per record by ``metrics.record_probabilities``)
+and reports metrics plus a checkpoint that can resume the run or be evaluated
+on its own.
 """
 
 from __future__ import annotations
@@ -18,21 +22,21 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from ..models import build_model, freeze
 from .augment import build_augmenter, make_generator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .feed import TrainCollate, signal_batch
+from .feed import crop_batches, steps_per_epoch, window_batches
 from .imbalance import build_loss, class_weights
-from .metrics import evaluate_segments
+from .metrics import classification_metrics, record_probabilities, softmax
+from .schedule import build_scheduler, per_step
 from .step import train_step
 
 HEADLINE = "val_f1_cinc"
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = model.param_groups()
     param_groups = []
     for name, params in groups.items():
@@ -62,31 +66,62 @@ def _gather(value):
 
 
 @torch.no_grad()
-def validate(model, shard, device, batch_size: int = 512) -> dict:
-    """Metrics on this worker's validation shard, gathered over all workers."""
+def window_logits(model, dataset, device, length: int, hop: int, rank: int = 0, world: int = 1,
+                  batch_size: int = 512):
+    """``(record ids, labels, window logits (n, K), record index of each window)``
+    for this rank's share of ``dataset``'s records, cut into inference windows."""
     model.eval()
-    ids, ys, logits = [], [], []
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        x = torch.as_tensor(signal_batch(batch["signal"])).to(device)
-        logits.append(model(x).float().cpu())
-        ids.append(batch["record_id"])
-        ys.append(batch["label_index"].astype(np.int64))
-    parts = _gather((np.concatenate(ids), np.concatenate(ys), torch.cat(logits)))
-    ids = np.concatenate([p[0] for p in parts])
-    y = np.concatenate([p[1] for p in parts])
-    logits = torch.cat([p[2] for p in parts])
-    probs = torch.softmax(logits, dim=1).numpy()
-    metrics = evaluate_segments(ids, y, probs, prefix="val_")
-    metrics["val_loss"] = float(F.cross_entropy(logits, torch.as_tensor(y)))
+    ids, ys, logits, codes, offset = [], [], [], [], 0
+    for rec_ids, labels, windows, rec_codes in window_batches(dataset, length=length, hop=hop, rank=rank,
+                                                              world=world):
+        for i in range(0, len(windows), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(windows[i:i + batch_size])).to(device)
+            logits.append(model(x).float().cpu().numpy())
+        ids.append(rec_ids)
+        ys.append(labels)
+        codes.append(rec_codes + offset)
+        offset += len(rec_ids)
+    if not ids:
+        return np.empty(0, object), np.empty(0, np.int64), np.empty((0, 4), np.float32), np.empty(0, np.int64)
+    return np.concatenate(ids), np.concatenate(ys), np.concatenate(logits), np.concatenate(codes)
+
+
+def score_records(y_record, window_logits_, codes, aggregate: str, temperature: float = 1.0,
+                  prefix: str = "val_") -> dict:
+    """Recording-level metrics (headline ``{prefix}f1_cinc``), window-level ones
+    under ``{prefix}seg_`` and the record-level NLL as ``{prefix}loss``."""
+    probs = record_probabilities(window_logits_, codes, len(y_record), aggregate, temperature)
+    y_windows = np.asarray(y_record)[codes]
+    metrics = {**classification_metrics(y_windows, softmax(window_logits_, temperature), prefix + "seg_"),
+               **classification_metrics(y_record, probs, prefix)}
+    metrics[prefix + "loss"] = float(-np.log(np.clip(probs[np.arange(len(y_record)), y_record], 1e-12, None)).mean())
     return metrics
+
+
+def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int) -> dict:
+    """Metrics on the validation records: each rank scores every world-th record,
+    the parts are gathered, every rank gets the same numbers."""
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    ids, y, logits, codes = window_logits(model, dataset, device, length, hop, rank, world)
+    parts = _gather((ids, y, logits, codes))
+    offsets = np.cumsum([0] + [len(p[0]) for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    logits = np.concatenate([p[2] for p in parts])
+    codes = np.concatenate([p[3] + o for p, o in zip(parts, offsets[:-1])])
+    return score_records(y, logits, codes, cfg.aggregate)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = TrainConfig.from_dict(loop_config["train"])
     preprocess, class_counts = loop_config["preprocess"], np.asarray(loop_config["class_counts"])
+    length, hop = int(preprocess["segment_length"]), int(preprocess.get("stride") or preprocess["segment_length"])
     context = ray.train.get_context()
-    rank = context.get_world_rank()
-    torch.set_num_threads(max(1, cfg.torch_threads or int(cfg.cpus_per_worker)))
+    rank, world = context.get_world_rank(), context.get_world_size()
+    threads = max(1, cfg.torch_threads or int(cfg.cpus_per_worker))
+    torch.set_num_threads(threads)
+    if rank == 0:
+        print(f"worker: {threads} torch thread(s) per worker, {world} worker(s)", flush=True)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     device = ray.train.torch.get_device()
@@ -95,61 +130,62 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model_params = model.hparams  # every constructor argument, resolved: rebuilds the model exactly
     if cfg.init_from:
         _init_frontend(model, cfg.init_from)
-    if cfg.freeze:
-        freeze(model, cfg.freeze)
-    optimizer = _optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
-    start_epoch, history, best, since_best = 0, [], -1.0, 0
-
     checkpoint = ray.train.get_checkpoint()
+    payload = None
     if checkpoint:  # resuming: restart after the last finished epoch
         with checkpoint.as_directory() as d:
             payload = load_checkpoint(d)
         model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+    model = ray.train.torch.prepare_model(model)  # on the device (and DDP-wrapped) before the optimizer
+    raw_model = model.module if hasattr(model, "module") else model
+    if cfg.freeze:
+        freeze(raw_model, cfg.freeze)  # also keeps frozen BatchNorm stats in eval mode after .to(device)
+
+    steps = steps_per_epoch(int(loop_config["train_records"]), world, cfg.crops_per_record, cfg.batch_size)
+    optimizer = _optimizer(raw_model, cfg)
+    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps=steps * cfg.num_epochs, warmup=cfg.warmup,
+                                plateau_factor=cfg.plateau_factor, plateau_patience=cfg.plateau_patience)
+    start_epoch, history, best, since_best = 0, [], -1.0, 0
+    if payload is not None:
+        optimizer.load_state_dict(payload["optimizer"])  # state tensors follow the (on-device) params
+        if scheduler is not None and payload.get("scheduler"):
+            scheduler.load_state_dict(payload["scheduler"])
         history = payload["history"]
         start_epoch = payload["epoch"] + 1
         best = max(h[HEADLINE] for h in history)
         since_best = start_epoch - 1 - max(h["epoch"] for h in history if h[HEADLINE] == best)
 
-    model = ray.train.torch.prepare_model(model)
-    raw_model = model.module if hasattr(model, "module") else model
-    if cfg.freeze:
-        freeze(raw_model, cfg.freeze)  # keep frozen BatchNorm stats in eval mode after .to(device)
-    loss_fn = build_loss(cfg.imbalance, class_counts, gamma=cfg.focal_gamma).to(device)
+    loss_fn = build_loss(cfg.imbalance, class_counts, gamma=cfg.focal_gamma, weighting=cfg.class_weighting).to(device)
     augment = build_augmenter(cfg.augment, p=cfg.augment_p)
-    sample_rates = class_weights(class_counts) if cfg.imbalance == "sampler" else None
+    sample_rates = class_weights(class_counts, cfg.class_weighting) if cfg.imbalance == "sampler" else None
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
 
     for epoch in range(start_epoch, cfg.num_epochs):
         model.train()
         generator = make_generator(cfg.seed * 1000 + epoch * 10 + rank, device)
-        collate = TrainCollate(device, cfg.seed * 100 + rank, epoch, sample_rates)
         loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-        for x, y in train_shard.iter_torch_batches(
-            batch_size=cfg.batch_size, collate_fn=collate, drop_last=False,
-            local_shuffle_buffer_size=cfg.shuffle_buffer, local_shuffle_seed=cfg.seed * 1000 + epoch,
-        ):
-            if len(y) < 2:  # BatchNorm cannot train on one sample
-                continue
+        for x, y in crop_batches(train_shard, length=length, crops_per_record=cfg.crops_per_record,
+                                 batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=rank,
+                                 sample_rates=sample_rates, shuffle_buffer=cfg.shuffle_buffer, device=device):
             batch_loss, batch_correct = train_step(model, loss_fn, optimizer, augment(x, generator), y,
                                                    cfg.grad_clip)
+            if scheduler is not None and per_step(cfg.schedule):
+                scheduler.step()
             loss_sum += batch_loss
             correct += batch_correct
             seen += len(y)
         seconds = time.perf_counter() - start
         totals = np.sum(_gather((loss_sum, correct, seen, seconds)), axis=0)
 
-        metrics = validate(raw_model, val_shard, device)
+        metrics = validate(raw_model, val_shard, device, cfg, length, hop)
         metrics.update(
-            epoch=epoch, epochs_done=epoch + 1, train_loss=totals[0] / max(totals[2], 1), train_acc=totals[1] / max(totals[2], 1),
-            segments_per_s=totals[2] / max(seconds, 1e-9), epoch_seconds=seconds,
-            lr=optimizer.param_groups[0]["lr"],
+            epoch=epoch, epochs_done=epoch + 1, train_loss=totals[0] / max(totals[2], 1),
+            train_acc=totals[1] / max(totals[2], 1), segments_per_s=totals[2] / max(seconds, 1e-9),
+            epoch_seconds=seconds, lr=optimizer.param_groups[0]["lr"],
         )
-        scheduler.step(metrics[HEADLINE])
+        if scheduler is not None and not per_step(cfg.schedule):
+            scheduler.step(metrics[HEADLINE])
         if metrics[HEADLINE] > best:
             best, since_best = metrics[HEADLINE], 0
         else:
@@ -165,7 +201,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 save_checkpoint(
                     tmp, model_name=cfg.model, model_params=model_params, state_dict=raw_model.state_dict(),
                     preprocess=preprocess, config=cfg.to_dict(), epoch=epoch, metrics=metrics, history=history,
-                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict() if scheduler is not None else None)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:

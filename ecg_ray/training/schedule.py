@@ -1,0 +1,50 @@
+"""Learning-rate schedules of a run (plain torch, no Ray): the ``schedule`` field.
+
+- ``onecycle``: ``torch.optim.lr_scheduler.OneCycleLR`` over the run's fixed
+  number of optimizer steps (warm-up ``warmup`` of them, cosine annealing after);
+- ``cosine``: linear warm-up over the first ``warmup`` share of steps, then
+  cosine decay to 0 (``LambdaLR``);
+- ``plateau``: ``ReduceLROnPlateau`` on validation F1, stepped once per epoch;
+- ``constant``: no schedule.
+
+``per_step`` schedules advance after every optimizer step; ``plateau`` after
+each validation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "plateau", "constant")
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, total_steps: int, warmup: float = 0.1,
+                    plateau_factor: float = 0.5, plateau_patience: int = 2):
+    """The scheduler for ``name``, or None for ``constant``."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+    total_steps = max(int(total_steps), 1)
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
+            pct_start=max(min(warmup, 0.99), 0.01), anneal_strategy="cos")
+    if name == "cosine":
+        warm = max(int(round(warmup * total_steps)), 1)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = min((step - warm) / max(total_steps - warm, 1), 1.0)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
+                                                          patience=plateau_patience)
+    return None
+
+
+def per_step(name: str) -> bool:
+    return name in ("onecycle", "cosine")
