@@ -425,6 +425,17 @@ def asha_rungs(trials_df: pd.DataFrame, budget: int) -> list[int]:
     return sorted(int(e) for e in ok["epochs"].unique() if 0 < e < budget)
 
 
+def load_tables(source, epochs_csv=None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``(trials_df, epochs_df)`` of an experiment folder (``analysis.load_experiment``)
+    or of a saved trials CSV (with ``epochs_csv``, else no epochs table)."""
+    from pathlib import Path
+
+    if str(source).endswith(".csv") and Path(source).is_file():
+        return pd.read_csv(source), (pd.read_csv(epochs_csv) if epochs_csv else None)
+    trials, epochs = analysis.load_experiment(source)
+    return trials, (pd.read_csv(epochs_csv) if epochs_csv else epochs)
+
+
 def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = None, budget: int | None = None,
                     metric: str = analysis.HEADLINE, score: str = "last", factors=FACTORS, mode: str | None = None,
                     test: str = "t", legacy: bool = True) -> dict:
