@@ -83,7 +83,7 @@ def planted():
 
 
 def _rows(result: dict):
-    for key in ("anova", "levels", "contrasts", "mdd"):
+    for key in ("anova", "levels", "contrasts", "mdd", "decisions"):
         yield from ((key, r) for r in result[key])
 
 
@@ -123,7 +123,10 @@ def test_ablation_answer_sections(planted):
                                      factors=("model", "imbalance"))
     assert [r["budget_epochs"] for r in answer["asha_rungs"]] == [1, 2, 4]
     assert answer["asha_rungs"][0]["n"] == 18 and answer["asha_rungs"][0]["kind"] == "asha_rung"
-    assert "budget-confounded" in answer["best_of_trial_budget_confounded"]["label"]
+    legacy = answer["best_of_trial_budget_confounded"]
+    assert "budget-confounded" in legacy["label"]
+    x = next(r for r in legacy["levels"] if r["level"] == "X")
+    assert x["budget_epochs"] is None and x["epochs_min"] == x["epochs_max"] == 1
     fifo = effects.ablation_answer(planted["fifo"], None, factors=("model", "imbalance"))
     assert fifo["budget_epochs"] == BUDGET and fifo["asha_rungs"] == []
     assert fifo["fixed_budget"]["n"] == 18 and fifo["fixed_budget"]["dropped"] == []

@@ -399,7 +399,9 @@ def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str =
         "correction": "Holm over all contrasts of this analysis (statsmodels multipletests)",
         "model": {k: v for k, v in info.items() if k != "names"},
         "anova": anova.to_dict("records"), "levels": levels.to_dict("records"),
-        "contrasts": contrasts.to_dict("records"), "decisions": decide(levels, contrasts, factors, mode),
+        "contrasts": contrasts.to_dict("records"),
+        "decisions": [{"budget_epochs": budget, **d, "n": len(ids), "trials": ids}
+                      for d in decide(levels, contrasts, factors, mode)],
         "mdd": mdd.to_dict("records"), "notes": notes,
     })
 
@@ -453,12 +455,21 @@ def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = Non
            "asha_rungs": [effects(rung_table(trials_df, epochs, r, metric, factors), factors, mode, test)
                           for r in asha_rungs(trials_df, budget)]}
     if legacy:
-        old = analysis.ablation(trials_df, f"best_{metric}", tuple(factors), mode=mode)
-        out["best_of_trial_budget_confounded"] = {
-            "label": "best-of-trial, budget-confounded: each trial's best epoch whatever budget ASHA gave it; "
+        out["best_of_trial_budget_confounded"] = _legacy(trials_df, metric, factors, mode)
+    return _jsonable(out)
+
+
+def _legacy(trials_df: pd.DataFrame, metric: str, factors, mode: str) -> dict:
+    """The old ``analysis.ablation`` (best epoch of each trial, whatever its budget);
+    each level row says the range of epochs its trials ran (``budget_epochs`` None)."""
+    old = analysis.ablation(trials_df, f"best_{metric}", tuple(factors), mode=mode)
+    ok = trials_df[~trials_df["trial_id"].isin([e.split(" ")[0] for e in old.excluded])]
+    ran = [ok.loc[ok[f].astype(str) == lv, "epochs"] for f, lv in zip(old.levels["factor"], old.levels["level"])]
+    old.levels = old.levels.assign(budget_epochs=None, epochs_min=[int(e.min()) for e in ran],
+                                   epochs_max=[int(e.max()) for e in ran])
+    return {"label": "best-of-trial, budget-confounded: each trial's best epoch whatever budget ASHA gave it; "
                      "CI overlap, no test, no correction — kept for comparison, not an answer",
             "factors": [f for f in factors if f in trials_df], **json.loads(json.dumps(old.to_dict(), default=str))}
-    return _jsonable(out)
 
 
 # -- rendering -----------------------------------------------------------------------------------
