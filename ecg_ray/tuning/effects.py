@@ -85,8 +85,11 @@ def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = analy
         raise ValueError(f"trials table has no {col!r} column (score={score!r}, metric={metric!r})")
     df = trials_df.assign(score=pd.to_numeric(trials_df[col], errors="coerce"))
     status = df["status"] if "status" in df else pd.Series("", index=df.index)
-    reason = np.select([status.eq("ERROR"), df["epochs"].ne(budget), ~np.isfinite(df["score"])],
-                       ["error", f"ran another budget than {budget} epochs", f"no finite {col}"], "")
+    reason = np.select([status.eq("ERROR"), df["epochs"].lt(budget), df["epochs"].gt(budget),
+                        ~np.isfinite(df["score"])],
+                       ["error", f"fewer than {budget} epochs (pruned, early-stopped or unfinished)",
+                        f"more than {budget} epochs (its epoch-{budget} value is the rung-{budget} reading)",
+                        f"no finite {col}"], "")
     dropped = [{"trial_id": t, "epochs": int(e), "reason": r}
                for t, e, r in zip(df["trial_id"], df["epochs"], reason) if r]
     table = df[reason == ""][_keep_columns(df, factors) + ["score"]].assign(budget_epochs=int(budget))
@@ -421,10 +424,11 @@ def _jsonable(obj):
 
 # -- the ablation answer -------------------------------------------------------------------------
 
-def asha_rungs(trials_df: pd.DataFrame, budget: int) -> list[int]:
-    """The epoch counts below ``budget`` at which some trial stopped (ASHA's rungs)."""
+def asha_rungs(trials_df: pd.DataFrame) -> list[int]:
+    """The epoch counts, below the most any trial ran, at which some trial stopped
+    (ASHA's rungs; none for a FIFO sweep), whatever budget the answer uses."""
     ok = trials_df[trials_df.get("status", pd.Series("", index=trials_df.index)).ne("ERROR")]
-    return sorted(int(e) for e in ok["epochs"].unique() if 0 < e < budget)
+    return sorted(int(e) for e in ok["epochs"].unique() if 0 < e < ok["epochs"].max())
 
 
 def load_tables(source, epochs_csv=None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -443,7 +447,7 @@ def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = Non
                     test: str = "t", legacy: bool = True) -> dict:
     """What ``ecg-ray ablation`` prints: ``fixed_budget`` (``effects`` of the trials
     that ran ``budget`` epochs, default the most any trial ran), ``asha_rungs``
-    (``effects`` at each lower rung where trials stopped) and, if ``legacy``,
+    (``effects`` at each rung where ASHA stopped trials) and, if ``legacy``,
     ``best_of_trial_budget_confounded`` (the old ``analysis.ablation``)."""
     metric = base_metric(metric)
     mode = mode or analysis.default_mode(metric)
@@ -453,7 +457,7 @@ def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = Non
     out = {"metric": metric, "mode": mode, "budget_epochs": budget, "score": score,
            "fixed_budget": effects(fixed_budget_table(trials_df, budget, metric, score, factors), factors, mode, test),
            "asha_rungs": [effects(rung_table(trials_df, epochs, r, metric, factors), factors, mode, test)
-                          for r in asha_rungs(trials_df, budget)]}
+                          for r in asha_rungs(trials_df)]}
     if legacy:
         out["best_of_trial_budget_confounded"] = _legacy(trials_df, metric, factors, mode)
     return _jsonable(out)
