@@ -341,3 +341,19 @@ def test_bench_reread_reproduces_the_issue_numbers(tmp_path):
     assert "Nothing is distinguishable at the fixed budget" in readme
     assert "python -m ecg_ray.bench.asha_reread" in readme
     assert (tmp_path / "fixed_budget_fifo.md").read_text().startswith("## Fixed-budget answer (4 epochs)")
+
+
+def test_report_ablation_section_leads_with_the_fixed_budget_answer(tmp_path):
+    from pathlib import Path
+
+    from ecg_ray import report
+
+    smoke = Path(__file__).resolve().parents[1] / "results" / "smoke"
+    trials, epochs = pd.read_csv(smoke / "trials.csv"), pd.read_csv(smoke / "epochs.csv")
+    (tmp_path / "figures").mkdir()
+    text = report._ablation_section(trials, tmp_path / "figures", tmp_path, epochs)
+    assert text.index("### fixed budget: trials that ran exactly 3 epochs") < text.index("budget-confounded")
+    saved = json.loads((tmp_path / "effects.json").read_text())
+    assert saved["fixed_budget"]["n"] == int((trials["epochs"] == 3).sum())
+    assert [r["budget_epochs"] for r in saved["asha_rungs"]] == [1, 2]
+    assert (tmp_path / "ablation.json").is_file()
