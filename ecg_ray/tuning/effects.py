@@ -64,6 +64,10 @@ def base_metric(metric: str) -> str:
     return analysis.normalize_metric(metric)
 
 
+def _not_errored(trials_df: pd.DataFrame) -> pd.DataFrame:
+    return trials_df[trials_df["status"].ne("ERROR")] if "status" in trials_df else trials_df
+
+
 def _keep_columns(trials_df: pd.DataFrame, factors) -> list[str]:
     return ["trial_id", *[f for f in factors if f in trials_df], *(["seed"] if "seed" in trials_df else []),
             "epochs"]
@@ -125,7 +129,7 @@ def rung_table(trials_df: pd.DataFrame, epoch_df: pd.DataFrame, rung: int, metri
     (``budget_epochs`` = ``rung``); ``attrs`` count the trials that reached the
     rung and those among them without a recorded value there."""
     metric = base_metric(metric)
-    ok = trials_df[trials_df.get("status", pd.Series("", index=trials_df.index)).ne("ERROR")]
+    ok = _not_errored(trials_df)
     reached = ok[ok["epochs"] >= rung]
     at = epoch_df.loc[epoch_df["epoch"] == rung - 1, ["trial_id", metric]] if metric in epoch_df else \
         pd.DataFrame(columns=["trial_id", metric])
@@ -236,7 +240,9 @@ def level_table(table: pd.DataFrame, factors, mode: str = "max") -> pd.DataFrame
 
 def paired_scores(table: pd.DataFrame, factor: str, a: str, b: str, factors) -> pd.DataFrame:
     """Pairs of trials at levels ``a`` and ``b`` of ``factor`` that agree on every
-    other factor and the seed: columns ``a``, ``b``, ``trial_a``, ``trial_b``."""
+    other factor and the seed: columns ``a``, ``b``, ``trial_a``, ``trial_b``.
+    Trials that agree on all of those (a config column that is not a factor
+    varied too) are averaged into one side of a pair."""
     keys = [f for f in factors if f in table and f != factor] + (["seed"] if "seed" in table else [])
     level = table[factor].astype(str)
     side = {}
@@ -327,7 +333,7 @@ def decide(levels: pd.DataFrame, contrasts: pd.DataFrame, factors, mode: str = "
         lv = levels[levels["factor"] == f]
         best = str(lv.iloc[0]["level"])
         if len(lv) < 2:
-            out.append({"factor": f, "best": best, "decided": False, "tied_with_best": [],
+            out.append({"factor": f, "best": best, "decided": False, "tied_with_best": [], "untestable_vs_best": [],
                         "distinguishable": [], "statement": f"{f}: only one level ({best}), nothing to compare"})
             continue
         c = contrasts[contrasts["factor"] == f]
@@ -392,7 +398,7 @@ def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str =
     notes = [n for n in (info.get("note"),) if n]
     if len(seeds) < 2:
         notes.append("one seed: no seed block; pairs are matched on the other factors only, and the model's "
-                     "residual is the highest-order interaction (it absorbs seed noise and any 3-way effect)")
+                     "residual is made of the interactions it leaves out (seed noise and those effects are one)")
     return _jsonable({
         "kind": table.attrs.get("kind"), "label": table.attrs.get("label"), "budget_epochs": budget,
         "metric": table.attrs.get("metric"), "score": table.attrs.get("score"), "mode": mode, "n": len(table),
@@ -400,6 +406,10 @@ def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str =
         "reached": table.attrs.get("reached"), "alpha": ALPHA, "power": POWER,
         "test": contrasts["test"].iloc[0] if len(contrasts) else None,
         "correction": "Holm over all contrasts of this analysis (statsmodels multipletests)",
+        "mdd_formulas": {"contrast": "d* x sd(paired differences); d* = TTestPower().solve_power(nobs=n_pairs, "
+                                     "alpha, power, two-sided)",
+                         "factor": "(t_{1-alpha/2,df_resid} + t_{power,df_resid}) x resid_sd x sqrt(2/m), "
+                                   "m = trials per level"},
         "model": {k: v for k, v in info.items() if k != "names"},
         "anova": anova.to_dict("records"), "levels": levels.to_dict("records"),
         "contrasts": contrasts.to_dict("records"),
@@ -427,7 +437,7 @@ def _jsonable(obj):
 def asha_rungs(trials_df: pd.DataFrame) -> list[int]:
     """The epoch counts, below the most any trial ran, at which some trial stopped
     (ASHA's rungs; none for a FIFO sweep), whatever budget the answer uses."""
-    ok = trials_df[trials_df.get("status", pd.Series("", index=trials_df.index)).ne("ERROR")]
+    ok = _not_errored(trials_df)
     return sorted(int(e) for e in ok["epochs"].unique() if 0 < e < ok["epochs"].max())
 
 
@@ -451,7 +461,7 @@ def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = Non
     ``best_of_trial_budget_confounded`` (the old ``analysis.ablation``)."""
     metric = base_metric(metric)
     mode = mode or analysis.default_mode(metric)
-    ok = trials_df[trials_df.get("status", pd.Series("", index=trials_df.index)).ne("ERROR")]
+    ok = _not_errored(trials_df)
     budget = int(budget if budget is not None else (ok["epochs"].max() if len(ok) else 0))
     epochs = epoch_df if epoch_df is not None and metric in epoch_df else known_epochs(trials_df, metric)
     out = {"metric": metric, "mode": mode, "budget_epochs": budget, "score": score,
