@@ -141,9 +141,10 @@ def rung_table(trials_df: pd.DataFrame, epoch_df: pd.DataFrame, rung: int, metri
                         "reached": int(len(reached)), "missing": missing,
                         "dropped": [{"trial_id": t, "epochs": None, "reason": f"no recorded value at epoch {rung}"}
                                     for t in missing],
-                        "label": f"ASHA-stage reading at rung {rung}: value at epoch {rung} of the "
-                                 f"{len(table)} trials that reached it (of {len(reached)}) — survivors ASHA "
-                                 f"chose, compared at the same epoch; not a fixed-budget answer"})
+                        "label": f"ASHA-stage reading at rung {rung}: value at epoch {rung} of {len(table)} of the "
+                                 f"{len(reached)} trials that reached it ("
+                                 + ("every trial" if len(reached) == len(ok) else "the survivors ASHA promoted")
+                                 + ") — compared at the same epoch; not the fixed-budget answer"})
     return table
 
 
