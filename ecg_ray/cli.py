@@ -415,12 +415,12 @@ def cmd_runs(args) -> int:
 
 
 def cmd_ablation(args) -> int:
-    from .tuning import analysis
+    from .tuning import effects
 
-    trials, _ = analysis.load_experiment(args.experiment)
-    result = analysis.ablation(trials, args.metric, tuple(args.factors.split(",")), mode=args.mode,
-                               confidence=args.confidence, method=args.method)
-    print(analysis.format_ablation(result, args.format))
+    trials, epochs = effects.load_tables(args.experiment, args.epochs)
+    answer = effects.ablation_answer(trials, epochs, args.budget, args.metric, args.score,
+                                     tuple(args.factors.split(",")), mode=args.mode, test=args.test)
+    print(effects.format_answer(answer, args.format))
     return 0
 
 
@@ -631,16 +631,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("runs", nargs="+", help="trial ids (or unique parts of them) or run folders")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("ablation", help="per-factor means with confidence intervals, interaction, seed stability")
-    p.add_argument("experiment", help="experiment folder (local or URI)")
-    p.add_argument("--metric", default="best_val_f1_cinc", help="trials-table column or metric (default: each "
-                                                               "trial's best val F1(N,A,O))")
+    p = sub.add_parser("ablation", help="fixed-budget factorial answer (ANOVA, paired contrasts with CIs, Holm), "
+                                        "the per-rung ASHA reading, and the old best-of-trial table (labelled)")
+    p.add_argument("experiment", help="experiment folder (local or URI), or a saved trials CSV "
+                                      "(`runs list --format csv`, results/*/trials*.csv)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="epochs every compared trial must have run (default: the most any trial ran); "
+                        "trials with another budget are dropped and listed")
+    p.add_argument("--metric", default="val_f1_cinc", help="metric (val_ prefix optional; default val F1(N,A,O))")
+    p.add_argument("--score", choices=("last", "best"), default="last",
+                   help="one rule for every trial: its value at the budget epoch (last) or its best epoch (best)")
+    p.add_argument("--test", choices=("t", "wilcoxon"), default="t",
+                   help="paired test of each level contrast: ttest_rel (default) or Wilcoxon signed-rank")
+    p.add_argument("--epochs", default=None, help="epochs CSV for a trials CSV (default: the values the trials "
+                                                  "table reveals: final and best epoch)")
     p.add_argument("--mode", choices=("max", "min"), default=None)
-    p.add_argument("--factors", default="model,imbalance,augment", help="comma list; the first two make the "
-                                                                         "interaction table")
-    p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--method", choices=("t", "bootstrap"), default="t")
-    p.add_argument("--format", choices=formats, default="table")
+    p.add_argument("--factors", default="model,imbalance,augment", help="comma list of factor columns")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.set_defaults(func=cmd_ablation)
 
     p = sub.add_parser("report", help="markdown report with figures and tables of a sweep or run")

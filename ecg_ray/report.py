@@ -124,7 +124,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
                  prepared=None, records_dir=None, evaluate: bool = True, record: str | None = None,
                  command: str | None = None) -> Path:
     """Write ``out/report.md`` (+ ``out/figures/*.png``, ``trials.csv``,
-    ``epochs.csv``, ``ablation.json``) for a sweep or train-run folder; returns
+    ``epochs.csv``, ``ablation.json``, ``effects.json``) for a sweep or train-run folder; returns
     the report path. ``prepared`` / ``records_dir`` override where the data is
     looked up (default: from ``ecg_ray_sweep.json`` / ``results.json`` and the
     prepared manifest); without them the validation and data figures are
@@ -262,7 +262,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
 
     # -- ablation
     if is_sweep and n > 1:
-        md.append(_ablation_section(trials, fig_dir, out))
+        md.append(_ablation_section(trials, fig_dir, out, epochs))
 
     # -- data figures
     md.append("## Data figures\n")
@@ -287,7 +287,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     lines.append(command)
     md.append("```\n" + "\n".join(lines) + "\n```\n")
     md.append("Tables as data: `trials.csv` (one row per trial), `epochs.csv` (one row per trial-epoch)"
-              + (", `ablation.json`" if is_sweep and n > 1 else "") + ".\n")
+              + (", `ablation.json`, `effects.json`" if is_sweep and n > 1 else "") + ".\n")
     if notes:
         md.append("Notes: " + "; ".join(notes) + ".\n")
     report = out / "report.md"
@@ -326,11 +326,21 @@ def _validation_section(best, checkpoint, prepared, fig_dir: Path, out: Path, va
     ])
 
 
-def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path) -> str:
+def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path, epochs: pd.DataFrame | None = None) -> str:
+    from .tuning import effects
+
+    answer = effects.ablation_answer(trials, epochs if epochs is not None and not epochs.empty else None,
+                                     legacy=False)
+    (out / "effects.json").write_text(json.dumps(answer, indent=1))
     result = analysis.ablation(trials, "best_val_f1_cinc")
     (out / "ablation.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
     label = "best val F1(N,A,O)"
     parts = ["## Ablation\n",
+             "The answer compares trials at one budget only (`ecg-ray ablation`; all of it in `effects.json`, "
+             "with ASHA's per-rung readings).\n",
+             effects.format_effects(answer["fixed_budget"], "markdown", 3) + "\n",
+             "### Best-of-trial, budget-confounded\n",
+             "For comparison only: under ASHA the trials below ran different numbers of epochs. "
              f"Metric: each trial's **best** validation F1(N,A,O) over its epochs ({result.n_trials} trials"
              + (f"; left out: {', '.join(result.excluded)}" if result.excluded else "") + "). Per level: "
              f"the mean over every trial at that level (across the other factors and seeds), "

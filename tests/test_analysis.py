@@ -265,15 +265,25 @@ def test_ablation_cli_on_sweep(sweep, sweep_dir, capsys):
 
     trials, _ = sweep
     assert main(["ablation", str(sweep_dir), "--format", "json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    answer = json.loads(capsys.readouterr().out)
     ok = trials[trials["status"] != "ERROR"]
+    # the old best-of-trial table is kept, labelled budget-confounded
+    result = answer["best_of_trial_budget_confounded"]
     by = {(r["factor"], r["level"]): r for r in result["levels"]}
     for level, group in ok.groupby("model"):
         assert by[("model", level)]["n"] == len(group)
         assert by[("model", level)]["mean"] == pytest.approx(group["best_val_f1_cinc"].mean())
     assert result["interaction"]["index"] == sorted(ok["model"].unique())
+    # the answer: only trials that ran the full budget, each scored at its last epoch
+    budget = int(ok["epochs"].max())
+    fixed = answer["fixed_budget"]
+    assert answer["budget_epochs"] == fixed["budget_epochs"] == budget
+    full = ok[ok["epochs"] == budget]
+    assert sorted(fixed["trials"]) == sorted(full["trial_id"]) and fixed["n"] == len(full)
+    assert [r["budget_epochs"] for r in answer["asha_rungs"]] == sorted({int(e) for e in ok["epochs"] if 0 < e < budget})
     assert main(["ablation", str(sweep_dir)]) == 0
     text = capsys.readouterr().out
+    assert "Fixed-budget answer" in text and "budget-confounded" in text
     assert "model x imbalance" in text and "Seed stability" in text
 
 

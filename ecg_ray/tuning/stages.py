@@ -1,0 +1,67 @@
+"""Stage 2 of an ablation: the fixed-budget confirmation grid.
+
+Stage 1 is the ASHA sweep (cheap, budget-confounded). This module owns turning a
+sweep spec into stage 2: the chosen factors × seeds, every trial run to the same
+``budget`` epochs, FIFO (no pruning) and no early stopping, so that
+``tuning.effects.fixed_budget_table`` keeps every trial. It only builds and
+validates the spec (``search_space.load_spec``'s checks, via ``SweepSpec``); the
+sweep command runs it like any other spec.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from .search_space import SAMPLERS, SpecError, SweepSpec, load_spec
+
+
+def _levels(space: dict, factor: str) -> list:
+    value = space.get(factor)
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid_search", "choice"):
+        return list(next(iter(value.values())))
+    if value is None or isinstance(value, dict):
+        raise SpecError(f"stage 2: factor {factor!r} has no grid_search/choice levels in the spec; pass its levels")
+    return [value]
+
+
+def stage2_dict(spec_dict: dict, factors, seeds, budget: int) -> dict:
+    """The stage-2 spec as a dict: ``factors`` (names, whose levels come from the
+    spec's ``grid_search``/``choice``, or a ``{name: [levels]}`` mapping) and
+    ``seeds`` as ``grid_search``, ``num_epochs: budget``, ``patience: 0``, a FIFO
+    scheduler and ``num_samples: 1``. Any other sampled entry must be fixed first
+    (a SpecError names it): stage 2 compares only the factors."""
+    if int(budget) < 1:
+        raise SpecError(f"stage 2: budget must be >= 1 epoch, got {budget!r}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise SpecError("stage 2: at least one seed")
+    out = copy.deepcopy(spec_dict)
+    space = out.get("param_space") or {}
+    levels = dict(factors) if isinstance(factors, dict) else {f: _levels(space, f) for f in factors}
+    loose = [k for k, v in space.items() if k not in levels and k != "seed" and isinstance(v, dict)
+             and len(v) == 1 and next(iter(v)) in SAMPLERS]
+    if loose:
+        raise SpecError(f"stage 2: param_space.{loose[0]} is sampled but not a stage-2 factor; fix it to one value "
+                        f"(e.g. the stage-1 choice) or list it among the factors")
+    space.update({f: {"grid_search": list(v)} for f, v in levels.items()})
+    space.update({"seed": {"grid_search": seeds}, "num_epochs": int(budget), "patience": 0})
+    out["param_space"] = space
+    out["scheduler"] = {"type": "fifo", "max_t": int(budget)}
+    out["num_samples"] = 1
+    out["name"] = f"{out.get('name') or 'sweep'}_stage2_b{int(budget)}"
+    return out
+
+
+def stage2_spec(spec_dict: dict, factors, seeds, budget: int) -> SweepSpec:
+    """``stage2_dict`` validated exactly as a spec file is (``load_spec``): a ``SweepSpec``."""
+    data = stage2_dict(spec_dict, factors, seeds, budget)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        spec = load_spec(path)
+    spec.path = None
+    return spec
