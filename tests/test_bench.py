@@ -110,9 +110,9 @@ def test_training_arrays_are_the_runs_records(prepared_small, small_arrays):
     assert small_arrays.records == list(train_ids)
     index = store.load_index(prepared_small)
     expected = np.isin(index["record_id"], train_ids)
-    assert small_arrays.x.shape == (expected.sum(), 1500) and small_arrays.x.dtype == np.float32
+    assert small_arrays.x.shape == (index["n_windows"][expected].sum(), 3000) and small_arrays.x.dtype == np.float32
     assert small_arrays.x.flags.writeable and small_arrays.x.flags.c_contiguous
-    assert sorted(small_arrays.y.tolist()) == sorted(index["label_index"][expected].astype(int).tolist())
+    assert sorted(small_arrays.y.tolist()) == sorted(np.repeat(index["label_index"][expected], index["n_windows"][expected]).astype(int).tolist())
     assert np.isfinite(small_arrays.x).all()
 
 
@@ -125,12 +125,17 @@ def test_numpy_cap_is_stratified(prepared_small):
     assert {labels[r] for r in keep} == set(labels.values())
 
 
-def test_feed_reference_paths_deliver_every_segment(small_arrays):
-    x, y = small_arrays.x, small_arrays.y
-    for step in (feed._numpy_step(x, y, 16), feed._dataloader_step(x, y, 16)):
-        assert step() == len(y)
-    rates = stats.rates(feed._numpy_step(x, y, 16), repeats=2, warmup=0)
+def test_feed_reference_paths_deliver_two_crops_per_record(prepared_small, small_arrays):
+    table = store.load_records(prepared_small, small_arrays.records)
+    signals = [np.array(s) for s in store.record_signals(table)]
+    labels = table.column("label_index").to_numpy().astype(np.int64)
+    n = len(labels) * feed.CROPS
+    in_memory = feed._crop_step(feed.InMemoryRecords(signals, labels), len(labels), 3000, 16)
+    assert in_memory() == n // 16 * 16  # full batches only, as a training epoch
+    assert feed._dataloader_step(signals, labels, 3000, 16)() == n
+    rates = stats.rates(in_memory, repeats=2, warmup=0)
     assert len(rates) == 2 and min(rates) > 0
+    x, y = small_arrays.x, small_arrays.y
     seen = np.concatenate([b[1] for b in shuffled_batches(x, y, 16, seed=0)])
     assert sorted(seen.tolist()) == sorted(y.tolist())
 

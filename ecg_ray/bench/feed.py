@@ -1,18 +1,19 @@
-"""Section ``feed``: segments/s delivered to a training loop with no model.
+"""Section ``feed``: training crops/s delivered to a training loop with no model.
 
-One pass over the training split per repeat, batch size and shuffle buffer as a
-training run uses them, by (d) contiguous numpy slicing (the memory-bandwidth
-ceiling), (c) a plain in-memory torch ``DataLoader`` (the reference), (a) Ray
-Data streaming from parquet and (b) Ray Data materialized, both through the
-run's ``iter_torch_batches`` + ``TrainCollate``, and the path a sweep actually
-uses: the dataset shard inside a ``TorchTrainer`` worker (materialized or not
-as ``load_datasets`` decides). Two profile rows split (b) into its stages.
-The Ray rows are skipped, and say so, when Ray is not installed.
+Every path does what a training epoch does — two fresh random 10-s crops
+(``preprocess.random_crops``) from each whole training record, shuffled,
+batched — and is timed for one pass per repeat: (d) ``feed.crop_batches`` over
+records already in memory (the ceiling of the crop code itself), (c) a plain
+torch ``DataLoader`` over an in-memory ``Dataset`` of records that crops in
+``__getitem__`` (the reference: what a 100-line PyTorch script does), (a) Ray
+Data streaming from parquet and (b) Ray Data materialized, both through
+``crop_batches``, and the path a sweep actually uses: the dataset shard inside a
+``TorchTrainer`` worker (materialized or not as ``load_datasets`` decides). The
+Ray rows are skipped, and say so, when Ray is not installed.
 """
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import tempfile
 import time
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from . import stats
-from .arrays import load_training_arrays
+from .arrays import training_records
 from .machine import ray_available
 from .stats import fmt, fmt_ratio, markdown_table, summary_cells
 
@@ -29,132 +30,165 @@ REFERENCE = "dataloader"
 SWEEP_PATH = "train_worker"
 #: (key, label) of every row, in table order.
 ROWS = [
-    ("numpy_slicing", "(d) contiguous numpy slicing — ceiling"),
-    ("dataloader", "(c) torch DataLoader over in-memory arrays — reference"),
-    ("ray_streaming", "(a) Ray Data streaming from parquet"),
-    ("ray_materialized", "(b) Ray Data materialized"),
-    ("train_worker", "sweep path: dataset shard in a TorchTrainer worker"),
-    ("profile_numpy", "profile of (b): iter_batches, numpy, no shuffle"),
-    ("profile_torch", "profile of (b): iter_torch_batches + TrainCollate, no shuffle"),
+    ("numpy_slicing", "(d) crop_batches over in-memory records — ceiling"),
+    ("dataloader", "(c) torch DataLoader, in-memory records cropped in the Dataset — reference"),
+    ("ray_streaming", "(a) Ray Data streaming from parquet → crop_batches"),
+    ("ray_materialized", "(b) Ray Data materialized → crop_batches"),
+    ("train_worker", "sweep path: dataset shard in a TorchTrainer worker → crop_batches"),
 ]
-TARGET_RATIO = 0.5
+TARGET_RATIO = 1.0
+CROPS = 2
 
 
-def _numpy_step(x: np.ndarray, y: np.ndarray, batch_size: int):
+class InMemoryRecords:
+    """Records in memory with the ``iter_batches`` a Ray shard offers (numpy dicts)."""
+
+    def __init__(self, signals: list[np.ndarray], labels: np.ndarray):
+        self.signals = np.empty(len(signals), dtype=object)
+        self.signals[:] = signals
+        self.labels = labels
+
+    def iter_batches(self, batch_size, batch_format="numpy", local_shuffle_buffer_size=None,
+                     local_shuffle_seed=None):
+        order = np.random.default_rng(local_shuffle_seed).permutation(len(self.labels))
+        for i in range(0, len(order), batch_size):
+            take = order[i:i + batch_size]
+            yield {"label_index": self.labels[take], "signal": self.signals[take]}
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """The plain-PyTorch way: ``CROPS`` random crops of record ``i`` per item."""
+
+    def __init__(self, signals, labels, length: int, epoch: int = 0):
+        self.signals, self.labels, self.length, self.epoch = signals, labels, length, epoch
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from ..data.preprocess import random_crops
+
+        crops = random_crops(self.signals[i], self.length, CROPS, np.random.default_rng([self.epoch, i]))
+        return torch.from_numpy(crops), torch.full((CROPS,), int(self.labels[i]))
+
+
+def _collate(items):
+    return torch.cat([x for x, _ in items]), torch.cat([y for _, y in items])
+
+
+def _crop_step(source, n_records: int, length: int, batch_size: int):
+    from ..training.feed import crop_batches, steps_per_epoch
+
+    steps = steps_per_epoch(n_records, 1, CROPS, batch_size)
+    epochs = iter(range(10**6))
+
     def step() -> int:
-        n = 0
-        for i in range(0, len(y), batch_size):  # one copy per batch, as a loader must hand over
-            batch = torch.from_numpy(x[i:i + batch_size]).clone(), torch.from_numpy(y[i:i + batch_size]).clone()
-            n += len(batch[1])
-        return n
+        return sum(len(y) for _, y in crop_batches(source, length=length, crops_per_record=CROPS,
+                                                   batch_size=batch_size, steps=steps, seed=0,
+                                                   epoch=next(epochs), rank=0))
     return step
 
 
-def _dataloader_step(x: np.ndarray, y: np.ndarray, batch_size: int):
-    from torch.utils.data import DataLoader, TensorDataset
+def _dataloader_step(signals, labels, length: int, batch_size: int):
+    from torch.utils.data import DataLoader
 
-    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=batch_size,
-                        shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(0))
+    dataset = CropDataset(signals, labels, length)
+    loader = DataLoader(dataset, batch_size=batch_size // CROPS, shuffle=True, num_workers=0,
+                        collate_fn=_collate, generator=torch.Generator().manual_seed(0))
 
     def step() -> int:
+        dataset.epoch += 1
         return sum(len(yb) for _, yb in loader)
     return step
 
 
-def _ray_step(ds, batch_size: int, shuffle_buffer: int | None, torch_batches: bool = True):
-    from ..training.feed import TrainCollate
-
-    epochs = itertools.count()
-
-    def step() -> int:
-        epoch = next(epochs)
-        if not torch_batches:
-            return sum(len(b["label_index"]) for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy"))
-        return sum(len(yb) for _, yb in ds.iter_torch_batches(
-            batch_size=batch_size, collate_fn=TrainCollate("cpu", 0, epoch), drop_last=False,
-            local_shuffle_buffer_size=shuffle_buffer, local_shuffle_seed=epoch if shuffle_buffer else None))
-    return step
-
-
 def feed_loop(config: dict):
-    """TorchTrainer worker: iterate the train shard as ``train_loop_per_worker`` does, no model."""
+    """TorchTrainer worker: draw the train shard's crops as ``train_loop_per_worker`` does, no model."""
     import ray.train
     import ray.train.torch
 
-    from ..training.feed import TrainCollate
+    from ..training.feed import crop_batches, steps_per_epoch
 
     shard = ray.train.get_dataset_shard("train")
     device = ray.train.torch.get_device()
+    steps = steps_per_epoch(config["records"], 1, CROPS, config["batch_size"])
     rates = []
     for epoch in range(config["warmup"] + config["repeats"]):
         t0, n = time.perf_counter(), 0
-        for _, y in shard.iter_torch_batches(
-                batch_size=config["batch_size"], collate_fn=TrainCollate(device, 0, epoch), drop_last=False,
-                local_shuffle_buffer_size=config["shuffle_buffer"], local_shuffle_seed=epoch):
+        for _, y in crop_batches(shard, length=config["length"], crops_per_record=CROPS,
+                                 batch_size=config["batch_size"], steps=steps, seed=0, epoch=epoch, rank=0,
+                                 shuffle_buffer=config["shuffle_buffer"], device=device):
             n += len(y)
         rates.append(n / (time.perf_counter() - t0))
     return rates[config["warmup"]:]
 
 
-def _train_worker_rates(train_ds, val_ds, opts) -> list[float]:
+def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
     from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
 
     from ..training.config import TrainConfig
-    from ..training.trainer import scaling_config
+    from ..training.trainer import data_config, scaling_config
 
     storage = tempfile.mkdtemp(prefix="ecg_bench_feed_")
     try:
         trainer = TorchTrainer(
             feed_loop, scaling_config=scaling_config(TrainConfig()),  # one worker, 1 CPU: a sweep trial
             train_loop_config={"warmup": opts.warmup, "repeats": opts.repeats, "batch_size": opts.batch_size,
-                               "shuffle_buffer": TrainConfig().shuffle_buffer},
-            datasets={"train": train_ds, "val": val_ds}, run_config=RunConfig(name="feed", storage_path=storage))
+                               "shuffle_buffer": TrainConfig().shuffle_buffer, "records": info.train_records,
+                               "length": info.segment_length},
+            datasets={"train": train_ds, "val": val_ds}, dataset_config=data_config(),
+            run_config=RunConfig(name="feed", storage_path=storage))
         return list(trainer.fit().return_value)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
 
 
-def _ray_rows(opts, rows: dict, notes: list[str]) -> None:
-    from ..training.config import TrainConfig
+def _ray_rows(opts, rows: dict, notes: list[str], length: int) -> None:
     from ..training.feed import load_datasets
     from ..training.trainer import init_ray
 
     init_ray()
-    bs, buffer = opts.batch_size, TrainConfig().shuffle_buffer
+    bs = opts.batch_size
     train_ds, _, info = load_datasets(opts.prepared, None, materialize=False, max_records=opts.feed_records)
-    rows["ray_streaming"] = stats.rates(_ray_step(train_ds, bs, buffer), opts.repeats, opts.warmup)
+    rows["ray_streaming"] = stats.rates(_crop_step(train_ds, info.train_records, length, bs), opts.repeats,
+                                        opts.warmup)
     train_ds, _, info = load_datasets(opts.prepared, None, materialize=True, max_records=opts.feed_records)
-    rows["ray_materialized"] = stats.rates(_ray_step(train_ds, bs, buffer), opts.repeats, opts.warmup)
-    rows["profile_numpy"] = stats.rates(_ray_step(train_ds, bs, None, torch_batches=False), opts.repeats, opts.warmup)
-    rows["profile_torch"] = stats.rates(_ray_step(train_ds, bs, None), opts.repeats, opts.warmup)
+    rows["ray_materialized"] = stats.rates(_crop_step(train_ds, info.train_records, length, bs), opts.repeats,
+                                           opts.warmup)
     del train_ds
     train_ds, val_ds, info = load_datasets(opts.prepared, None, materialize=None, max_records=opts.feed_records)
-    rows["train_worker"] = _train_worker_rates(train_ds, val_ds, opts)
+    rows["train_worker"] = _train_worker_rates(train_ds, val_ds, info, opts)
     notes.append(f"sweep path: the data {'materialized' if info.materialized else 'streamed'} (as `load_datasets` "
                  f"decides for this size), one TorchTrainer worker with 1 CPU, as a sweep trial")
-    notes.append("(a) reads every parquet file and filters rows by record id on each pass: with a record cap "
-                 "its rate is set by the full read, not by the records kept")
 
 
 def run(opts) -> dict:
-    arrays = load_training_arrays(opts.prepared, opts.feed_records)
-    x, y = arrays.x, arrays.y
+    from ..data import store
+
+    ids, selection = training_records(opts.prepared, opts.feed_records)
+    table = store.load_records(opts.prepared, ids)
+    signals = [np.array(s) for s in store.record_signals(table)]
+    labels = table.column("label_index").to_numpy().astype(np.int64)
+    length = store.preprocess_config(opts.prepared).segment_length
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a 1-CPU sweep trial's worker; copies of a batch gain nothing from more
+    torch.set_num_threads(1)  # as in a 1-CPU sweep trial's worker
     try:
-        rows = {"numpy_slicing": stats.rates(_numpy_step(x, y, opts.batch_size), opts.repeats, opts.warmup),
-                "dataloader": stats.rates(_dataloader_step(x, y, opts.batch_size), opts.repeats, opts.warmup)}
-        notes = [f"data: {arrays.describe()}; {arrays.selection}",
-                 f"batch size {opts.batch_size}, one torch thread; one pass over the data per repeat; the Ray "
-                 "paths shuffle through the run's local shuffle buffer, (c) shuffles indices"]
+        rows = {"numpy_slicing": stats.rates(_crop_step(InMemoryRecords(signals, labels), len(labels), length,
+                                                        opts.batch_size), opts.repeats, opts.warmup),
+                "dataloader": stats.rates(_dataloader_step(signals, labels, length, opts.batch_size),
+                                          opts.repeats, opts.warmup)}
+        notes = [f"data: {len(labels)} training records ({sum(map(len, signals)) * 4 / 2**20:.0f} MiB), "
+                 f"{CROPS} crops of {length} samples per record per pass; {selection}",
+                 f"batch size {opts.batch_size}, one torch thread; every path crops with preprocess.random_crops"]
         if ray_available():
-            _ray_rows(opts, rows, notes)
+            _ray_rows(opts, rows, notes, length)
         else:
             notes.append("Ray rows skipped: ray is not installed")
     finally:
         torch.set_num_threads(threads)
-    return {"rows": {k: stats.summarize(v) for k, v in rows.items()}, "segments": len(y), "notes": notes}
+    return {"rows": {k: stats.summarize(v) for k, v in rows.items()}, "segments": len(labels) * CROPS,
+            "notes": notes}
 
 
 def sweep_feed_rate(result: dict) -> float | None:
