@@ -72,7 +72,7 @@ def test_tune_runs_at_most_the_bound_at_once(tmp_path, ray_tmp):
 
     def trivial(config):
         start = time.time()
-        time.sleep(0.3)
+        time.sleep(2)  # long enough that, unbounded, 8 of 12 overlapped here
         (log / f"{config['seed']}.json").write_text(json.dumps([start, time.time()]))
         tune.report({"val_f1_cinc": config["seed"] / 12, "epochs_done": 1})
 
