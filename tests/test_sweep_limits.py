@@ -10,6 +10,7 @@ really caps how many trials run at once.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -77,16 +78,19 @@ def test_tune_runs_at_most_the_bound_at_once(tmp_path, ray_tmp):
         tune.report({"val_f1_cinc": config["seed"] / 12, "epochs_done": 1})
 
     spec = _spec()
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
     ray.init(num_cpus=4, include_dashboard=False, _temp_dir=ray_tmp, log_to_driver=False)
     try:
         limit = trial_limit(spec, 0, None, ray.cluster_resources())
         assert limit == 4
         space = {"seed": tune.grid_search(list(range(12)))}
         tuner = make_tuner(tune.with_resources(trivial, TRIAL_DRIVER_RESOURCES), spec, str(tmp_path / "runs"),
-                           space, limit, verbose=0)
+                           space, limit, verbose=0, reuse_actors=True)  # 4 worker processes, not 12
         grid = tuner.fit()
     finally:
         ray.shutdown()
+        # A local ray.init() sets RAY_AUTH_MODE=token for its process: keep it out of later tests.
+        os.environ.pop("RAY_AUTH_MODE", None) if auth_mode is None else os.environ.update(RAY_AUTH_MODE=auth_mode)
     assert len(grid) == 12 and not grid.errors
     intervals = [json.loads(p.read_text()) for p in log.iterdir()]
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
@@ -131,7 +135,8 @@ def test_uri_or_shared_storage_is_fine_on_many_nodes(tmp_path):
     check_storage(str(tmp_path / "b" / "runs"), 2, [str(tmp_path / "a"), str(tmp_path / "b")])
 
 
-@pytest.mark.parametrize("storage", ["ray_results", "./runs", "/tmp/ray_results", "~/ray_results"])
+@pytest.mark.parametrize("storage", ["ray_results", "./runs", "/tmp/ray_results", "~/ray_results",
+                                     "file:///tmp/ray_results"])
 def test_node_local_storage_fails_on_many_nodes(storage, tmp_path):
     with pytest.raises(StorageError, match="3 nodes.*URI.*ECG_RAY_SHARED_STORAGE"):
         check_storage(storage, 3, [str(tmp_path / "shared")])

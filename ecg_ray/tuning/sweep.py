@@ -124,12 +124,13 @@ def shared_roots() -> list[str]:
 def check_storage(storage: str, alive_nodes: int, shared: list[str] = ()) -> None:
     """Refuse a node-local ``storage`` when trials may run on other nodes.
 
-    Fine: a URI (``s3://``, ``gs://``, ...), a single-node Ray, or a path under one
+    Fine: a URI (``s3://``, ``gs://``, ...; not ``file://``), a single-node Ray, or a path under one
     of the ``shared`` roots. Otherwise each node would write its trials' results
     and checkpoints to its own disk, out of the driver's reach."""
-    if "://" in storage or alive_nodes <= 1:
+    local = storage.removeprefix("file://")
+    if "://" in local or alive_nodes <= 1:
         return
-    path = Path(storage).expanduser().resolve()
+    path = Path(local).expanduser().resolve()
     if any(path.is_relative_to(Path(root).expanduser().resolve()) for root in shared):
         return
     raise StorageError(
@@ -149,14 +150,14 @@ def experiment_dir(storage: str, name: str) -> str:
 
 
 def make_tuner(trainable, spec: SweepSpec, storage: str, param_space: dict, max_concurrent: int,
-               verbose: int = 1) -> tune.Tuner:
+               verbose: int = 1, reuse_actors: bool = False) -> tune.Tuner:
     """A new sweep's ``Tuner``: at most ``max_concurrent`` trials run at once."""
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec), num_samples=spec.num_samples,
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=max_concurrent, reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage,
