@@ -13,6 +13,7 @@ grid at once (each with its Train controller and placement group, waiting):
 ``--max-concurrent``, or by what the cluster's CPUs and GPUs fit
 (``concurrency_bound``). On a multi-node cluster the storage must be a URI or
 a filesystem every node mounts (``check_storage``).
+
 A killed sweep resumes with ``Tuner.restore``: finished trials are kept,
 unfinished ones restart from their last Train checkpoint.
 """
