@@ -34,10 +34,30 @@ def log_level() -> str:
     return "INFO" if os.environ.get("ECG_RAY_VERBOSE") else "WARNING"
 
 
+def check_gpus_per_worker(gpus: float, num_workers: int) -> float:
+    """``gpus`` per Train worker, or a ``ValueError`` if Ray or NCCL would refuse it.
+
+    Fractional GPUs pack *trials* on a GPU; the DDP ranks of one trial each need a
+    GPU of their own (NCCL: "Duplicate GPU detected"), and Ray takes amounts above 1
+    only as whole numbers."""
+    if gpus <= 0:
+        raise ValueError(f"GPUs per worker must be > 0, got {gpus:g}")
+    if num_workers > 1 and gpus < 1:
+        raise ValueError(
+            f"{num_workers} DDP workers with {gpus:g} GPU each would put ranks of one trial on the same "
+            f"GPU, which NCCL refuses (\"Duplicate GPU detected\"). Give each worker a whole GPU "
+            f"(GPUs per trial >= num_workers = {num_workers}), or use num_workers: 1 to pack trials on a GPU.")
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ValueError(f"{gpus:g} GPUs per worker: Ray accepts fractions of one GPU only, "
+                         "amounts above 1 must be whole numbers")
+    return gpus
+
+
 def scaling_config(cfg: TrainConfig) -> ScalingConfig:
+    """Ray Train's workers for ``cfg``; refuses GPU shares that DDP cannot use."""
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
-        resources["GPU"] = cfg.gpus_per_worker or 1
+        resources["GPU"] = check_gpus_per_worker(cfg.gpus_per_worker or 1, cfg.num_workers)
     return ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources)
 
 

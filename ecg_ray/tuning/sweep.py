@@ -6,6 +6,14 @@ that launches the ``TorchTrainer`` of ``training.trainer``; its workers call
 where ASHA decides who goes on. The trial driver itself holds no CPU (it only
 waits), so on a 2-core machine all logical CPUs go to Train workers; the
 datasets are read and materialized once per sweep and handed to every trial.
+
+Because a trial driver asks for no CPU, Tune would start every trial of the
+grid at once (each with its Train controller and placement group, waiting):
+``max_concurrent_trials`` is therefore always bounded, by the spec, by
+``--max-concurrent``, or by what the cluster's CPUs and GPUs fit
+(``concurrency_bound``). On a multi-node cluster the storage must be a URI or
+a filesystem every node mounts (``check_storage``).
+
 A killed sweep resumes with ``Tuner.restore``: finished trials are kept,
 unfinished ones restart from their last Train checkpoint.
 """
@@ -13,23 +21,35 @@ unfinished ones restart from their last Train checkpoint.
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
+import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..training.config import TrainConfig
 from ..training.feed import load_datasets
-from ..training.trainer import init_ray, make_trainer
+from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer
 from .search_space import SweepSpec, to_tune
 
-#: Resources of the trial driver: it only waits on the TorchTrainer it launched.
 TIME_ATTR = "epochs_done"
-#: Ray refuses an all-zero request, so it asks for a token of memory and no CPU.
+#: Resources of the trial driver: it only waits on the TorchTrainer it launched.
+#: Ray refuses an all-zero request, so it asks for a token of memory and no CPU;
+#: since that lets any number of drivers start, the sweep always bounds
+#: ``max_concurrent_trials`` (see ``trial_limit``).
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 64 * 2**20}
+#: Directories (``os.pathsep``-separated) mounted at the same path on every node
+#: (NFS, EFS): a ``--storage`` under one of them is fine on a multi-node cluster.
+SHARED_STORAGE_ENV = "ECG_RAY_SHARED_STORAGE"
+
+
+class StorageError(ValueError):
+    """``--storage`` that the trials of a multi-node cluster cannot all reach."""
 
 
 def run_trial(config: dict, train_ds=None, val_ds=None, info=None, preprocess=None, experiment_path=None):
@@ -58,17 +78,94 @@ def trial_param_space(spec: SweepSpec, gpus_per_trial: float) -> dict:
     space = dict(spec.param_space)
     space.setdefault("num_epochs", int(spec.scheduler.get("max_t", 20)))
     space["num_workers"] = int(res.get("num_workers") or 1)
-    space["cpus_per_worker"] = float(res.get("cpus_per_trial") or 1) / space["num_workers"]
+    space["cpus_per_worker"] = cpus_per_trial(spec) / space["num_workers"]
     if gpus_per_trial:
         space["use_gpu"] = True
-        space["gpus_per_worker"] = gpus_per_trial / space["num_workers"]
+        try:
+            space["gpus_per_worker"] = check_gpus_per_worker(gpus_per_trial / space["num_workers"],
+                                                             space["num_workers"])
+        except ValueError as e:
+            raise ValueError(f"sweep {spec.name}: gpus_per_trial {gpus_per_trial:g} over "
+                             f"num_workers {space['num_workers']}: {e}") from None
     space["max_records"] = spec.data.get("max_records")
     space["val_fold"] = spec.data.get("val_fold")
     return to_tune(space)
 
 
+def cpus_per_trial(spec: SweepSpec) -> float:
+    return float(spec.resources.get("cpus_per_trial") or 1)
+
+
+def concurrency_bound(total: dict, cpus_per_trial: float, gpus_per_trial: float = 0) -> int:
+    """How many trials fit at once in ``total`` (``ray.cluster_resources()``): at least 1."""
+    fits = [math.floor(total.get("CPU", 0) / cpus_per_trial + 1e-9)] if cpus_per_trial > 0 else []
+    if gpus_per_trial:
+        fits.append(math.floor(total.get("GPU", 0) / gpus_per_trial + 1e-9))
+    return max(1, min(fits, default=1))
+
+
+def trial_limit(spec: SweepSpec, gpus_per_trial: float, override: int | None, total: dict) -> int:
+    """``max_concurrent_trials``: ``override``, else the spec's, else ``concurrency_bound``."""
+    limit = override or spec.resources.get("max_concurrent_trials")
+    if limit is None:
+        limit = concurrency_bound(total, cpus_per_trial(spec), gpus_per_trial)
+        print(f"sweep {spec.name}: at most {limit} trials at once, what {total.get('CPU', 0):g} CPUs and "
+              f"{total.get('GPU', 0):g} GPUs fit (on an autoscaling cluster set "
+              "resources.max_concurrent_trials or --max-concurrent)", file=sys.stderr, flush=True)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"sweep {spec.name}: max_concurrent_trials must be an integer >= 1, got {limit!r}")
+    return limit
+
+
+def shared_roots() -> list[str]:
+    """The directories ``$ECG_RAY_SHARED_STORAGE`` marks as mounted on every node."""
+    return [p for p in os.environ.get(SHARED_STORAGE_ENV, "").split(os.pathsep) if p]
+
+
+def check_storage(storage: str, alive_nodes: int, shared: list[str] = ()) -> None:
+    """Refuse a node-local ``storage`` when trials may run on other nodes.
+
+    Fine: a URI (``s3://``, ``gs://``, ...; not ``file://``), a single-node Ray, or a path under one
+    of the ``shared`` roots. Otherwise each node would write its trials' results
+    and checkpoints to its own disk, out of the driver's reach."""
+    local = storage.removeprefix("file://")
+    if "://" in local or alive_nodes <= 1:
+        return
+    path = Path(local).expanduser().resolve()
+    if any(path.is_relative_to(Path(root).expanduser().resolve()) for root in shared):
+        return
+    raise StorageError(
+        f"--storage {storage!r} is a folder on this node's own disk ({path}), but the Ray cluster has "
+        f"{alive_nodes} nodes: trials on the other nodes could not write their results and checkpoints "
+        f"there. Use a URI (s3://bucket/prefix, gs://...) or a folder on a filesystem mounted at the same "
+        f"path on every node, and mark that filesystem shared: {SHARED_STORAGE_ENV}=/mnt/efs "
+        f"(several: separated by {os.pathsep!r}).")
+
+
+def alive_nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
 def experiment_dir(storage: str, name: str) -> str:
     return storage.rstrip("/") + "/" + name
+
+
+def make_tuner(trainable, spec: SweepSpec, storage: str, param_space: dict, max_concurrent: int,
+               verbose: int = 1, reuse_actors: bool = False) -> tune.Tuner:
+    """A new sweep's ``Tuner``: at most ``max_concurrent`` trials run at once."""
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec), num_samples=spec.num_samples,
+            max_concurrent_trials=max_concurrent, reuse_actors=reuse_actors,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            verbose=verbose,
+        ),
+    )
 
 
 def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = False,
@@ -77,9 +174,13 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     """Run (or resume) the sweep; returns Tune's ``ResultGrid``."""
     from ..data import store
 
+    gpus = spec.resources.get("gpus_per_trial", 0) if gpus_per_trial is None else gpus_per_trial
+    param_space = trial_param_space(spec, gpus)  # refuses GPU shares DDP cannot use, before any work
+    init_ray(address)
+    check_storage(storage, alive_nodes(), shared_roots())
     storage = storage if "://" in storage else str(Path(storage).resolve())
     path = experiment_dir(storage, spec.name)
-    init_ray(address)
+    limit = trial_limit(spec, gpus, max_concurrent, ray.cluster_resources())
     manifest = store.read_manifest(prepared)
     t0 = time.perf_counter()
     train_ds, val_ds, info = load_datasets(prepared, spec.data.get("val_fold"),
@@ -89,7 +190,6 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
           f"{info.val_records} validation records; data {'materialized once' if info.materialized else 'streamed'} "
           f"in {time.perf_counter() - t0:.1f} s → {path}", file=sys.stderr, flush=True)
 
-    gpus = spec.resources.get("gpus_per_trial", 0) if gpus_per_trial is None else gpus_per_trial
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, train_ds=train_ds, val_ds=val_ds, info=info,
                              preprocess=manifest["preprocess"], experiment_path=path),
@@ -98,21 +198,9 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
         if not tune.Tuner.can_restore(path):
             raise FileNotFoundError(f"no sweep to resume at {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=trial_param_space(spec, gpus))
+                                   param_space=param_space)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=trial_param_space(spec, gpus),
-            tune_config=tune.TuneConfig(
-                metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec), num_samples=spec.num_samples,
-                max_concurrent_trials=max_concurrent or spec.resources.get("max_concurrent_trials"),
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name, storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                verbose=verbose,
-            ),
-        )
+        tuner = make_tuner(trainable, spec, storage, param_space, limit, verbose)
     grid = tuner.fit()
     (Path(path) / "ecg_ray_sweep.json").write_text(json.dumps(
         {"spec": spec.path, "name": spec.name, "prepared": str(Path(prepared).resolve()),
