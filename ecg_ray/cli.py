@@ -121,7 +121,37 @@ def cmd_sweep(args) -> int:
     grid = run_sweep(spec, prepared, args.storage, resume=args.resume, address=args.address,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
     print_sweep_summary(grid, spec)
-    return 0 if not grid.errors else 1
+    if grid.errors:
+        return 1
+    if spec.stage2 is not None and not args.stage1_only:
+        return _run_stage2(args, spec, prepared, grid.get_best_result(metric=spec.metric, mode=spec.mode).config)
+    return 0
+
+
+def _run_stage2(args, spec, prepared, best_config: dict) -> int:
+    """Stage 2: the fixed-budget multi-seed factorial (around stage 1's best for any
+    sampled entry that is not a factor), then the answer (``tuning.effects``)."""
+    from .tuning import effects
+    from .tuning.stages import stage2_from
+    from .tuning.sweep import experiment_dir, run_sweep
+
+    stage2 = stage2_from(spec, best_config)
+    budget = stage2.param_space["num_epochs"]
+    seeds = stage2.param_space["seed"]["grid_search"]
+    print(f"\nstage 2: every arm {budget} epochs, seeds {seeds}, no pruning → {stage2.name}", flush=True)
+    storage = args.storage if "://" in str(args.storage) else str(Path(args.storage).resolve())
+    from ray import tune
+
+    resume = args.resume and tune.Tuner.can_restore(experiment_dir(storage, stage2.name))
+    grid = run_sweep(stage2, prepared, args.storage, resume=resume, address=args.address,
+                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
+    if grid.errors:
+        print(f"stage 2: {len(grid.errors)} trial(s) failed", file=sys.stderr)
+        return 1
+    trials, epochs = effects.load_tables(experiment_dir(storage, stage2.name))
+    answer = effects.ablation_answer(trials, epochs, budget, spec.metric, legacy=False)
+    print("\n" + effects.format_answer(answer, "table"))
+    return 0
 
 
 def print_sweep_summary(grid, spec) -> None:
@@ -516,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value, e.g. --set data.max_records=200 --set scheduler.max_t=2")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local or RAY_ADDRESS)")
+    p.add_argument("--stage1-only", action="store_true",
+                   help="stop after the ASHA search even if the spec has a stage2 section")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("calibrate", help="fit a checkpoint's temperature on its validation records (stored in it)")

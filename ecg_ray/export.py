@@ -160,10 +160,23 @@ def metrics_table(m: dict) -> str:
     for label, key in rows:
         v = _metric(m, key)
         out.append(f"| {label} | {'n/a' if v is None else f'{v:.4f}'} |")
-    out += ["", "| class | F1 | sensitivity | specificity | AUROC |", "|---|---|---|---|---|"]
+    ci = m.get("ci") or {}
+    if ci.get("f1_cinc"):
+        lo, hi = ci["f1_cinc"]
+        out.insert(3, f"| F1(N,A,O) 95 % CI ({m.get('ci_method', 'bootstrap over records')}) | {lo:.4f}–{hi:.4f} |")
+    if m.get("ece") is not None:
+        out.append(f"| ECE (15 bins, top label; temperature {m.get('temperature', 1.0):.3f}) | {m['ece']:.4f} |")
+    out += ["", "| class | F1 | F1 95 % CI | sensitivity | specificity | PPV | AUROC |",
+            "|---|---|---|---|---|---|---|"]
     for c, k in zip(CLASSES, PROB_KEYS):
-        cells = [_metric(m, f"{name}_{k}") for name in ("f1", "sens", "spec", "auroc")]
-        out.append(f"| {c} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in cells) + " |")
+        cells = [_metric(m, f"{name}_{k}") for name in ("f1", "sens", "spec", "ppv", "auroc")]
+        text = ["n/a" if v is None else f"{v:.4f}" for v in cells]
+        band = ci.get(f"f1_{k}")
+        text.insert(1, f"{band[0]:.3f}–{band[1]:.3f}" if band else "n/a")
+        out.append(f"| {c} | " + " | ".join(text) + " |")
+    if m.get("f1_by_length"):
+        out += ["", "F1(N,A,O) by record length: " + "; ".join(
+            f"{r['band_s']} s: {r['f1_cinc']:.3f} (n={r['n']})" for r in m["f1_by_length"])]
     conf = m.get("confusion")
     if conf:
         out += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
@@ -193,14 +206,17 @@ triage anyone.
 ## Model
 - Architecture: `{config['model']}`, {n_params:,} parameters; hyper-parameters:
   `{json.dumps(config['model_params'])}`.
-- Training: loss with `{tc.get('imbalance')}` class-imbalance handling, augmentation
-  `{', '.join(tc.get('augment') or []) or 'none'}`, lr {tc.get('lr')}, batch size {tc.get('batch_size')},
-  seed {tc.get('seed')}.
+- Training: `{tc.get('imbalance')}` class-imbalance handling ({tc.get('class_weighting', 'inverse')} class
+  weights), augmentation `{', '.join(tc.get('augment') or []) or 'none'}`, {tc.get('crops_per_record', 1)}
+  fresh random {seg_s:g}-s crops per record per epoch, AdamW lr {tc.get('lr')} under a
+  `{tc.get('schedule', 'plateau')}` schedule, weight decay {tc.get('weight_decay')}, batch size
+  {tc.get('batch_size')}, {tc.get('num_epochs')} epochs, seed {tc.get('seed')}.
 - Input: one lead in mV at any sampling rate → resampled to {pre['fs']:g} Hz, zero-phase
   Butterworth bandpass {pre['lowcut']:g}–{pre['highcut']:g} Hz (order {pre['order']}), z-scored per
-  record, cut into {seg_s:g}-s segments every {hop / pre['fs']:g} s (records shorter than one
-  segment: `{pre['short_policy']}`). Segment softmax probabilities are averaged per record;
-  the record's label is their argmax.
+  record, cut into {seg_s:g}-s windows every {hop / pre['fs']:g} s, the last one aligned to the
+  record's end (records shorter than one window: `{pre['short_policy']}`). Window logits are
+  divided by the temperature {config.get('temperature', 1.0):.3f} (fitted on the validation records)
+  and aggregated per record (`{config.get('aggregate', 'mean_prob')}`); the record's label is the argmax.
 - Files: `{CHECKPOINT_NAME}` (PyTorch checkpoint, loads with `torch.load(weights_only=True)`),
   `{TORCHSCRIPT_NAME}` (TorchScript, input `(B, 1, {pre['segment_length']})` float32 → `(B, 4)` logits),
   `{CONFIG_NAME}`, `{METRICS_NAME}`.
@@ -232,7 +248,8 @@ the training data: short single-lead recordings from a handheld device.
 - Internal-split scores usually read 0.03–0.06 higher than the challenge's hidden test set.
 - Class `O` mixes many rhythms and `~` is rare (about 3 % of records); their scores are the
   least reliable.
-- Probabilities are not calibrated.
+- Probabilities are calibrated by one temperature fitted on the validation records
+  of the same population; on other devices or populations they are not.
 - NOT a medical device; outputs must not inform clinical decisions.
 """
 

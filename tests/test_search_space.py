@@ -94,3 +94,22 @@ def test_runtime_env_is_valid():
     env = yaml.safe_load((PROJECT_ROOT / "jobs" / "runtime_env.yaml").read_text())
     RuntimeEnv(**env)
     assert ".venv/" in env["excludes"]
+
+
+def test_stage2_section_becomes_a_fixed_budget_grid_around_stage1s_best():
+    from ecg_ray.tuning.stages import stage2_from
+
+    spec = load_spec(SPECS / "smoke.yaml", ["stage2={factors: [model, augment], seeds: [0, 1], budget: 2}"])
+    assert spec.stage2 == {"factors": ["model", "augment"], "seeds": [0, 1], "budget": 2}
+    stage2 = stage2_from(spec, {"imbalance": "focal", "model": "cnn_only"})
+    space = stage2.param_space
+    assert space["model"] == {"grid_search": ["cnn_only", "cnn_lstm"]}  # factors keep all their levels
+    assert space["imbalance"] == "focal"  # not a factor: fixed at stage 1's best
+    assert space["seed"] == {"grid_search": [0, 1]} and space["num_epochs"] == 2 and space["patience"] == 0
+    assert stage2.scheduler["type"] == "fifo" and stage2.name == "smoke_stage2_b2"
+    # without a factor list: every grid factor, seeds 0..2, stage 1's max_t
+    full = stage2_from(load_spec(SPECS / "smoke.yaml", ["stage2={}"]))
+    assert set(k for k, v in full.param_space.items() if isinstance(v, dict)) == {"model", "imbalance", "augment", "seed"}
+    assert full.param_space["num_epochs"] == spec.scheduler["max_t"]
+    with pytest.raises(SpecError, match="stage2"):
+        load_spec(SPECS / "smoke.yaml", ["stage2={seeds: [0], epochs: 3}"])

@@ -49,29 +49,66 @@ def _ray_cli(args: list[str], env: dict, log_dir: Path, timeout: float) -> subpr
     return subprocess.CompletedProcess(proc.args, proc.returncode, out_path.read_text(), "")
 
 
-def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
-    port, dash = _free_port(), _free_port()
+def _epochs(experiment: Path) -> dict[str, list[dict]]:
+    """trial id → its reported epochs (result.json rows), read while the sweep runs."""
+    out = {}
+    for d in experiment.glob("run_trial_*"):
+        rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()] \
+            if (d / "result.json").is_file() else []
+        out[d.name.split("_")[2]] = rows
+    return out
+
+
+def _raylet_of(node_id: str):
+    """The raylet process of node ``node_id`` (its command line names the node)."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if any(part == f"--node_id={node_id}" for part in cmd) and "raylet" in " ".join(cmd[:1]):
+            return proc
+    return None
+
+
+def test_job_submit_to_a_three_node_cluster_survives_a_lost_node(prepared_small, tmp_path, ray_tmp):
+    """`ray job submit` of a sweep to a local cluster of a head (no CPU: it only schedules)
+    and two 1-CPU worker nodes on 127.0.0.1, each `ray start` with its own ports. Once a
+    trial has a checkpoint, its node's raylet is SIGKILLed: the trial is retried from that
+    checkpoint on the other node, the sweep completes and no finished epoch is lost."""
+    import signal
+
     env = sweep_env(ray_tmp)
     env.pop("ECG_RAY_TMPDIR")  # the job connects to the cluster instead of starting Ray
     # Token authentication stays on: the cluster and the job CLI share the token Ray
     # keeps in ~/.ray/auth_token; the CLI sends it only in "token" mode.
     env["RAY_AUTH_MODE"] = "token"
     logs_dir = tmp_path / "cli"
-    start = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
-             "--temp-dir", ray_tmp, "--include-dashboard", "true", "--disable-usage-stats"]
-    started = _ray_cli(start, env, logs_dir, timeout=180)
+    port, dash = _free_port(), _free_port()
+    head = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "0",
+            "--temp-dir", ray_tmp, "--include-dashboard", "true", "--disable-usage-stats"]
+    started = _ray_cli(head, env, logs_dir, timeout=180)
     assert started.returncode == 0, started.stdout[-3000:]
+    for _ in range(2):
+        worker = ["start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                  "--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
+                  "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port",
+                  str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+                  "--metrics-export-port", str(_free_port()), "--disable-usage-stats"]
+        started = _ray_cli(worker, env, logs_dir, timeout=180)
+        assert started.returncode == 0, started.stdout[-3000:]
     address = f"http://127.0.0.1:{dash}"
-    runtime_env = json.dumps({"excludes": [".venv/", ".git/", "results/", "ray_results/", "work/"]})
-    job_id = None
+    runtime_env = json.dumps({"excludes": [".venv/", ".git/", "results/", "ray_results/", "work/"],
+                              "env_vars": {"ECG_RAY_SHARED_STORAGE": str(tmp_path)}})  # one disk, 3 nodes
+    job_id, killed = None, None
     try:
         submit = ["job", "submit", "--address", address, "--working-dir", str(PROJECT_ROOT),
                   "--runtime-env-json", runtime_env, "--no-wait", "--",
                   sys.executable, "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared_small),
-                  "--storage", str(tmp_path), *SMALL, "--set", "param_space.augment=none",
-                  "--set", "param_space.imbalance=weighted", "--set", "param_space.model=cnn_only",
-                  "--set", "scheduler.max_t=2"]
+                  "--storage", str(tmp_path), "--stage1-only", *SMALL, "--set", "param_space.augment=none",
+                  "--set", "param_space.imbalance={grid_search: [weighted, focal]}",
+                  "--set", "param_space.model=cnn_only", "--set", "scheduler.max_t=4",
+                  "--set", "scheduler.grace_period=4", "--set", "max_failures=2"]
         for _ in range(12):  # the head's job agent comes up after `ray start` returns; Ray says "try again later"
             out = _ray_cli(submit, env, logs_dir, timeout=180)
             if out.returncode == 0 or "No available agent to submit job" not in out.stdout:
@@ -79,6 +116,16 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
             time.sleep(5)
         assert out.returncode == 0, out.stdout[-3000:]
         job_id = next(line.split("'")[1] for line in out.stdout.splitlines() if "submitted successfully" in line)
+        experiment = tmp_path / "smoke"
+        deadline = time.time() + 600
+        while killed is None and time.time() < deadline:  # a trial with a checkpoint, not yet finished
+            for trial_id, rows in _epochs(experiment).items():
+                if rows and rows[-1]["epochs_done"] < 4 and (proc := _raylet_of(rows[-1]["node_id"])):
+                    proc.send_signal(signal.SIGKILL)
+                    killed = (trial_id, rows[-1]["node_id"], rows[-1]["epochs_done"])
+                    break
+            time.sleep(0.2)
+        assert killed, "no trial was caught between its first checkpoint and its end"
         deadline, status = time.time() + 900, ""
         while time.time() < deadline:
             status = _ray_cli(["job", "status", "--address", address, job_id], env, logs_dir, timeout=60).stdout
@@ -88,10 +135,17 @@ def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
         logs = _ray_cli(["job", "logs", "--address", address, job_id], env, logs_dir, timeout=60).stdout
         assert f"job '{job_id.lower()}' succeeded" in status.lower(), status[-2000:] + logs[-4000:]
         assert "best trial:" in logs
-        _, trials = _results(tmp_path / "smoke")
-        assert len(trials) == 1  # one trial is enough here: the smoke sweep covers many
-        assert all(t.status == "TERMINATED" and t.last_result.get("val_f1_cinc") is not None
-                   for t in trials.values())
+        _, trials = _results(experiment)
+        assert len(trials) == 2 and all(t.status == "TERMINATED" for t in trials.values())
+        epochs = _epochs(experiment)
+        assert all(rows[-1]["epochs_done"] == 4 for rows in epochs.values())
+        trial_id, dead_node, done = killed
+        rows = epochs[trial_id]
+        nodes = {r["node_id"] for r in rows}
+        assert dead_node in nodes and len(nodes) == 2, "the retried trial did not move to the other node"
+        after = [r["epochs_done"] for r in rows if r["node_id"] != dead_node]
+        assert after and min(after) >= done, f"epochs before the kill were run again: {after} (kill at {done})"
+        assert sorted({r["epochs_done"] for r in rows}) == [1, 2, 3, 4]  # none lost
     finally:
         if job_id:
             _ray_cli(["job", "stop", "--address", address, job_id], env, logs_dir, timeout=60)

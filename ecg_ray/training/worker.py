@@ -14,10 +14,13 @@ on its own.
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 import time
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -112,7 +115,21 @@ def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int) ->
     return score_records(y, logits, codes, cfg.aggregate)
 
 
+def _quiet_report_dumps() -> None:
+    """Ray Train V2 logs every report's whole metrics dict at INFO, under a logger named
+    by its file path (outside ``ray.train``'s hierarchy, so ``LoggingConfig`` misses it);
+    the driver prints one line per epoch instead. ``$ECG_RAY_VERBOSE`` keeps them."""
+    if os.environ.get("ECG_RAY_VERBOSE"):
+        return
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
+    _quiet_report_dumps()
     cfg = TrainConfig.from_dict(loop_config["train"])
     preprocess, class_counts = loop_config["preprocess"], np.asarray(loop_config["class_counts"])
     length, hop = int(preprocess["segment_length"]), int(preprocess.get("stride") or preprocess["segment_length"])
@@ -183,6 +200,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             epoch=epoch, epochs_done=epoch + 1, train_loss=totals[0] / max(totals[2], 1),
             train_acc=totals[1] / max(totals[2], 1), segments_per_s=totals[2] / max(seconds, 1e-9),
             epoch_seconds=seconds, lr=optimizer.param_groups[0]["lr"],
+            node_id=ray.get_runtime_context().get_node_id(),  # where rank 0 ran: a retry shows a new node
         )
         if scheduler is not None and not per_step(cfg.schedule):
             scheduler.step(metrics[HEADLINE])

@@ -23,7 +23,9 @@ DATA_KEYS = {"source", "data_dir", "prepared", "preprocess", "max_records", "val
 SCHEDULER_KEYS = {"type", "max_t", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "num_workers", "max_concurrent_trials"}
 TOP_KEYS = {"name", "description", "data", "metric", "mode", "scheduler", "resources",
-            "max_failures", "num_samples", "param_space"}
+            "max_failures", "num_samples", "param_space", "stage2"}
+#: ``stage2``: the fixed-budget confirmation after the ASHA search (``tuning.stages``).
+STAGE2_KEYS = {"factors", "seeds", "budget"}
 
 
 class SpecError(ValueError):
@@ -43,6 +45,7 @@ class SweepSpec:
                                                       "num_workers": 1, "max_concurrent_trials": None})
     max_failures: int = 1
     num_samples: int = 1
+    stage2: dict | None = None  # {factors, seeds, budget}: run the fixed-budget stage after stage 1
     path: str | None = None
 
 
@@ -149,7 +152,7 @@ def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
             raise SpecError(f"--set {item!r}: expected section.key=value")
         _set(raw, *item.split("=", 1))
     for section, allowed in (("", TOP_KEYS), ("data", DATA_KEYS), ("scheduler", SCHEDULER_KEYS),
-                             ("resources", RESOURCE_KEYS)):
+                             ("resources", RESOURCE_KEYS), ("stage2", STAGE2_KEYS)):
         block = raw if not section else raw.get(section) or {}
         if not isinstance(block, dict):
             raise SpecError(f"{path}: {section} must be a mapping")
@@ -164,7 +167,8 @@ def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
     for f in fields(SweepSpec):
         if f.name in raw and f.name not in ("name", "param_space"):
             value = raw[f.name]
-            setattr(spec, f.name, {**getattr(spec, f.name), **value} if isinstance(value, dict) else value)
+            current = getattr(spec, f.name)
+            setattr(spec, f.name, {**current, **value} if isinstance(value, dict) and current else value)
     if spec.mode not in ("max", "min"):
         raise SpecError(f"{path}: mode must be max or min, got {spec.mode!r}")
     sched = spec.scheduler

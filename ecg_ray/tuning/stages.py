@@ -65,3 +65,35 @@ def stage2_spec(spec_dict: dict, factors, seeds, budget: int) -> SweepSpec:
         spec = load_spec(path)
     spec.path = None
     return spec
+
+
+def spec_dict(spec: SweepSpec) -> dict:
+    """A loaded spec back as the dict a spec file holds (without its stage-2 section)."""
+    from dataclasses import asdict
+
+    out = {k: v for k, v in asdict(spec).items() if k not in ("path", "stage2")}
+    return copy.deepcopy(out)
+
+
+def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
+    """The stage-2 spec a sweep spec's ``stage2`` section asks for: ``factors``
+    (default: every ``grid_search`` entry but ``seed``), ``seeds`` (default
+    ``[0, 1, 2]``), ``budget`` (default: stage 1's ``scheduler.max_t``). Sampled
+    entries that are not factors are fixed at stage 1's best trial
+    (``best_config``): the factorial then runs *around* stage 1's choice."""
+    section = spec.stage2 or {}
+    space = spec.param_space
+    factors = section.get("factors") or [k for k, v in space.items() if k != "seed" and isinstance(v, dict)
+                                         and next(iter(v)) == "grid_search"]
+    seeds = section.get("seeds") or [0, 1, 2]
+    budget = section.get("budget") or int(spec.scheduler.get("max_t", 20))
+    base = spec_dict(spec)
+    base["param_space"] = {k: v for k, v in base["param_space"].items() if k != "seed"}
+    for key, value in list(base["param_space"].items()):
+        sampled = isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS
+        if sampled and key not in factors and best_config and key in best_config:
+            fixed = best_config[key]
+            base["param_space"][key] = ",".join(fixed) or "none" if isinstance(fixed, list) else fixed
+    out = stage2_spec(base, factors, seeds, budget)
+    out.path = spec.path
+    return out
