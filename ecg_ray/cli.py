@@ -210,7 +210,7 @@ def cmd_evaluate(args) -> int:
                 ensure_data(data_root(None), args.source, log=lambda m: print(m, file=sys.stderr)))
     result, predictions = evaluate_folder(args.checkpoint, data_dir, labels=args.labels, source=args.source,
                                           batch_size=args.batch_size, records=records, window_s=args.window,
-                                          return_predictions=True)
+                                          return_predictions=True, reliability=args.reliability)
     if records is not None:
         result["records_from"] = f"{args.records_from_split} split of {Path(args.prepared).resolve()}"
     if args.predictions:
@@ -568,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
     p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--reliability", type=Path, default=None,
+                   help="write a reliability diagram (PNG): temperature 1 vs the model's own")
     p.add_argument("--test-log", type=Path, default=Path("results/test_split_log.csv"),
                    help="every scoring of the test split appends a line here (date, checkpoint, command, F1); "
                         "'' to skip")

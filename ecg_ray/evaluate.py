@@ -38,7 +38,8 @@ from .data import mitbih, physionet2017
 from .data.errors import DataError, RecordError
 from .predict import PROB_KEYS, Predictor, load_predictor
 from .training.calibration import expected_calibration_error
-from .training.metrics import bootstrap_f1, classification_metrics, confusion, f1_by_length, softmax
+from .training.metrics import (bootstrap_f1, classification_metrics, confusion, f1_by_length, record_probabilities,
+                               softmax)
 
 SOURCES = ("cinc2017", "mitbih")
 PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in PROB_KEYS], "predicted", "n_segments"]
@@ -120,13 +121,14 @@ def _mitbih_items(data_dir: Path, window_s: float, wanted: set[str] | None, skip
 
 def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, source: str = "cinc2017",
                     batch_size: int = 256, records: list[str] | None = None, window_s: float = 30.0,
-                    return_predictions: bool = False, log=_stderr):
+                    return_predictions: bool = False, reliability: Path | None = None, log=_stderr):
     """Score a model on a records folder; returns the JSON dict (see module doc),
     or ``(dict, predictions)`` with ``return_predictions`` — one dict per record
     with ``record, label, p_N, p_A, p_O, p_noisy, predicted, n_segments``.
 
     ``checkpoint`` is anything ``load_predictor`` takes, or a loaded ``Predictor``;
-    ``records`` restricts scoring to those record (or window) ids.
+    ``records`` restricts scoring to those record (or window) ids; ``reliability``
+    writes a reliability diagram there (uncalibrated vs the model's temperature).
     """
     if source not in SOURCES:
         raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
@@ -184,10 +186,12 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
     y_seg = np.repeat(y, n_segs)
     pred = probs.argmax(axis=1)
     clusters = [n.split("_w")[0] for n in names] if source == "mitbih" else None
+    raw = record_probabilities(logits_seg, codes, len(names), predictor.aggregate, 1.0)  # no temperature
 
     result = {
         **classification_metrics(y, probs),
         "ece": expected_calibration_error(y, probs),
+        "ece_uncalibrated": expected_calibration_error(y, raw),
         "ci": bootstrap_f1(y, probs, clusters=clusters),
         "ci_method": ("percentile bootstrap, 2000 resamples of " + ("patients" if clusters else "records")),
         "f1_by_length": f1_by_length(y, probs, seconds),
@@ -208,6 +212,12 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         "source": source,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if reliability is not None:
+        from .plots import plot_reliability
+
+        plot_reliability(y, {"temperature 1": raw, f"temperature {predictor.temperature:.2f}": probs}, reliability,
+                         title=f"Reliability, {len(names)} records")
+        result["reliability_figure"] = str(reliability)
     if skipped:
         log("evaluate: skipped " + ", ".join(f"{n} {r}" for r, n in skipped.most_common()))
     result = json_safe(result)

@@ -42,38 +42,32 @@ def validation_records(prepared, val_fold=None, max_records=None) -> list[str]:
 
 
 def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> dict:
-    """Run ``checkpoint`` (eval mode, CPU, no Ray) on the prepared segments of
-    ``record_ids``; segment probabilities are averaged per recording.
+    """Run ``checkpoint`` (eval mode, CPU, no Ray) on the inference windows of
+    ``record_ids``, aggregated per recording as training's validation did.
 
     Returns ``record_ids`` (sorted), ``y_true``, ``probs`` (recording level),
     ``metrics`` (``training.metrics.evaluate_segments`` keys, ``val_`` prefix),
     ``confusion`` (4x4, rows true), ``epoch`` and ``reported`` (the metrics the
     checkpoint was saved with)."""
-    import torch
-
-    from .data import store
-    from .training.checkpoint import load_checkpoint, model_from_checkpoint
-    from .training.metrics import aggregate_records, confusion, evaluate_segments
+    from .training.calibration import checkpoint_window_logits
+    from .training.checkpoint import load_checkpoint
+    from .training.metrics import confusion, record_probabilities
+    
 
     payload = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(payload)
-    table = store.load_segments(Path(prepared), list(record_ids))
-    if table.num_rows == 0:
+    ids, y_rec, logits, codes = checkpoint_window_logits(payload, prepared, list(record_ids), batch_size,
+                                                         with_ids=True)
+    if len(ids) == 0:
         raise ValueError(f"none of the {len(record_ids)} records is in {prepared}")
-    x = store.signal_matrix(table)
-    seg_ids = table.column("record_id").to_numpy(zero_copy_only=False)
-    y_seg = table.column("label_index").to_numpy().astype(np.int64)
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            logits = model(torch.tensor(x[start:start + batch_size]))
-            chunks.append(torch.softmax(logits.float(), dim=1).numpy())
-    probs = np.concatenate(chunks)
-    ids, y_rec, p_rec = aggregate_records(seg_ids, y_seg, probs)
-    metrics = evaluate_segments(seg_ids, y_seg, probs, prefix="val_")
+    aggregate = payload.get("config", {}).get("aggregate", "mean_prob")
+    # scored as training's validation scored it (temperature 1), so the reported value can be checked
+    p_rec = record_probabilities(logits, codes, len(ids), aggregate)
+    metrics = score_records(y_rec, logits, codes, aggregate)
+    order = np.argsort(ids, kind="stable")
+    ids, y_rec, p_rec = ids[order], y_rec[order], p_rec[order]
     return {"record_ids": ids.tolist(), "y_true": y_rec, "probs": p_rec, "metrics": metrics,
             "confusion": confusion(y_rec, p_rec.argmax(1)), "epoch": payload.get("epoch"),
-            "reported": payload.get("metrics", {}), "segments": int(len(x)),
+            "reported": payload.get("metrics", {}), "segments": int(len(logits)),
             "preprocess": payload.get("preprocess", {})}
 
 
@@ -215,6 +209,11 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     table = trials[cols].sort_values("best_val_f1_cinc", ascending=False, na_position="last", kind="stable")
     md.append(render(table, "markdown", ".3f") + "\n")
     md.append(_img(plots.plot_summary_table(table, fig_dir / "trials_table.png", "Trials"), out, "trial table") + "\n")
+    retried = trials[trials["retried"]] if "retried" in trials else trials.iloc[:0]
+    if len(retried):
+        md.append("Retried trials (a lost node or worker; each resumed from its last checkpoint):\n")
+        md.append("\n".join(f"- {_code(r.trial_id)}: reported from {r.nodes} node(s), {r.epochs} epochs kept"
+                             for r in retried.itertuples()) + "\n")
     errored = trials[trials["status"] == "ERROR"]
     if len(errored):
         md.append("Errored trials (left out of the ablation):\n")

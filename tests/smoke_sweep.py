@@ -25,13 +25,15 @@ import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(PROJECT_ROOT / "search_spaces" / "smoke.yaml")
-#: Shrink the smoke grid's data for tests: the grid itself stays 2 x 2 x 2.
+#: Shrink the smoke grid's data for tests: the grid itself stays 2 x 2 x 2; stage 2 shrinks to
+#: model x 2 seeds x 2 epochs (the suite's time budget).
 SMALL = ["--set", "data.max_records=80"]
+STAGE2 = ["--set", "stage2={factors: [model], seeds: [0, 1], budget: 2}"]
 
 
 @dataclass
 class SmokeSweep:
-    experiment: Path
+    experiment: Path  # stage 1 (ASHA); stage 2 is beside it, in smoke_stage2_b2
     resumed: bool = False
     finished_at_kill: dict = field(default_factory=dict)  # trial id -> (result.json text, checkpoints)
     stdout: str = ""
@@ -55,7 +57,7 @@ def sweep_env(ray_tmp: str) -> dict:
 
 def sweep_cmd(prepared: Path, storage: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared),
-            "--storage", str(storage), *SMALL, *extra]
+            "--storage", str(storage), *SMALL, *STAGE2, *extra]
 
 
 def trial_states(experiment: Path) -> dict[str, str]:

@@ -13,12 +13,13 @@ from conftest import PROJECT_ROOT
 from ecg_ray.evaluate import evaluate_folder
 from ecg_ray.predict import load_predictor
 
-RELEASE = PROJECT_ROOT / "results" / "release" / "cnn_lstm"
-PREDICTIONS = PROJECT_ROOT / "results" / "release" / "cnn_lstm_test_predictions.csv"
+RELEASE = PROJECT_ROOT / "results" / "release" / "resnet_stages"
+PREDICTIONS = PROJECT_ROOT / "results" / "release" / "resnet_stages_test_predictions.csv"
 
 
 def test_release_reproduces_its_committed_predictions(cinc_dir):
-    torch.load(RELEASE / "model.pt", weights_only=True)  # the checkpoint contract
+    payload = torch.load(RELEASE / "model.pt", weights_only=True)  # the checkpoint contract
+    assert payload["temperature"] > 0 and payload["calibration"]["fitted_on"].endswith("validation records")
     rows = list(csv.DictReader(PREDICTIONS.open()))
     metrics = json.loads((RELEASE / "metrics.json").read_text())
     assert len(rows) == metrics["metrics"]["n_records"] == 1130

@@ -172,3 +172,20 @@ def test_killed_asha_sweep_resumes_without_rerunning_finished_trials(smoke_sweep
     assert max(epochs) == 3
     assert min(epochs) < 3, f"ASHA stopped no trial: {epochs}"
     assert f"{sum(epochs)} trial-epochs (exhaustive: 24)" in out
+
+
+def test_stage2_runs_every_arm_to_the_budget_and_prints_the_answer(smoke_sweep):
+    """Stage 2 after the (killed, resumed) ASHA search: model x 2 seeds, imbalance and
+    augmentation fixed at stage 1's best, every trial exactly 2 epochs, no pruning."""
+    if not smoke_sweep.resumed:
+        pytest.skip("$ECG_RAY_TEST_SWEEP given: no stage 2 was run in this session")
+    stage1, trials1 = _results(smoke_sweep.experiment)
+    best = stage1.get_best_config(metric="val_f1_cinc", mode="max", scope="last")
+    _, trials = _results(smoke_sweep.experiment.parent / "smoke_stage2_b2")
+    assert len(trials) == 4 and {(t.config["model"], t.config["seed"]) for t in trials.values()} == {
+        (m, s) for m in ("cnn_only", "cnn_lstm") for s in (0, 1)}
+    assert all(t.config["imbalance"] == best["imbalance"] for t in trials.values())
+    assert all(t.status == "TERMINATED" and t.last_result["epochs_done"] == 2 for t in trials.values())
+    out = smoke_sweep.stdout
+    assert "stage 2: every arm 2 epochs, seeds [0, 1]" in out
+    assert "Fixed-budget answer (2 epochs)" in out

@@ -86,7 +86,7 @@ def test_two_gloo_workers_with_sampler_match_a_single_process_scoring(prepared_s
     equal batches or the all-reduce hangs), validation split over both ranks and gathered: the
     reported metrics equal a single-process scoring of the same checkpoint on the same records."""
     from ecg_ray.training.calibration import checkpoint_window_logits
-    from ecg_ray.training.worker import score_records
+    from ecg_ray.training.metrics import score_records
 
     run = tmp_path / "ddp"
     out = _train(prepared_small, run, "--num-workers", "2", "--imbalance", "sampler", "--no-calibrate")

@@ -54,10 +54,11 @@ def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
     return float((table["n"] * (table["accuracy"] - table["confidence"]).abs()).sum() / table["n"].sum())
 
 
-def checkpoint_window_logits(payload: dict, prepared, record_ids: list[str], batch_size: int = 256):
+def checkpoint_window_logits(payload: dict, prepared, record_ids: list[str], batch_size: int = 256,
+                             with_ids: bool = False):
     """``(y_record, window logits, record index of each window)`` of a checkpoint's
     model on ``record_ids`` of a prepared folder, cut with the checkpoint's own
-    window config (no Ray)."""
+    window config (no Ray); ``with_ids`` puts the record ids (file order) first."""
     import torch
 
     from ..data import store
@@ -74,7 +75,10 @@ def checkpoint_window_logits(payload: dict, prepared, record_ids: list[str], bat
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
             logits[i:i + batch_size] = model(torch.from_numpy(x[i:i + batch_size])).float().numpy()
-    return table.column("label_index").to_numpy().astype(np.int64), logits, codes
+    y = table.column("label_index").to_numpy().astype(np.int64)
+    if with_ids:
+        return np.asarray(table.column("record_id").to_pylist()), y, logits, codes
+    return y, logits, codes
 
 
 def calibrate_checkpoint(path, prepared, record_ids: list[str], log=print) -> dict:

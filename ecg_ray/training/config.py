@@ -26,6 +26,7 @@ FIELD_HELP = {
     "augment": "comma list of jitter,scaling,time_warp,cutout | all | none",
     "augment_p": "probability each augmentation is applied to a crop",
     "crops_per_record": "fresh random training windows per record per epoch",
+    "crop_mode": "random (fresh crops each epoch) | fixed (every non-overlapping window, each epoch)",
     "aggregate": "mean_prob | mean_logit: windows → record",
     "schedule": "onecycle | cosine | plateau | constant",
     "warmup": "share of the steps warming up (onecycle, cosine)",
@@ -58,6 +59,7 @@ class TrainConfig:
     augment: list = field(default_factory=lambda: ["scaling", "jitter"])  # names from AUGMENT_NAMES, or ["all"]
     augment_p: float = 0.5
     crops_per_record: int = 2  # fresh random windows per training record per epoch
+    crop_mode: str = "random"  # random crops, or "fixed": every non-overlapping window, the same each epoch
     aggregate: str = "mean_prob"  # windows → record: mean_prob or mean_logit (metrics.AGGREGATES)
     schedule: str = "onecycle"  # onecycle, cosine (with warm-up), plateau, constant (schedule.SCHEDULES)
     warmup: float = 0.2  # share of steps warming up (onecycle, cosine)
@@ -101,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup: a share of the steps in [0, 1), got {self.warmup}")
+        if self.crop_mode not in ("random", "fixed"):
+            raise ValueError(f"crop_mode: random or fixed, got {self.crop_mode!r}")
         if self.crops_per_record < 1:
             raise ValueError(f"crops_per_record: must be >= 1, got {self.crops_per_record}")
         if self.freeze not in (None, "frontend"):

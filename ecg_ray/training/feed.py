@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 
 from .. import CLASSES
 from ..data import store
-from ..data.preprocess import random_crops, segment
+from ..data.preprocess import n_windows, random_crops, segment
 from ..data.splits import fold_records
 
 #: Materialize when the selected records take less than this share of the object store.
@@ -49,6 +49,7 @@ class FeedInfo:
     class_counts: list[int]  # training records per class, in class order
     segment_length: int
     materialized: bool
+    train_fixed_windows: int = 0  # non-overlapping windows of the training records (crop_mode=fixed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,8 +107,9 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
         part = ds.filter(expr=col("record_id").is_in(list(ids)))
         return part.materialize() if materialize else part
 
+    fixed = sum(n_windows(int(n), length, length) for n in index["n_samples"][in_train])
     info = FeedInfo(len(train_ids), len(val_ids), int(index["n_windows"][in_train].sum()),
-                    int(index["n_windows"][in_val].sum()), class_counts, length, materialize)
+                    int(index["n_windows"][in_val].sum()), class_counts, length, materialize, fixed)
     return select(train_ids), select(val_ids), info
 
 
@@ -125,9 +127,11 @@ def _signals(column: np.ndarray) -> list[np.ndarray]:
 
 def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, steps: int, seed: int,
                  epoch: int, rank: int, sample_rates: np.ndarray | None = None, shuffle_buffer: int = 1024,
-                 device="cpu"):
+                 device="cpu", mode: str = "random"):
     """Yield exactly ``steps`` batches ``(x (B, L) float32, y (B,) int64)`` of
-    fresh random crops from the records of ``shard`` (see module docstring)."""
+    fresh random crops from the records of ``shard`` (see module docstring).
+    ``mode="fixed"``: every record's non-overlapping windows instead, the same each
+    epoch (the old recipe, kept to measure what random crops add)."""
     rng = np.random.default_rng([seed, epoch, rank])
     xs, ys, buffered, done = [], [], 0, 0
     while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
@@ -139,8 +143,12 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
             if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
                 weight = sample_rates[labels]
                 pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
-            crops = np.concatenate([random_crops(signals[i], length, crops_per_record, rng) for i in pick])
-            y = np.repeat(labels[pick], crops_per_record)
+            if mode == "fixed":
+                cut = [segment(signals[i], length, length, pad=True)[0] for i in pick]
+                crops, y = np.concatenate(cut).astype(np.float32), np.repeat(labels[pick], [len(c) for c in cut])
+            else:
+                crops = np.concatenate([random_crops(signals[i], length, crops_per_record, rng) for i in pick])
+                y = np.repeat(labels[pick], crops_per_record)
             order = rng.permutation(len(y))
             xs.append(crops[order])
             ys.append(y[order])

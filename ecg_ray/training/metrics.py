@@ -136,6 +136,18 @@ def record_probabilities(window_logits: np.ndarray, codes: np.ndarray, n_records
     return softmax(_mean_by(codes, n_records, window_logits), temperature)
 
 
+def score_records(y_record, window_logits_, codes, aggregate: str, temperature: float = 1.0,
+                  prefix: str = "val_") -> dict:
+    """Recording-level metrics (headline ``{prefix}f1_cinc``), window-level ones
+    under ``{prefix}seg_`` and the record-level NLL as ``{prefix}loss``."""
+    probs = record_probabilities(window_logits_, codes, len(y_record), aggregate, temperature)
+    y_windows = np.asarray(y_record)[codes]
+    metrics = {**classification_metrics(y_windows, softmax(window_logits_, temperature), prefix + "seg_"),
+               **classification_metrics(y_record, probs, prefix)}
+    metrics[prefix + "loss"] = float(-np.log(np.clip(probs[np.arange(len(y_record)), y_record], 1e-12, None)).mean())
+    return metrics
+
+
 # -- uncertainty: bootstrap over records ----------------------------------------------------------
 
 def _f1_per_class(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

@@ -77,7 +77,7 @@ def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess:
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts,
-                           "train_records": info.train_records},
+                           "train_records": info.train_records, "train_fixed_windows": info.train_fixed_windows},
         scaling_config=scaling_config(cfg),
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=data_config(),
@@ -135,7 +135,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
              runtime_env=runtime_env,
              log_to_driver=True, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
              configure_logging=True, logging_level=level)
-    logging.getLogger("ray.data").setLevel(level)
+    logging.getLogger("ray.data").setLevel(level if os.environ.get("ECG_RAY_VERBOSE") else "ERROR")
 
 
 def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | None = None,

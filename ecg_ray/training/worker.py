@@ -32,7 +32,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .feed import crop_batches, steps_per_epoch, window_batches
 from .imbalance import build_loss, class_weights
-from .metrics import classification_metrics, record_probabilities, softmax
+from .metrics import score_records
 from .schedule import build_scheduler, per_step
 from .step import train_step
 
@@ -89,18 +89,6 @@ def window_logits(model, dataset, device, length: int, hop: int, rank: int = 0, 
     return np.concatenate(ids), np.concatenate(ys), np.concatenate(logits), np.concatenate(codes)
 
 
-def score_records(y_record, window_logits_, codes, aggregate: str, temperature: float = 1.0,
-                  prefix: str = "val_") -> dict:
-    """Recording-level metrics (headline ``{prefix}f1_cinc``), window-level ones
-    under ``{prefix}seg_`` and the record-level NLL as ``{prefix}loss``."""
-    probs = record_probabilities(window_logits_, codes, len(y_record), aggregate, temperature)
-    y_windows = np.asarray(y_record)[codes]
-    metrics = {**classification_metrics(y_windows, softmax(window_logits_, temperature), prefix + "seg_"),
-               **classification_metrics(y_record, probs, prefix)}
-    metrics[prefix + "loss"] = float(-np.log(np.clip(probs[np.arange(len(y_record)), y_record], 1e-12, None)).mean())
-    return metrics
-
-
 def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int) -> dict:
     """Metrics on the validation records: each rank scores every world-th record,
     the parts are gathered, every rank gets the same numbers."""
@@ -117,10 +105,12 @@ def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int) ->
 
 def _quiet_report_dumps() -> None:
     """Ray Train V2 logs every report's whole metrics dict at INFO, under a logger named
-    by its file path (outside ``ray.train``'s hierarchy, so ``LoggingConfig`` misses it);
-    the driver prints one line per epoch instead. ``$ECG_RAY_VERBOSE`` keeps them."""
+    by its file path (outside ``ray.train``'s hierarchy, so ``LoggingConfig`` misses it),
+    and Ray Data three lines per epoch for the shard's execution; the driver prints one
+    line per epoch instead. ``$ECG_RAY_VERBOSE`` keeps them."""
     if os.environ.get("ECG_RAY_VERBOSE"):
         return
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     try:
         from ray.train.v2._internal.execution import context as train_context
     except ImportError:  # another Ray layout: nothing to quiet
@@ -158,7 +148,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if cfg.freeze:
         freeze(raw_model, cfg.freeze)  # also keeps frozen BatchNorm stats in eval mode after .to(device)
 
-    steps = steps_per_epoch(int(loop_config["train_records"]), world, cfg.crops_per_record, cfg.batch_size)
+    if cfg.crop_mode == "fixed":  # every non-overlapping window once per epoch
+        steps = max(int(loop_config["train_fixed_windows"]) // world // cfg.batch_size, 1)
+    else:
+        steps = steps_per_epoch(int(loop_config["train_records"]), world, cfg.crops_per_record, cfg.batch_size)
     optimizer = _optimizer(raw_model, cfg)
     scheduler = build_scheduler(cfg.schedule, optimizer, total_steps=steps * cfg.num_epochs, warmup=cfg.warmup,
                                 plateau_factor=cfg.plateau_factor, plateau_patience=cfg.plateau_patience)
@@ -184,7 +177,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
         for x, y in crop_batches(train_shard, length=length, crops_per_record=cfg.crops_per_record,
                                  batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=rank,
-                                 sample_rates=sample_rates, shuffle_buffer=cfg.shuffle_buffer, device=device):
+                                 sample_rates=sample_rates, shuffle_buffer=cfg.shuffle_buffer, device=device,
+                                 mode=cfg.crop_mode):
             batch_loss, batch_correct = train_step(model, loss_fn, optimizer, augment(x, generator), y,
                                                    cfg.grad_clip)
             if scheduler is not None and per_step(cfg.schedule):

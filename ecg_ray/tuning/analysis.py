@@ -254,6 +254,10 @@ def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], las
                 p if store.uri or not _is_uri(p) else p.split("://", 1)[1]))]
             if len(kept):
                 row["checkpoint"] = kept.loc[pd.to_numeric(kept[HEADLINE]).idxmax(), "checkpoint_path"]
+    # a trial retried after a lost node or worker shows up as epochs reported from more than one node
+    nodes = [r["node_id"] for r in all_results or epochs if isinstance(r.get("node_id"), str)]
+    row["nodes"] = len(set(nodes))
+    row["retried"] = len(set(nodes)) > 1 or len(all_results or []) > len(epochs)
     row["time_s"] = float(sum(r.get("time_this_iter_s") or 0.0 for r in all_results)) if all_results else (
         float(last.get("time_total_s") or 0.0))
     row["path"] = path

@@ -150,8 +150,24 @@ def experiment_dir(storage: str, name: str) -> str:
     return storage.rstrip("/") + "/" + name
 
 
+class EpochLines(tune.Callback):
+    """One console line per trial-epoch (and per failure), in place of Tune's status
+    tables: ``$ECG_RAY_VERBOSE`` brings those back."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        cfg = trial.config
+        augment = cfg.get("augment")
+        augment = ",".join(augment) or "none" if isinstance(augment, list) else augment
+        print(f"{trial.trial_id}  {cfg.get('model')}/{cfg.get('imbalance')}/{augment} seed {cfg.get('seed')}  "
+              f"epoch {int(result.get('epochs_done', 0))}  F1(N,A,O) {result.get('val_f1_cinc', float('nan')):.3f}  "
+              f"AUROC {result.get('val_auroc_macro', float('nan')):.3f}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"{trial.trial_id}  failed (retried while max_failures allows): {trial.path}", flush=True)
+
+
 def make_tuner(trainable, spec: SweepSpec, storage: str, param_space: dict, max_concurrent: int,
-               verbose: int = 1, reuse_actors: bool = False) -> tune.Tuner:
+               verbose: int | None = None, reuse_actors: bool = False) -> tune.Tuner:
     """A new sweep's ``Tuner``: at most ``max_concurrent`` trials run at once."""
     return tune.Tuner(
         trainable,
@@ -163,14 +179,15 @@ def make_tuner(trainable, spec: SweepSpec, storage: str, param_space: dict, max_
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=verbose,
+            verbose=verbose if verbose is not None else (1 if os.environ.get("ECG_RAY_VERBOSE") else 0),
+            callbacks=[EpochLines()],
         ),
     )
 
 
 def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = False,
               address: str | None = None, gpus_per_trial: float | None = None,
-              max_concurrent: int | None = None, verbose: int = 1):
+              max_concurrent: int | None = None, verbose: int | None = None):
     """Run (or resume) the sweep; returns Tune's ``ResultGrid``."""
     from ..data import store
 
