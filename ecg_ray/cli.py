@@ -67,8 +67,12 @@ def cmd_prepare(args) -> int:
 
     records = resolve_records_dir(args.source, args.data_dir)
     split = SplitConfig(seed=args.split_seed, val_frac=args.val_frac, test_frac=args.test_frac, folds=args.folds)
+    if args.ray:
+        from .training.trainer import init_ray
+
+        init_ray(args.address)
     prepare(args.source, records, args.out, _preprocess_config(args), split, labels_path=args.labels,
-            workers=args.workers, force=args.force, window_s=args.window)
+            workers=args.workers, force=args.force, window_s=args.window, use_ray=args.ray)
     return 0
 
 
@@ -515,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=42)
     p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--ray", action="store_true",
+                   help="fan the records out as Ray tasks (the cluster of --address / $RAY_ADDRESS, else a local "
+                        "Ray) instead of a local process pool; same output")
+    p.add_argument("--address", default=None, help="Ray cluster address for --ray")
     p.add_argument("--force", action="store_true", help="redo even if the output is up to date")
     p.set_defaults(func=cmd_prepare)
 

@@ -90,6 +90,33 @@ def _mitbih_chunk(data_dir, names, window_s, cfg, shard):
     return kept, skipped, len(names)
 
 
+def _run_chunk(fn, args, shard):
+    return fn(*args, shard)
+
+
+def _pool_results(tasks, seg_dir: Path, workers: int):
+    """Each chunk's ``(kept, skipped, n)`` from a local process pool, as they finish."""
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_run_chunk, fn, args, seg_dir / f"part-{i:05d}.parquet")
+                   for i, (fn, args) in enumerate(tasks)]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _ray_results(tasks, seg_dir: Path):
+    """Each chunk's ``(kept, skipped, n)`` from Ray tasks (1 CPU each), as they finish;
+    Ray is imported here only: the per-record functions stay Ray-free."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    run = ray.remote(num_cpus=1, max_retries=2)(_run_chunk)
+    pending = [run.remote(fn, args, seg_dir / f"part-{i:05d}.parquet") for i, (fn, args) in enumerate(tasks)]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(ready[0])
+
+
 def _input_signature(data_dir: Path, label_file: Path | None) -> str:
     h = hashlib.sha256()
     for entry in sorted(os.scandir(data_dir), key=lambda e: e.name):
@@ -128,9 +155,12 @@ def _label_problems(names: list[str], labels: dict[str, str]) -> tuple[list[str]
 def prepare(
     source: str, data_dir: Path, out: Path, cfg: PreprocessConfig = PreprocessConfig(),
     split: SplitConfig = SplitConfig(), labels_path: Path | None = None, workers: int | None = None,
-    force: bool = False, window_s: float = 30.0, log=print,
+    force: bool = False, window_s: float = 30.0, use_ray: bool = False, log=print,
 ) -> dict:
-    """Prepare ``data_dir`` into ``out``; returns the manifest."""
+    """Prepare ``data_dir`` into ``out``; returns the manifest. Chunks of records go
+    to a local process pool, or with ``use_ray`` to Ray tasks (the connected
+    cluster's, or a local Ray): the same chunk functions and the same output, only
+    fanned out further; every node must see ``data_dir`` and ``out`` (a shared filesystem)."""
     if source not in SOURCES:
         raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
     data_dir, out = Path(data_dir), Path(out)
@@ -169,16 +199,15 @@ def prepare(
     workers = workers or min(len(tasks), os.cpu_count() or 1) or 1
     total = sum(len(t[1][1]) for t in tasks)
     kept, done, start = [], 0, time.perf_counter()
-    log(f"prepare: {total} {source} records from {data_dir} with {workers} process(es)")
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(fn, *args, seg_dir / f"part-{i:05d}.parquet") for i, (fn, args) in enumerate(tasks)]
-        for future in as_completed(futures):
-            k, s, n = future.result()
-            kept += k
-            skipped += s
-            done += n
-            rate = done / (time.perf_counter() - start)
-            print(f"\r  records {done}/{total}  {rate:,.0f} records/s", end="", file=sys.stderr, flush=True)
+    log(f"prepare: {total} {source} records from {data_dir} with "
+        + ("Ray tasks (one per chunk of records, across the cluster)" if use_ray else f"{workers} process(es)"))
+    fan_out = _ray_results(tasks, seg_dir) if use_ray else _pool_results(tasks, seg_dir, workers)
+    for k, s, n in fan_out:
+        kept += k
+        skipped += s
+        done += n
+        rate = done / (time.perf_counter() - start)
+        print(f"\r  records {done}/{total}  {rate:,.0f} records/s", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     seconds = time.perf_counter() - start
     if not kept:
