@@ -33,5 +33,18 @@ def test_release_reproduces_its_committed_predictions(cinc_dir):
         assert got["predicted"] == row["predicted"]
         for key in ("p_N", "p_A", "p_O", "p_noisy"):
             assert got[key] == pytest.approx(float(row[key]), abs=1e-5)
-    script = load_predictor(RELEASE, prefer="torchscript")
-    assert script.kind == "torchscript"
+
+def test_release_exports_to_torchscript_that_matches_eager(cinc_dir, tmp_path):
+    """The TorchScript form is not committed (the tree stays small): `ecg-ray export` makes it
+    from the committed checkpoint, and it scores a real record like the eager model."""
+    from ecg_ray.export import export_model
+
+    export_model(RELEASE, tmp_path / "export", verify_record=cinc_dir / "A00005")
+    script = load_predictor(tmp_path / "export", prefer="torchscript")
+    eager = load_predictor(RELEASE)
+    assert script.kind == "torchscript" and script.temperature == pytest.approx(eager.temperature)
+    from ecg_ray.predict import read_input
+
+    signal, fs = read_input(cinc_dir / "A00005")
+    assert script.predict_signal(signal, fs)["probabilities"] == pytest.approx(
+        eager.predict_signal(signal, fs)["probabilities"], abs=1e-5)
