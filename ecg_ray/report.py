@@ -51,7 +51,7 @@ def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> 
     checkpoint was saved with)."""
     from .training.calibration import checkpoint_window_logits
     from .training.checkpoint import load_checkpoint
-    from .training.metrics import confusion, record_probabilities
+    from .training.metrics import confusion, record_probabilities, score_records
     
 
     payload = load_checkpoint(checkpoint)

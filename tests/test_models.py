@@ -131,7 +131,7 @@ def test_param_groups_cover_every_parameter_once(name):
     assert len(ids) == len(set(ids))
     assert set(ids) == {id(p) for p in model.parameters()}
     assert groups["head"], "every model has a trainable head"
-    if name in ("cnn_only", "resnet"):
+    if name in ("cnn_only", "resnet", "resnet_stages"):
         assert groups["recurrent"] == []
     else:
         assert groups["recurrent"]
