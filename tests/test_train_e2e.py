@@ -98,8 +98,10 @@ def test_two_gloo_workers_with_sampler_match_a_single_process_scoring(prepared_s
     y, logits, codes = checkpoint_window_logits(payload, prepared_small, val_ids)
     single = score_records(y, logits, codes, payload["config"]["aggregate"])
     assert len(y) == len(val_ids)  # every validation record scored once: none dropped by the split
-    for key in ("val_f1_cinc", "val_accuracy", "val_seg_f1_cinc", "val_loss"):
-        assert payload["metrics"][key] == pytest.approx(single[key], abs=1e-4), key
-    # AUROC ranks near-tied probabilities of a 1-epoch model: float noise between batch shapes
-    # (DDP shards vs one process) may swap a few ties, nothing more
-    assert payload["metrics"]["val_auroc_macro"] == pytest.approx(single["val_auroc_macro"], abs=0.01)
+    # the record-level NLL is continuous in every probability: equal means the gathered
+    # probabilities are the single process's, up to float noise between batch shapes
+    assert payload["metrics"]["val_loss"] == pytest.approx(single["val_loss"], abs=1e-4)
+    # argmax- and rank-based metrics of a 1-epoch model sit on near-ties that such noise can
+    # flip for a record or window or two, nothing more
+    for key in ("val_f1_cinc", "val_accuracy", "val_seg_f1_cinc", "val_auroc_macro"):
+        assert payload["metrics"][key] == pytest.approx(single[key], abs=0.02), key
