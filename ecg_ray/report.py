@@ -46,7 +46,7 @@ def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> 
     ``record_ids``, aggregated per recording as training's validation did.
 
     Returns ``record_ids`` (sorted), ``y_true``, ``probs`` (recording level),
-    ``metrics`` (``training.metrics.evaluate_segments`` keys, ``val_`` prefix),
+    ``metrics`` (``training.metrics.score_records`` keys, ``val_`` prefix),
     ``confusion`` (4x4, rows true), ``epoch`` and ``reported`` (the metrics the
     checkpoint was saved with)."""
     from .training.calibration import checkpoint_window_logits
