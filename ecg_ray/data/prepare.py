@@ -6,6 +6,16 @@ travels back to the parent. Bad records are skipped and counted with their
 reason. Splits are made over the records that survived, and the manifest is
 written last. Re-running with the same input, config and split settings is a
 no-op unless ``force``.
+
+Memory per task is bounded by the chunk, not by the corpus; a record longer than
+``LONG_SAMPLES`` (a Holter recording of days) is filtered in pieces
+(``preprocess.filter_record_chunked``) and stored as parts of ``PART_SAMPLES``
+(``<name>_p0000``, …: records of their own, kept in one split by grouping them
+under the original name), so its memory does not grow with its length either.
+
+``split_layout``: after the splits are made, the shards are regrouped into one
+folder per (split, fold) cell (``store.cell_name``), so a run reads only the
+files of its own records (``store.cell_dirs``), with no filter, epoch after epoch.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,15 +33,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import wfdb
 
 from .. import CLASSES
 from . import mitbih, physionet2017, store
 from .errors import DataError, RecordError
-from .preprocess import PreprocessConfig, filter_record, n_windows
+from .preprocess import PreprocessConfig, filter_record, filter_record_chunked, n_windows
 from .splits import make_splits
 
 SOURCES = ("cinc2017", "mitbih")
 CHUNK = 200  # records per shard / per task
+#: A record with more raw samples than this is filtered in pieces and stored in parts
+#: (2**22 samples: 3.9 h at 300 Hz; every PhysioNet 2017 record is under a minute).
+LONG_SAMPLES = 1 << 22
+#: Samples per stored part of a long record (2**20: 58 min at 300 Hz) and per filter piece.
+PART_SAMPLES = 1 << 20
+#: Rows per row group when shards are regrouped by split cell.
+CELL_ROWS = 512
 
 
 @dataclass
@@ -51,10 +72,80 @@ def filtered_record(signal, fs, cfg: PreprocessConfig, name: str):
     return filtered, n_windows(len(filtered), cfg.segment_length, cfg.hop), padded
 
 
-def _cinc_chunk(data_dir, names, labels, cfg, shard):
+def _open_long_mat(data_dir: Path, name: str, min_samples: int):
+    """``(read(a, b) → mV float64, n, fs)`` for a PhysioNet-2017-style record longer
+    than ``min_samples`` stored as a plain MATLAB v4 int16 row, reading only the
+    samples asked for; ``None`` for anything else (then ``read_record`` reads it whole)."""
+    mat, hea = Path(data_dir) / f"{name}.mat", Path(data_dir) / f"{name}.hea"
+    if not (mat.is_file() and hea.is_file()) or mat.stat().st_size < 2 * min_samples:
+        return None
+    with open(mat, "rb") as f:
+        head = np.frombuffer(f.read(20), dtype="<i4")
+    if len(head) < 5 or head[0] != 30 or head[1] != 1 or head[3] != 0:  # little-endian int16, 1 row, real
+        return None
+    offset, n = 20 + int(head[4]), int(head[2])
+    if n <= min_samples or mat.stat().st_size < offset + 2 * n:
+        return None
+    try:
+        header = wfdb.rdheader(str(Path(data_dir) / name))
+    except Exception:
+        return None  # read_record reports it
+    fs = float(header.fs or 0)
+    if not physionet2017.MIN_FS <= fs <= physionet2017.MAX_FS or (header.sig_len not in (None, n)):
+        return None
+    gain = (header.adc_gain or [1000.0])[0] or 1000.0
+    baseline = (header.baseline or [0])[0] or 0
+
+    def read(a: int, b: int) -> np.ndarray:
+        raw = np.fromfile(mat, dtype="<i2", count=b - a, offset=offset + 2 * a)
+        return (raw.astype(np.float64) - baseline) / gain
+    return read, n, fs
+
+
+def _merged_tail(pieces, length: int):
+    """The pieces, the last one joined to the one before when shorter than ``length``."""
+    prev = None
+    for piece in pieces:
+        if prev is not None and len(piece) >= length:
+            yield prev
+        elif prev is not None:
+            piece = np.concatenate([prev, piece])
+        prev = piece
+    if prev is not None:
+        yield prev
+
+
+def _long_record(opened, name: str, label: str, cfg: PreprocessConfig, part_samples: int, path: Path):
+    """Filter one long record in pieces and write it as parts to ``path``; its kept rows."""
+    read, n, fs = opened
+    kept, writer = [], None
+    try:
+        with tempfile.TemporaryFile(prefix="ecg_ray_long_") as scratch:
+            pieces = filter_record_chunked(read, n, fs, cfg, scratch, name, chunk=part_samples)
+            for i, piece in enumerate(_merged_tail(pieces, cfg.segment_length)):
+                rid = f"{name}_p{i:04d}"
+                table = store.records_table([(rid, label, piece)])
+                if writer is None:
+                    writer = pq.ParquetWriter(path, store.SCHEMA)
+                writer.write_table(table)
+                kept.append((rid, label, n_windows(len(piece), cfg.segment_length, cfg.hop),
+                             len(piece) < cfg.segment_length, name))
+    finally:
+        if writer is not None:
+            writer.close()
+    return kept
+
+
+def _cinc_chunk(data_dir, names, labels, cfg, limits, shard):
+    long_samples, part_samples = limits
     kept, skipped, rows = [], [], []
     for name in names:
         try:
+            opened = _open_long_mat(data_dir, name, long_samples)
+            if opened is not None and opened[2] == cfg.fs:  # long records at another rate: read whole
+                kept += _long_record(opened, name, labels[name], cfg, part_samples,
+                                     shard.with_name(f"{shard.stem}-{name}.parquet"))
+                continue
             signal, fs = physionet2017.read_record(data_dir, name)
             filtered, n, padded = filtered_record(signal, fs, cfg, name)
         except RecordError as e:
@@ -92,6 +183,55 @@ def _mitbih_chunk(data_dir, names, window_s, cfg, shard):
 
 def _run_chunk(fn, args, shard):
     return fn(*args, shard)
+
+
+def _regroup(sources: list[str], cell_of: dict[str, str], shard: Path):
+    """Copy the rows of ``sources`` (parquet shards) into ``<cell>/<shard name>``, one
+    file per split cell, a row group at a time (memory: one row group per cell)."""
+    writers, buffers, rows = {}, {}, 0
+
+    def flush(cell):
+        table = pa.concat_tables(buffers.pop(cell))
+        if cell not in writers:
+            (shard.parent / cell).mkdir(exist_ok=True)
+            writers[cell] = pq.ParquetWriter(shard.parent / cell / shard.name, store.SCHEMA)
+        writers[cell].write_table(table, row_group_size=CELL_ROWS)
+
+    try:
+        for source in sources:
+            pf = pq.ParquetFile(source)
+            for g in range(pf.num_row_groups):
+                table = pf.read_row_group(g)
+                rows += table.num_rows
+                cells = np.array([cell_of[r] for r in table.column("record_id").to_pylist()])
+                for cell in np.unique(cells):
+                    buffers.setdefault(cell, []).append(table.filter(pa.array(cells == cell)))
+                    held = buffers[cell]
+                    if sum(t.num_rows for t in held) >= CELL_ROWS or sum(t.nbytes for t in held) >= 64 << 20:
+                        flush(cell)
+        for cell in list(buffers):
+            flush(cell)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [], [], rows
+
+
+def _split_layout(seg_dir: Path, splits: dict, use_ray: bool, workers: int) -> None:
+    """Regroup the shards of ``seg_dir`` into one folder per split cell (see module docstring)."""
+    sources = sorted(str(p) for p in seg_dir.glob("*.parquet"))
+    cell_of = store.record_cells(splits)
+    if use_ray:
+        import ray
+
+        groups = max(1, min(len(sources), int(ray.cluster_resources().get("CPU", 1))))
+    else:
+        groups = max(1, min(len(sources), workers))
+    tasks = [(_regroup, (sources[i::groups], cell_of)) for i in range(groups)]
+    for _ in (_ray_results(tasks, seg_dir) if use_ray else _pool_results(tasks, seg_dir, groups)):
+        pass
+    for source in sources:
+        os.unlink(source)
 
 
 def _pool_results(tasks, seg_dir: Path, workers: int):
@@ -155,12 +295,13 @@ def _label_problems(names: list[str], labels: dict[str, str]) -> tuple[list[str]
 def prepare(
     source: str, data_dir: Path, out: Path, cfg: PreprocessConfig = PreprocessConfig(),
     split: SplitConfig = SplitConfig(), labels_path: Path | None = None, workers: int | None = None,
-    force: bool = False, window_s: float = 30.0, use_ray: bool = False, log=print,
+    force: bool = False, window_s: float = 30.0, use_ray: bool = False, split_layout: bool = False, log=print,
 ) -> dict:
     """Prepare ``data_dir`` into ``out``; returns the manifest. Chunks of records go
     to a local process pool, or with ``use_ray`` to Ray tasks (the connected
     cluster's, or a local Ray): the same chunk functions and the same output, only
-    fanned out further; every node must see ``data_dir`` and ``out`` (a shared filesystem)."""
+    fanned out further; every node must see ``data_dir`` and ``out`` (a shared filesystem).
+    ``split_layout``: records regrouped into one folder per split cell (module docstring)."""
     if source not in SOURCES:
         raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
     data_dir, out = Path(data_dir), Path(out)
@@ -174,6 +315,8 @@ def prepare(
     settings = {"source": source, "preprocess": cfg.to_dict(), "split": vars(split),
                 "window_s": window_s if source == "mitbih" else None,
                 "input": _input_signature(data_dir, label_file)}
+    if split_layout:
+        settings["layout"] = store.SPLIT_LAYOUT
     key = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:16]
     _check_writable(out)
     if not force and (out / store.MANIFEST).is_file():
@@ -192,7 +335,8 @@ def prepare(
     if source == "cinc2017":
         names, skipped, orphans = _label_problems(names, labels)
         chunks = [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
-        tasks = [(_cinc_chunk, (data_dir, c, {n: labels[n] for n in c}, cfg)) for c in chunks]
+        limits = (LONG_SAMPLES, PART_SAMPLES)
+        tasks = [(_cinc_chunk, (data_dir, c, {n: labels[n] for n in c}, cfg, limits)) for c in chunks]
     else:
         tasks = [(_mitbih_chunk, (data_dir, [n], window_s, cfg)) for n in names]
 
@@ -215,12 +359,18 @@ def prepare(
 
     kept.sort()
     ids, kept_labels = [k[0] for k in kept], [k[1] for k in kept]
-    groups = [k[4] for k in kept] if source == "mitbih" else None
+    # records stored in parts stay together: group by the original record
+    groups = [k[4] for k in kept] if source == "mitbih" or any(k[0] != k[4] for k in kept) else None
     try:
         splits = make_splits(ids, kept_labels, seed=split.seed, val_frac=split.val_frac,
                              test_frac=split.test_frac, k=split.folds, groups=groups)
     except ValueError as e:  # too few records/patients for the requested split
         raise DataError(f"cannot split the {len(ids)} usable records of {data_dir}: {e}") from None
+    layout_seconds = None
+    if split_layout:
+        t0 = time.perf_counter()
+        _split_layout(seg_dir, splits, use_ray, workers)
+        layout_seconds = round(time.perf_counter() - t0, 2)
     label_of = dict(zip(ids, kept_labels))
     segs_of = {k[0]: k[2] for k in kept}
     train_counts = Counter(label_of[r] for r in splits["split"]["train"])
@@ -247,6 +397,8 @@ def prepare(
         "train_class_counts": {c: train_counts.get(c, 0) for c in CLASSES},
         "splits": splits,
     }
+    if split_layout:
+        manifest.update(layout=store.SPLIT_LAYOUT, layout_seconds=layout_seconds)
     store.write_manifest(out, manifest)
     summary = ", ".join(f"{c} {manifest['records'][c]}" for c in CLASSES)
     skip_text = ", ".join(f"{n} {r}" for r, n in skip_counts.most_common()) or "none"

@@ -84,10 +84,14 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     return scipy.signal.resample_poly(signal, ratio.numerator, ratio.denominator)
 
 
+def bandpass_sos(fs: float, lowcut: float, highcut: float, order: int = 4) -> np.ndarray:
+    """The Butterworth bandpass ``bandpass`` applies, as second-order sections."""
+    return scipy.signal.butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
+
+
 def bandpass(signal: np.ndarray, fs: float, lowcut: float, highcut: float, order: int = 4) -> np.ndarray:
     """Zero-phase Butterworth bandpass (second-order sections, forward-backward)."""
-    sos = scipy.signal.butter(order, [lowcut, highcut], btype="bandpass", fs=fs, output="sos")
-    return scipy.signal.sosfiltfilt(sos, signal)
+    return scipy.signal.sosfiltfilt(bandpass_sos(fs, lowcut, highcut, order), signal)
 
 
 def zscore(signal: np.ndarray) -> np.ndarray:
@@ -177,3 +181,93 @@ def preprocess_record(
             record, "shorter than one segment", f"{len(filtered)} < {cfg.segment_length} samples"
         )
     return segments.astype(np.float32), padded
+
+
+# --- long records in bounded memory -------------------------------------------------------------
+# ``filter_record`` holds a whole record (and a few float64 copies) in memory: fine for
+# minutes, ~15 GB for a two-week Holter record. ``filter_record_chunked`` gives the same
+# result (the same forward-backward filter, state carried across chunks: the filter
+# part is equal to the sample; the z-score's mean and std are summed per chunk, so
+# the float32 output can differ in the last bit) reading ``chunk`` samples at a time
+# and keeping the intermediate signal in a float64 scratch file, never in memory.
+
+
+def _sosfiltfilt_edge(sos: np.ndarray) -> int:
+    """The odd-extension length ``scipy.signal.sosfiltfilt`` pads each end with by default."""
+    ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    return 3 * ntaps
+
+
+def _stats(total: tuple[int, float, float], x: np.ndarray) -> tuple[int, float, float]:
+    """Running ``(count, mean, M2)`` merged with chunk ``x`` (Chan et al.)."""
+    n_a, mean_a, m2_a = total
+    n_b, mean_b = len(x), float(x.mean())
+    m2_b = float(((x - mean_b) ** 2).sum())
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n
+
+
+def filter_record_chunked(read, n: int, fs: float, cfg: PreprocessConfig, scratch, record: str = "?",
+                          chunk: int = 1 << 20):
+    """``filter_record`` for a record too long to hold in memory: yields the float32
+    filtered, z-scored signal in consecutive pieces of ``chunk`` samples (the last
+    one shorter). ``read(a, b)`` returns raw samples ``a:b`` (mV); ``scratch`` is an
+    open binary file (``w+b``) that receives ``n`` float64 intermediate samples.
+    The record must already be at ``cfg.fs`` (no resampling here). Same checks, same
+    ``RecordError`` s as ``filter_record``."""
+    if fs != cfg.fs:
+        raise ValueError(f"filter_record_chunked needs a record at {cfg.fs:g} Hz, got {fs:g} Hz")
+    sos = bandpass_sos(cfg.fs, cfg.lowcut, cfg.highcut, cfg.order)
+    edge = _sosfiltfilt_edge(sos)
+    min_len = 3 * (2 * cfg.order + 1)
+    if n <= max(min_len, edge):
+        raise RecordError(record, "too short to filter", f"{n} samples")
+    chunk = max(int(chunk), edge + 1)
+    zi = scipy.signal.sosfilt_zi(sos)
+    spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+    # pass 1: checks on the raw signal, forward filter (odd extension at both ends) → scratch
+    raw_stats, bad = (0, 0.0, 0.0), 0
+    head = np.asarray(read(0, edge + 1), dtype=np.float64)
+    left = 2 * head[0] - head[edge:0:-1]
+    y, z = scipy.signal.sosfilt(sos, left, zi=zi * left[0])
+    scratch.seek(0)
+    for a, b in spans:
+        x = np.asarray(read(a, b), dtype=np.float64)
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad += int((~finite).sum())
+            continue
+        raw_stats = _stats(raw_stats, x)
+        y, z = scipy.signal.sosfilt(sos, x, zi=z)
+        y.tofile(scratch)
+    if bad:
+        raise RecordError(record, "non-finite samples", f"{bad} NaN/inf")
+    std = np.sqrt(raw_stats[2] / raw_stats[0])
+    if std < cfg.min_std_mv:
+        raise RecordError(record, "flat line", f"std {std:.2g} mV < {cfg.min_std_mv:g}")
+    tail = np.asarray(read(n - edge - 1, n), dtype=np.float64)
+    right = 2 * tail[-1] - tail[-2::-1]
+    y_right, _ = scipy.signal.sosfilt(sos, right, zi=z)
+
+    # pass 2: backward filter, last chunk first, in place in scratch; stats of the result
+    _, z = scipy.signal.sosfilt(sos, y_right[::-1], zi=zi * y_right[-1])
+    out_stats = (0, 0.0, 0.0)
+    for a, b in reversed(spans):
+        scratch.seek(a * 8)
+        y = np.fromfile(scratch, dtype=np.float64, count=b - a)
+        r, z = scipy.signal.sosfilt(sos, y[::-1], zi=z)
+        r = r[::-1]
+        out_stats = _stats(out_stats, r)
+        scratch.seek(a * 8)
+        np.ascontiguousarray(r).tofile(scratch)
+
+    # pass 3: z-score, float32, in order
+    mean, std = out_stats[1], np.sqrt(out_stats[2] / out_stats[0])
+    if not std > 0:
+        raise ValueError("cannot z-score a constant signal")
+    for a, b in spans:
+        scratch.seek(a * 8)
+        y = np.fromfile(scratch, dtype=np.float64, count=b - a)
+        yield ((y - mean) / std).astype(np.float32)

@@ -4,6 +4,9 @@ Layout of a prepared folder::
 
     manifest.json            config + hash, counts, skipped records, splits
     records/part-*.parquet   one row per record: the whole filtered signal
+    records/<cell>/part-*.parquet   the same, with ``layout: split`` in the manifest
+                             (``prepare(split_layout=True)``): one folder per split
+                             cell, e.g. ``train.f3`` = split train, fold 3
 
 Columns: ``record_id`` (string), ``label`` (string), ``label_index`` (int8, class
 order of ``ecg_ray.CLASSES``), ``n_samples`` (int32), ``signal``
@@ -30,6 +33,9 @@ from .preprocess import PreprocessConfig, n_windows, segment
 
 MANIFEST = "manifest.json"
 RECORDS = "records"
+#: ``manifest["layout"]`` of a folder whose records are grouped by split cell.
+SPLIT_LAYOUT = "split"
+SPLIT_PARTS = ("train", "val", "test")
 
 SCHEMA = pa.schema([
     ("record_id", pa.string()),
@@ -60,7 +66,36 @@ def write_records(path: Path, table: pa.Table) -> None:
 
 
 def record_files(prepared: Path) -> list[Path]:
-    return sorted((Path(prepared) / RECORDS).glob("*.parquet"))
+    return sorted((Path(prepared) / RECORDS).rglob("*.parquet"))
+
+
+def cell_name(part: str, fold: int) -> str:
+    """The folder of the records in split ``part`` (train/val/test) and fold ``fold``."""
+    return f"{part}.f{fold}"
+
+
+def record_cells(splits: dict) -> dict[str, str]:
+    """``record id → cell name`` for the splits of a manifest (every record is in one
+    split and one fold, so in exactly one cell)."""
+    fold_of = {r: i for i, fold in enumerate(splits["folds"]) for r in fold}
+    return {r: cell_name(part, fold_of[r]) for part in SPLIT_PARTS for r in splits["split"][part]}
+
+
+def cell_dirs(prepared: Path, manifest: dict, val_fold: int | None = None) -> tuple[list[Path], list[Path]] | None:
+    """``(train folders, val folders)`` holding exactly the records
+    ``splits.fold_records(manifest["splits"], val_fold)`` selects, for a folder
+    prepared with the split layout; ``None`` for the flat layout."""
+    if manifest.get("layout") != SPLIT_LAYOUT:
+        return None
+    k = len(manifest["splits"]["folds"])
+    if val_fold is None:
+        train = [cell_name("train", f) for f in range(k)]
+        val = [cell_name("val", f) for f in range(k)]
+    else:
+        train = [cell_name(p, f) for p in SPLIT_PARTS for f in range(k) if f != val_fold]
+        val = [cell_name(p, val_fold) for p in SPLIT_PARTS]
+    root = Path(prepared) / RECORDS
+    return [root / c for c in train if (root / c).is_dir()], [root / c for c in val if (root / c).is_dir()]
 
 
 def read_manifest(prepared: Path) -> dict:

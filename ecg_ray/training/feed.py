@@ -3,7 +3,10 @@
 Driver side (``load_datasets``): the prepared *whole records* are read once with
 ``ray.data.read_parquet``, filtered to the run's train/val records by a pyarrow
 expression, and materialized in the object store when they fit (then reused by
-every epoch and, in a sweep, by every trial).
+every epoch and, in a sweep, by every trial). When they do not fit they stream
+from parquet each epoch; a folder prepared with the split layout
+(``store.cell_dirs``) is then read folder by folder, only the run's own records
+and no filter, instead of every file filtered by record id.
 
 Worker side:
 - ``crop_batches`` streams the worker's shard of training records and draws
@@ -98,6 +101,19 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     if materialize is None:
         materialize = n_bytes < MATERIALIZE_FRACTION * ray.available_resources().get("object_store_memory", 0)
 
+    fixed = sum(n_windows(int(n), length, length) for n in index["n_samples"][in_train])
+    info = FeedInfo(len(train_ids), len(val_ids), int(index["n_windows"][in_train].sum()),
+                    int(index["n_windows"][in_val].sum()), class_counts, length, materialize, fixed)
+    cells = store.cell_dirs(prepared, store.read_manifest(prepared), val_fold)
+    if cells is not None:  # split layout: each side reads its own folders, filtered only under a record cap
+        def read(dirs, ids):
+            part = ray.data.read_parquet([str(d) for d in dirs], columns=COLUMNS)
+            if max_records:
+                part = part.filter(expr=col("record_id").is_in(list(ids)))
+            return part.materialize() if materialize else part
+
+        return read(cells[0], train_ids), read(cells[1], val_ids), info
+
     ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS), columns=COLUMNS)
     ds = ds.filter(expr=col("record_id").is_in(list(train_ids) + list(val_ids)))
     if materialize:
@@ -107,9 +123,6 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
         part = ds.filter(expr=col("record_id").is_in(list(ids)))
         return part.materialize() if materialize else part
 
-    fixed = sum(n_windows(int(n), length, length) for n in index["n_samples"][in_train])
-    info = FeedInfo(len(train_ids), len(val_ids), int(index["n_windows"][in_train].sum()),
-                    int(index["n_windows"][in_val].sum()), class_counts, length, materialize, fixed)
     return select(train_ids), select(val_ids), info
 
 

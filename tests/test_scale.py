@@ -1,0 +1,155 @@
+"""Issue #16: long records in bounded memory, the split layout, and the feed that reads it.
+
+All on real PhysioNet 2017 records: the chunked filter must equal the whole-record
+filter; a record stored in parts must concatenate back to it and stay in one split;
+the split layout must hold the same records as the flat one, and each run's
+folders exactly the records of its split.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import CINC_DIR
+from ecg_ray.data import physionet2017, prepare as prepare_module, store
+from ecg_ray.data.errors import RecordError
+from ecg_ray.data.prepare import prepare
+from ecg_ray.data.preprocess import PreprocessConfig, filter_record, filter_record_chunked
+from ecg_ray.data.splits import fold_records
+
+CFG = PreprocessConfig()
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+@pytest.fixture
+def folder(cinc_labels, tmp_path) -> Path:
+    """16 real records (4 per class) as symlinks, with their labels."""
+    folder = tmp_path / "in" / "training2017"
+    folder.mkdir(parents=True)
+    names = []
+    for label in ("N", "A", "O", "~"):
+        names += [r for r, l in cinc_labels.items() if l == label][:4]
+    for name in names:
+        for ext in (".hea", ".mat"):
+            (folder / f"{name}{ext}").symlink_to(CINC_DIR / f"{name}{ext}")
+    (folder / "REFERENCE.csv").write_text("".join(f"{r},{cinc_labels[r]}\n" for r in sorted(names)))
+    return folder
+
+
+def _chunked(signal, fs, chunk, cfg=CFG, name="?"):
+    with tempfile.TemporaryFile() as scratch:
+        return list(filter_record_chunked(lambda a, b: signal[a:b], len(signal), fs, cfg, scratch, name, chunk))
+
+
+@pytest.mark.parametrize("name", ["A00001", "A00105", "A00167"])
+@pytest.mark.parametrize("chunk", [64, 1000, 1 << 20])
+def test_chunked_filter_equals_whole_record_filter(name, chunk):
+    """Forward-backward filter with state across chunks + z-score from per-chunk sums:
+    the same float32 signal as ``filter_record`` (here to the last bit)."""
+    signal, fs = physionet2017.read_record(CINC_DIR, name)
+    whole = filter_record(signal, fs, CFG, name).astype(np.float32)
+    pieces = _chunked(signal, fs, chunk)
+    assert [len(p) for p in pieces[:-1]] == [max(chunk, 28)] * (len(pieces) - 1)
+    np.testing.assert_allclose(np.concatenate(pieces), whole, rtol=0, atol=1e-6)
+
+
+def test_chunked_filter_raises_the_same_record_errors():
+    signal, fs = physionet2017.read_record(CINC_DIR, "A00001")
+    flat = np.full(5000, 0.2)
+    with pytest.raises(RecordError, match="flat line"):
+        _chunked(flat, fs, 1000)
+    broken = signal.copy()
+    broken[7000] = np.nan
+    with pytest.raises(RecordError, match="non-finite"):
+        _chunked(broken, fs, 1000)
+    with pytest.raises(ValueError, match="300 Hz"):
+        _chunked(signal, 250.0, 1000)
+
+
+def test_long_records_are_stored_in_parts_that_concatenate_to_the_whole(folder, tmp_path, monkeypatch):
+    """With the long-record threshold under 9,000 samples every 30-s record takes the
+    chunked path: parts of PART_SAMPLES (a short tail joined to the part before), each a
+    record of its own, all parts of a record in one split, signals equal to the whole filter."""
+    monkeypatch.setattr(prepare_module, "LONG_SAMPLES", 8999)
+    monkeypatch.setattr(prepare_module, "PART_SAMPLES", 4000)
+    manifest = prepare("cinc2017", folder, tmp_path / "out", workers=1, log=quiet)
+    table = store.load_records(tmp_path / "out")
+    ids = table.column("record_id").to_pylist()
+    signals = dict(zip(ids, store.record_signals(table)))
+    originals = sorted({r.split("_p")[0] for r in ids})
+    assert len(originals) == 16
+    parted = [r for r in originals if f"{r}_p0000" in signals]
+    assert parted  # the 30-s records
+    where = {r: part for part, members in manifest["splits"]["split"].items() for r in members}
+    for name in parted:
+        parts = sorted(r for r in ids if r.startswith(f"{name}_p"))
+        raw, fs = physionet2017.read_record(folder, name)
+        whole = filter_record(raw, fs, CFG, name).astype(np.float32)
+        assert [len(signals[p]) for p in parts[:-1]] == [4000] * (len(parts) - 1)
+        assert 3000 <= len(signals[parts[-1]]) < 4000 + 3000  # the 1,000-sample tail went to the last part
+        np.testing.assert_allclose(np.concatenate([signals[p] for p in parts]), whole, rtol=0, atol=1e-6)
+        assert len({where[p] for p in parts}) == 1
+    assert manifest["n_records"] == len(ids)
+
+
+@pytest.mark.parametrize("use_split_layout", [True])
+def test_split_layout_holds_the_same_records_and_each_run_reads_exactly_its_own(folder, tmp_path,
+                                                                               use_split_layout):
+    flat = prepare("cinc2017", folder, tmp_path / "flat", workers=2, log=quiet)
+    split = prepare("cinc2017", folder, tmp_path / "split", workers=2, split_layout=use_split_layout, log=quiet)
+    assert split["layout"] == store.SPLIT_LAYOUT and "layout" not in flat
+    assert split["splits"] == flat["splits"] and split["segments"] == flat["segments"]
+    assert not list((tmp_path / "split" / store.RECORDS).glob("*.parquet"))  # shards regrouped, not copied
+    a = store.load_records(tmp_path / "flat").sort_by("record_id")
+    b = store.load_records(tmp_path / "split").sort_by("record_id")
+    assert a.equals(b)
+    assert store.cell_dirs(tmp_path / "flat", flat) is None
+    for val_fold in (None, *range(len(split["splits"]["folds"]))):
+        train_dirs, val_dirs = store.cell_dirs(tmp_path / "split", split, val_fold)
+        train, val = fold_records(split["splits"], val_fold)
+        for dirs, want in ((train_dirs, train), (val_dirs, val)):
+            got = [r for d in dirs for r in pq.read_table(d, columns=["record_id"]).column(0).to_pylist()]
+            assert sorted(got) == sorted(want)
+
+
+class _Read:
+    """Stands in for a Ray Dataset: records what ``load_datasets`` asks of it."""
+
+    def __init__(self, paths, columns=None):
+        self.paths, self.filtered, self.materialized = list(paths), False, False
+
+    def filter(self, expr=None):
+        self.filtered = True
+        return self
+
+    def materialize(self):
+        self.materialized = True
+        return self
+
+
+@pytest.mark.parametrize("max_records", [None, 8])
+def test_feed_reads_only_the_runs_cells_of_a_split_layout(folder, tmp_path, monkeypatch, max_records):
+    """``load_datasets`` on a split-layout folder reads each side from its own cell
+    folders (``store.cell_dirs``), with no record filter unless a record cap asks for one."""
+    import ray
+
+    from ecg_ray.training.feed import load_datasets
+
+    prepare("cinc2017", folder, tmp_path / "split", workers=1, split_layout=True, log=quiet)
+    manifest = store.read_manifest(tmp_path / "split")
+    monkeypatch.setattr(ray.data, "read_parquet", _Read)
+    train_ds, val_ds, info = load_datasets(tmp_path / "split", val_fold=2, materialize=False,
+                                           max_records=max_records)
+    train_dirs, val_dirs = store.cell_dirs(tmp_path / "split", manifest, 2)
+    assert train_ds.paths == [str(d) for d in train_dirs] and val_ds.paths == [str(d) for d in val_dirs]
+    assert train_ds.filtered == val_ds.filtered == bool(max_records)
+    assert not info.materialized and not train_ds.materialized
