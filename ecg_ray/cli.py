@@ -485,7 +485,8 @@ def _int_list(text: str) -> list[int]:
 def cmd_bench(args) -> int:
     from .bench import BenchOptions, command_line, run_bench
 
-    records = resolve_records_dir("cinc2017", args.data_dir) if "prepare" in args.sections else None
+    raw = {"prepare", "scale"} & set(args.sections)
+    records = resolve_records_dir("cinc2017", args.data_dir) if raw else None
     opts = BenchOptions(
         sections=args.sections, prepared=args.data, records_dir=records, out=args.out, repeats=args.repeats,
         warmup=args.warmup, batch_size=args.batch_size, feed_records=args.feed_records or None,

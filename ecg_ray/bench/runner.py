@@ -29,6 +29,7 @@ SECTIONS = {
     "prepare": ("3. prepare: wall time and records/s per process count", "prepare"),
     "asha": ("4. ASHA savings: ASHA vs the exhaustive grid", "asha"),
     "gpu": ("5. GPU: training throughput on CUDA", "train"),
+    "scale": ("6. Scale: prepare and the sweep feed at 1×, 4×, 10× the records; one two-week record", "scale"),
 }
 NEEDS_DATA = ("feed", "train", "asha", "gpu")
 JSON_NAME, MD_NAME = "benchmarks.json", "benchmarks.md"
@@ -82,8 +83,9 @@ class BenchOptions:
             if self.prepared is None:
                 raise ValueError(f"sections {', '.join(needing)} need --data PREPARED (an `ecg-ray prepare` folder)")
             store.read_manifest(self.prepared)  # DataError naming the folder if it is not one
-        if "prepare" in self.sections and self.records_dir is None:
-            raise ValueError("section prepare needs --data-dir (the raw records folder)")
+        for name in ("prepare", "scale"):
+            if name in self.sections and self.records_dir is None:
+                raise ValueError(f"section {name} needs --data-dir (the raw records folder)")
         unknown = sorted(set(self.models or []) - set(model_names()))
         if unknown:
             raise ValueError(f"--models: unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}")

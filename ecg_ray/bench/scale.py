@@ -1,0 +1,403 @@
+"""Section ``scale``: how ``prepare`` and the sweep feed grow with the data (issue #16).
+
+- **prepare at 1×, 4×, 10×**: the real records replicated under new ids
+  (``A00001``, ``A00001_1``, …: symlinks to the same files, a new REFERENCE.csv)
+  in a scratch folder under the system temp dir, prepared from scratch with every
+  core, once per scale; wall time, records/s and the peak memory of the whole
+  process tree (sampled: RSS summed, and PSS, which counts shared pages once).
+  The split layout is used (what a corpus that streams needs); 1× also flat.
+- **the sweep feed**: crops/s through the path a trial uses (``load_datasets`` →
+  the dataset shard in a one-worker ``TorchTrainer`` → ``crop_batches``, two crops
+  per record per epoch), at 1× and at the largest scale: materialized with an
+  object store that holds the data, and streaming with the object store capped
+  below it — from the split layout (each epoch reads only the training cells) and,
+  at 1×, from the flat layout (each epoch reads every file and filters by record).
+- **one long record**: a synthetic single-lead 300 Hz record of ``LONG_DAYS``
+  (Icentia11k-like, two weeks ≈ 363 M samples) and one of a day, each with a few
+  real records, through ``prepare`` — and the 1-day one through the whole-record
+  functions, to show what the chunked path saves.
+
+Every measurement runs in its own process (``python -m ecg_ray.bench.scale MODE
+…``), watched from here, so its peak is its own. The scratch folder is deleted at
+the end. ``$ECG_RAY_SCALE_FACTORS`` (e.g. ``1,2``) and ``$ECG_RAY_SCALE_LONG_DAYS``
+shrink the run for a quick check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .stats import fmt, markdown_table
+
+SCALES = (1, 4, 10)
+LONG_DAYS = 14.0
+FS = 300
+#: Real records that keep a long record company (splits need at least 5 records).
+COMPANY = 12
+MiB = 2**20
+
+
+def _scales() -> list[int]:
+    text = os.environ.get("ECG_RAY_SCALE_FACTORS")
+    return sorted({int(x) for x in text.split(",") if x.strip()}) if text else list(SCALES)
+
+
+def _long_days() -> float:
+    return float(os.environ.get("ECG_RAY_SCALE_LONG_DAYS", LONG_DAYS))
+
+
+# -- scratch data ---------------------------------------------------------------------------------
+
+def replicate(records_dir: Path, factor: int, into: Path, limit: int | None = None) -> Path:
+    """A records folder holding every real record ``factor`` times under new ids
+    (copy 0 keeps the real name, copy c is ``<name>_<c>``): symlinks to the real
+    ``.hea``/``.mat`` and a REFERENCE.csv for all of them."""
+    from ..data import physionet2017
+
+    records_dir = Path(records_dir).resolve()
+    labels = physionet2017.read_labels(physionet2017.find_label_file(records_dir, None))
+    names = sorted(n for n in physionet2017.list_records(records_dir) if n in labels)[:limit]
+    into.mkdir(parents=True)
+    lines = []
+    for c in range(factor):
+        for name in names:
+            new = name if c == 0 else f"{name}_{c}"
+            for ext in (".hea", ".mat"):
+                os.symlink(records_dir / f"{name}{ext}", into / f"{new}{ext}")
+            lines.append(f"{new},{labels[name]}\n")
+    (into / "REFERENCE.csv").write_text("".join(lines))
+    return into
+
+
+def write_long_record(folder: Path, name: str, days: float, fs: int = FS, chunk: int = 1 << 22) -> int:
+    """A synthetic single-lead record of ``days`` at ``fs`` in the PhysioNet 2017 layout
+    (MATLAB v4 int16 row ``val`` + WFDB header, 1000 adu/mV), written a chunk at a
+    time: 72 bpm beats (QRS + T wave), baseline wander and noise. Returns its samples."""
+    n = int(round(days * 86400 * fs))
+    beat = int(fs * 60 / 72)
+    t = np.arange(beat) / fs
+    template = 1.2 * np.exp(-((t - 0.25) / 0.012) ** 2) - 0.15 * np.exp(-((t - 0.23) / 0.01) ** 2) \
+        + 0.3 * np.exp(-((t - 0.5) / 0.05) ** 2)
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.mat", "wb") as f:
+        f.write(np.array([30, 1, n, 0, 4], dtype="<i4").tobytes() + b"val\0")
+        first = None
+        for a in range(0, n, chunk):
+            m = min(chunk, n - a)
+            i = np.arange(a, a + m)
+            mv = template[i % beat] + 0.2 * np.sin(2 * np.pi * 0.25 * i / fs) + rng.normal(0, 0.03, m)
+            adu = np.clip(np.round(mv * 1000), -32768, 32767).astype("<i2")
+            first = int(adu[0]) if first is None else first
+            adu.tofile(f)
+    (folder / f"{name}.hea").write_text(f"{name} 1 {fs} {n}\n{name}.mat 16+24 1000/mV 16 0 {first} 0 0 ECG\n")
+    return n
+
+
+def long_folder(records_dir: Path, into: Path, days: float | None) -> Path:
+    """``COMPANY`` real records (symlinks), plus one synthetic record of ``days`` if given."""
+    from ..data import physionet2017
+
+    records_dir = Path(records_dir).resolve()
+    labels = physionet2017.read_labels(physionet2017.find_label_file(records_dir, None))
+    names = sorted(n for n in physionet2017.list_records(records_dir) if n in labels)[:COMPANY]
+    into.mkdir(parents=True)
+    for name in names:
+        for ext in (".hea", ".mat"):
+            os.symlink(records_dir / f"{name}{ext}", into / f"{name}{ext}")
+    lines = [f"{n},{labels[n]}\n" for n in names]
+    if days:
+        write_long_record(into, "L00001", days)
+        lines.append("L00001,N\n")
+    (into / "REFERENCE.csv").write_text("".join(lines))
+    return into
+
+
+# -- watching a child process tree ----------------------------------------------------------------
+
+def watched(args: list[str], interval: float = 0.25, timeout: float = 3600) -> dict:
+    """Run ``python -m ecg_ray.bench.scale *args`` and sample the memory of its whole
+    process tree every ``interval`` s; its last stdout line is its JSON result."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "ecg_ray.bench.scale", *map(str, args)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = psutil.Popen(cmd, stdout=out, stderr=err)
+        peak = {"rss": 0, "pss": 0, "max_process_rss": 0, "processes": 0}
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                rss = pss = top = 0
+                try:
+                    procs = [proc, *proc.children(recursive=True)]
+                except psutil.Error:
+                    procs = []
+                for p in procs:
+                    try:
+                        info = p.memory_full_info()
+                    except psutil.Error:
+                        continue
+                    rss, pss, top = rss + info.rss, pss + getattr(info, "pss", info.rss), max(top, info.rss)
+                peak.update(rss=max(peak["rss"], rss), pss=max(peak["pss"], pss),
+                            max_process_rss=max(peak["max_process_rss"], top),
+                            processes=max(peak["processes"], len(procs)))
+                stop.wait(interval)
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        try:
+            rc = proc.wait(timeout)
+        finally:
+            stop.set()
+            watcher.join()
+            if proc.is_running():
+                proc.kill()
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        lines = out.read().strip().splitlines()
+        if rc != 0 or not lines:
+            raise RuntimeError(f"bench scale {' '.join(map(str, args))} failed ({rc}): {err.read()[-3000:]}")
+    result = json.loads(lines[-1])
+    result.update(process_wall_s=round(wall, 2), peak_rss_mib=round(peak["rss"] / MiB),
+                  peak_pss_mib=round(peak["pss"] / MiB), peak_process_rss_mib=round(peak["max_process_rss"] / MiB),
+                  processes=peak["processes"])
+    return result
+
+
+# -- the children ---------------------------------------------------------------------------------
+
+def _child_prepare(records: str, out: str, workers: str, layout: str) -> dict:
+    from ..data.prepare import prepare
+
+    t0 = time.perf_counter()
+    m = prepare("cinc2017", Path(records), Path(out), workers=int(workers), force=True,
+                split_layout=layout == "split", log=lambda *a, **k: None)
+    wall = time.perf_counter() - t0
+    total = m["n_records"] + len(m["skipped"])
+    parts = sum(1 for r in m["splits"]["split"]["train"] + m["splits"]["split"]["val"]
+                + m["splits"]["split"]["test"] if "_p" in r)
+    return {"wall_s": round(wall, 2), "pool_s": m["seconds"], "layout_s": m.get("layout_seconds"),
+            "records": total, "kept": m["n_records"], "segments": m["n_segments"], "long_parts": parts,
+            "records_per_s": round(total / wall, 1),
+            "out_mib": round(sum(p.stat().st_size for p in Path(out).rglob("*.parquet")) / MiB)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, warmup: str,
+                batch_size: str) -> dict:
+    import logging
+    from types import SimpleNamespace
+
+    import ray
+
+    from ..data import store
+    from ..training.feed import load_datasets
+    from .feed import _train_worker_rates
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # as training.trainer.init_ray
+    ctx.enable_progress_bars = False
+    port = _free_port()  # a Ray of its own, addressed explicitly (see training.trainer.init_ray)
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    ray.init(object_store_memory=int(store_mib) * MiB, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="ecgsc", dir="/tmp"),
+             runtime_env={"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}})
+    logging.getLogger("ray.data").setLevel("ERROR")
+    try:
+        t0 = time.perf_counter()
+        train_ds, val_ds, info = load_datasets(Path(prepared), None, materialize=materialize == "1")
+        load_s = time.perf_counter() - t0
+        opts = SimpleNamespace(warmup=int(warmup), repeats=int(repeats), batch_size=int(batch_size))
+        rates = _train_worker_rates(train_ds, val_ds, info, opts)
+        index = store.load_index(Path(prepared))
+        data_mib = float(index["n_samples"].sum()) * 4 / MiB
+    finally:
+        ray.shutdown()
+    return {"rates": rates, "load_s": round(load_s, 2), "train_records": info.train_records,
+            "materialized": info.materialized, "data_mib": round(data_mib), "store_mib": int(store_mib),
+            "layout": store.read_manifest(Path(prepared)).get("layout", "flat")}
+
+
+def _child_whole(records: str, name: str) -> dict:
+    """The whole-record functions (``read_record`` + ``filtered_record``) on one record."""
+    from ..data import physionet2017
+    from ..data.prepare import filtered_record
+    from ..data.preprocess import PreprocessConfig
+
+    t0 = time.perf_counter()
+    signal, fs = physionet2017.read_record(Path(records), name)
+    filtered, n, _ = filtered_record(signal, fs, PreprocessConfig(), name)
+    return {"wall_s": round(time.perf_counter() - t0, 2), "samples": len(filtered), "windows": n}
+
+
+CHILDREN = {"prepare": _child_prepare, "feed": _child_feed, "whole": _child_whole}
+
+
+# -- the section ----------------------------------------------------------------------------------
+
+def _log(text: str) -> None:
+    print(f"bench scale: {text}", file=sys.stderr, flush=True)
+
+
+def _feed_rows(prepared: Path, scale: int, layout: str, opts, data_mib: float) -> dict:
+    """Materialized (store holds the data) and streaming (store capped below it) at one scale."""
+    rows = {}
+    fit = int(max(1024, 2.5 * data_mib))
+    capped = int(max(100, min(256, data_mib / 2)))
+    plan = [("streaming", capped, "0")] if layout == "flat" else [("materialized", fit, "1"), ("streaming", capped, "0")]
+    for kind, store_mib, mat in plan:
+        key = f"{scale}x_{layout}_{kind}"
+        _log(f"feed {key} (object store {store_mib} MiB)")
+        row = watched(["feed", prepared, store_mib, mat, opts.repeats, opts.warmup, opts.batch_size])
+        from .stats import summarize
+
+        row["crops_per_s"] = summarize(row.pop("rates"))
+        rows[key] = {"scale": scale, "layout": layout, "kind": kind, **row}
+        _log(f"  {row['crops_per_s']['median']:,.0f} crops/s, peak PSS {row['peak_pss_mib']} MiB")
+    return rows
+
+
+def run(opts) -> dict:
+    records_dir = Path(opts.records_dir)
+    if (records_dir / "cinc2017" / "training2017").is_dir():
+        records_dir = records_dir / "cinc2017" / "training2017"
+    workers = os.cpu_count() or 1
+    scales = _scales()
+    work = Path(tempfile.mkdtemp(prefix="ecg_scale_"))
+    result = {"records_dir": str(opts.records_dir), "workers": workers, "scales": scales, "prepare": {},
+              "feed": {}, "long": {}, "scratch": str(work)}
+    keep = {1, scales[-1]}
+    try:
+        for s in scales:
+            folder = replicate(records_dir, s, work / f"records_x{s}")
+            layouts = ["flat", "split"] if s == 1 else ["split"]
+            for layout in layouts:
+                out = work / f"prepared_x{s}_{layout}"
+                _log(f"prepare {s}x ({layout} layout) …")
+                row = watched(["prepare", folder, out, workers, layout])
+                result["prepare"][f"{s}x_{layout}"] = {"scale": s, "layout": layout, **row}
+                _log(f"  {row['wall_s']} s, {row['records_per_s']} records/s, peak PSS {row['peak_pss_mib']} MiB")
+                if s not in keep:
+                    shutil.rmtree(out)
+            shutil.rmtree(folder)
+        for s in sorted(keep):
+            for layout in (["flat", "split"] if s == 1 else ["split"]):
+                out = work / f"prepared_x{s}_{layout}"
+                data_mib = result["prepare"][f"{s}x_{layout}"]["out_mib"]
+                result["feed"].update(_feed_rows(out, s, layout, opts, data_mib))
+                shutil.rmtree(out)
+        days = _long_days()
+        for label, d in (("company only", None), ("1 day", 1.0), (f"{days:g} days", days)):
+            if d is not None and d > days:
+                continue
+            folder = long_folder(records_dir, work / "long", d)
+            _log(f"long record: {label} …")
+            row = watched(["prepare", folder, work / "long_out", workers, "flat"])
+            row["days"] = d
+            if d == 1.0:
+                row["whole_record_path"] = watched(["whole", folder, "L00001"])
+            result["long"][label] = row
+            _log(f"  {row['wall_s']} s, peak PSS {row['peak_pss_mib']} MiB")
+            shutil.rmtree(folder)
+            shutil.rmtree(work / "long_out")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+def _mib(v) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def render(result: dict, context: dict) -> str:
+    out = []
+    prep = result["prepare"]
+    base = prep.get("1x_split")
+    table = []
+    for key, r in prep.items():
+        t_ratio = r["wall_s"] / base["wall_s"] if base else None
+        m_ratio = r["peak_pss_mib"] / base["peak_pss_mib"] if base else None
+        table.append([f"{r['scale']}×", r["layout"], f"{r['records']:,}", fmt(r["wall_s"]), fmt(r["pool_s"]),
+                      fmt(r.get("layout_s")), fmt(r["records_per_s"]),
+                      f"{t_ratio:.2f}× (scale {r['scale']}×)" if t_ratio else "—",
+                      _mib(r["peak_pss_mib"]), _mib(r["peak_rss_mib"]), _mib(r["peak_process_rss_mib"]),
+                      f"{m_ratio:.2f}×" if m_ratio else "—", _mib(r["out_mib"])])
+    out.append(markdown_table(["scale", "layout", "records", "wall s", "pool s", "regroup s", "records/s",
+                               "wall / 1× split", "peak PSS MiB", "peak RSS sum MiB", "largest process MiB",
+                               "PSS / 1× split", "parquet MiB"], table))
+    out.append(f"- `prepare` with {result['workers']} processes, once per scale, from scratch; the replicas are "
+               "symlinks to the real files under new ids. PSS counts shared pages once (the honest total); "
+               "RSS summed over the tree counts them in every process.")
+    if base and prep:
+        top = max(prep.values(), key=lambda r: r["scale"])
+        t = top["wall_s"] / base["wall_s"]
+        m = top["peak_pss_mib"] / base["peak_pss_mib"]
+        out.append(f"- target: {top['scale']}× the records in ≤ {top['scale']}× the time: {t:.2f}× — "
+                   + ("**met**" if t <= top["scale"] else "**NOT met**")
+                   + f"; peak memory within 1.5× of 1×: {m:.2f}× — " + ("**met**" if m <= 1.5 else "**NOT met**"))
+    feed = result["feed"]
+    if feed:
+        rows = []
+        for key, r in feed.items():
+            ref = feed.get(f"{r['scale']}x_split_materialized")
+            ratio = r["crops_per_s"]["median"] / ref["crops_per_s"]["median"] if ref else None
+            rows.append([f"{r['scale']}×", r["layout"], r["kind"], f"{r['train_records']:,}", _mib(r["data_mib"]),
+                         _mib(r["store_mib"]), fmt(r["crops_per_s"]["median"]), fmt(r["crops_per_s"]["min"]),
+                         fmt(r["crops_per_s"]["max"]), f"{ratio:.2f}×" if ratio else "—", fmt(r["load_s"]),
+                         _mib(r["peak_pss_mib"]), _mib(r["peak_rss_mib"])])
+        out += ["", markdown_table(["scale", "layout", "feed", "train records", "data MiB", "object store MiB",
+                                    "crops/s (median)", "min", "max", "× materialized", "load s", "peak PSS MiB",
+                                    "peak RSS sum MiB"], rows)]
+        out.append("- the sweep path: `load_datasets` → dataset shard in a one-worker `TorchTrainer` (1 CPU, as a "
+                   "trial) → `crop_batches`, 2 crops per record per epoch; one epoch per repeat after warm-up. "
+                   "Streaming re-reads parquet every epoch; the flat layout reads every file and filters by record "
+                   "id, the split layout reads only the training cells.")
+        for key, r in feed.items():
+            ref = feed.get(f"{r['scale']}x_split_materialized")
+            if r["kind"] == "streaming" and r["layout"] == "split" and ref:
+                q = r["crops_per_s"]["median"] / ref["crops_per_s"]["median"]
+                out.append(f"- target at {r['scale']}×: streaming ≥ 0.5× materialized: {q:.2f}× — "
+                           + ("**met**" if q >= 0.5 else "**NOT met**"))
+    long = result["long"]
+    if long:
+        rows = []
+        for label, r in long.items():
+            rows.append([label, fmt(r["records"]), fmt(r["long_parts"]), fmt(r["wall_s"]), _mib(r["peak_pss_mib"]),
+                         _mib(r["peak_process_rss_mib"]), _mib(r["out_mib"])])
+            whole = r.get("whole_record_path")
+            if whole:
+                rows.append([f"{label}, whole-record functions (old path)", "1", "—", fmt(whole["wall_s"]),
+                             _mib(whole["peak_pss_mib"]), _mib(whole["peak_process_rss_mib"]), "—"])
+        out += ["", markdown_table(["folder", "records", "stored parts", "wall s", "peak PSS MiB",
+                                    "largest process MiB", "parquet MiB"], rows)]
+        out.append(f"- {COMPANY} real records plus one synthetic single-lead {FS} Hz record (72 bpm beats, baseline "
+                   "wander, noise; MATLAB v4 int16 as in PhysioNet 2017), through `prepare` (flat layout): records "
+                   "longer than `prepare.LONG_SAMPLES` are filtered in pieces of `PART_SAMPLES` with the filter "
+                   "state carried over and stored as parts, so memory does not grow with the record.")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    mode, *args = sys.argv[1:]
+    print(json.dumps(CHILDREN[mode](*args)))
