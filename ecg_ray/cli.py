@@ -12,11 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+from . import CLASS_KEYS, HEADLINE
 from .data.errors import DataError
+from .data.sources import NAMES as SOURCES
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=("cinc2017", "mitbih"), default="cinc2017")
+    p.add_argument("--source", choices=SOURCES, default="cinc2017")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="records folder, or a data root holding cinc2017/ and mitdb/ "
                         "(default: $ECG_RAY_DATA, else the download cache)")
@@ -97,7 +99,7 @@ def cmd_train(args) -> int:
     results = train_run(cfg, args.data, args.out, address=args.address, resume=args.resume, force=args.force)
     best = results["best_metrics"]
     print(json.dumps({"out": str(args.out), "epochs": results["epochs"], "best_epoch": results["best_epoch"],
-                      "val_f1_cinc": best["val_f1_cinc"], "val_auroc_macro": best["val_auroc_macro"],
+                      HEADLINE: best[HEADLINE], "val_auroc_macro": best["val_auroc_macro"],
                       "seconds": results["seconds"]}))
     return 0
 
@@ -160,12 +162,13 @@ def _run_stage2(args, spec, prepared, best_config: dict) -> int:
 
 def print_sweep_summary(grid, spec) -> None:
     """The trial table (iterations show ASHA's early stops) and the best trial."""
+    from .training.augment import augment_label
+
     rows = []
     for result in grid:
         cfg = result.config or {}
         m = result.metrics or {}
-        rows.append((cfg.get("model"), cfg.get("imbalance"), ",".join(cfg.get("augment") or []) or "none"
-                     if isinstance(cfg.get("augment"), list) else cfg.get("augment"),
+        rows.append((cfg.get("model"), cfg.get("imbalance"), augment_label(cfg.get("augment")),
                      int(m.get("epochs_done", 0)), m.get(spec.metric, float("nan")),
                      "error" if result.error else ""))
     print(f"{'model':<12}{'imbalance':<10}{'augment':<34}{'epochs':>7}{spec.metric:>14}")
@@ -203,7 +206,8 @@ def _split_records(args) -> list[str] | None:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_folder, json_safe, write_predictions
+    from .artifacts import json_safe
+    from .evaluate import evaluate_folder, write_predictions
 
     _set_threads(args.threads)
     records = _split_records(args)
@@ -229,14 +233,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from .data.dataset import PreparedDataset
     from .training.calibration import calibrate_checkpoint
     from .training.checkpoint import checkpoint_file, load_checkpoint
-    from .training.feed import select_records
 
     _set_threads(args.threads)
     file = checkpoint_file(args.checkpoint)
     cfg = load_checkpoint(file).get("config", {})
-    _, val_ids, _ = select_records(args.data, cfg.get("val_fold"), cfg.get("max_records"))
+    _, val_ids = PreparedDataset(args.data).select(cfg.get("val_fold"), cfg.get("max_records"))
     summary = calibrate_checkpoint(file, args.data, val_ids, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps({"checkpoint": str(file), **summary}))
     return 0
@@ -279,7 +283,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .evaluate import json_safe
+    from .artifacts import json_safe
 
     _set_threads(args.threads)
     if (args.record is None) == (args.data_dir is None):
@@ -304,7 +308,7 @@ def cmd_explain(args) -> int:
         out = plot_explanation(e, args.out or Path(Path(args.record).stem + "_explain.png"), label=args.label)
         print(json.dumps(json_safe({"figure": str(out), "record": str(args.record), "predicted": e.predicted,
                                     "explained_class": e.target_class, "method": e.method, "layer": e.layer,
-                                    "probabilities": dict(zip(("N", "A", "O", "noisy"), e.probabilities)),
+                                    "probabilities": dict(zip(CLASS_KEYS, e.probabilities)),
                                     "seconds": round(e.seconds, 2)})))
         return 0
     from .explain.cases import explain_cases
@@ -323,9 +327,9 @@ def _crossval_config(args):
     """The config to cross-validate or train, with the command's overrides."""
     from dataclasses import replace
 
-    from .training.crossval import load_train_config
+    from .tuning.experiment import train_config_from
 
-    cfg, source = load_train_config(args.config)
+    cfg, source = train_config_from(args.config)
     if cfg.max_records and args.max_records is None:
         print(f"note: the config caps training records at {cfg.max_records}; using all records "
               "(pass --max-records to keep a cap)", file=sys.stderr)
@@ -351,8 +355,8 @@ def cmd_crossval(args) -> int:
     print((Path(args.out) / "crossval.md").read_text(), file=sys.stderr)
     best = summary["best"]
     print(json.dumps({"out": str(args.out), "folds": [p["fold"] for p in summary["per_fold"]],
-                      "val_f1_cinc_mean": best["mean"]["val_f1_cinc"], "val_f1_cinc_sd": best["sd"]["val_f1_cinc"],
-                      "val_f1_cinc_at_final_epochs": summary["common"]["mean"]["val_f1_cinc"],
+                      f"{HEADLINE}_mean": best["mean"][HEADLINE], f"{HEADLINE}_sd": best["sd"][HEADLINE],
+                      f"{HEADLINE}_at_final_epochs": summary["common"]["mean"][HEADLINE],
                       "best_epochs": summary["best_epochs"], "median_best_epoch": summary["median_best_epoch"],
                       "final_epochs": summary["final_epochs"]}))
     return 0
@@ -506,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="fetch PhysioNet 2017 and MIT-BIH (checksums verified)")
     p.add_argument("--data-dir", type=Path, default=None, help="data root (default: $ECG_RAY_DATA or cache)")
-    p.add_argument("--sources", nargs="+", choices=("cinc2017", "mitbih"), default=["cinc2017", "mitbih"])
+    p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("prepare", help="records → parquet segments + manifest (splits, counts)")
@@ -567,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="checkpoint → recording-level metrics (one JSON object) on a records folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder, export archive or .ts")
-    p.add_argument("--source", choices=("cinc2017", "mitbih"), default="cinc2017")
+    p.add_argument("--source", choices=SOURCES, default="cinc2017")
     p.add_argument("--data-dir", type=Path, default=None, help="records folder (default: $ECG_RAY_DATA / cache)")
     p.add_argument("--labels", type=Path, default=None, help="label file (default: REFERENCE.csv beside records)")
     p.add_argument("--predictions", type=Path, default=None, help="write record,label,probabilities CSV here")
@@ -662,10 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--format", choices=formats, default="table")
     a = actions.add_parser("list", parents=[filters, output], help="one row per trial")
-    a.add_argument("--sort", default=None, help="column or metric, best first (default: best_val_f1_cinc)")
+    a.add_argument("--sort", default=None, help=f"column or metric, best first (default: best_{HEADLINE})")
     a.add_argument("--columns", default=None, help="comma list of trials-table columns to show")
     a = actions.add_parser("best", parents=[filters, output], help="the trial Tune's get_best_result picks")
-    a.add_argument("--metric", default="val_f1_cinc", help="f1_cinc, auroc, val_loss, any reported metric "
+    a.add_argument("--metric", default=HEADLINE, help="f1_cinc, auroc, val_loss, any reported metric "
                                                           "(val_ prefix optional)")
     a.add_argument("--mode", choices=("max", "min"), default=None, help="default: min for losses, else max")
     a.add_argument("--scope", choices=("last", "best"), default="last",
@@ -681,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=None,
                    help="epochs every compared trial must have run (default: the most any trial ran); "
                         "trials with another budget are dropped and listed")
-    p.add_argument("--metric", default="val_f1_cinc", help="metric (val_ prefix optional; default val F1(N,A,O))")
+    p.add_argument("--metric", default=HEADLINE, help="metric (val_ prefix optional; default val F1(N,A,O))")
     p.add_argument("--score", choices=("last", "best"), default="last",
                    help="one rule for every trial: its value at the budget epoch (last) or its best epoch (best)")
     p.add_argument("--test", choices=("t", "wilcoxon"), default="t",

@@ -25,7 +25,6 @@ Undefined values (e.g. AUROC of a class absent from the labels) are ``null``.
 from __future__ import annotations
 
 import csv
-import math
 import sys
 import time
 from collections import Counter
@@ -33,90 +32,54 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLASSES, CLASS_TO_INDEX
-from .data import mitbih, physionet2017
+from . import CLASS_KEYS, CLASS_TO_INDEX, CLASSES
+from .artifacts import json_safe
 from .data.errors import DataError, RecordError
-from .predict import PROB_KEYS, Predictor, load_predictor
+from .data.sources import get_source
+from .predict import Predictor, load_predictor
 from .training.calibration import expected_calibration_error
 from .training.metrics import (bootstrap_f1, classification_metrics, confusion, f1_by_length, record_probabilities,
                                softmax)
 
-SOURCES = ("cinc2017", "mitbih")
-PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in PROB_KEYS], "predicted", "n_segments"]
+PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in CLASS_KEYS], "predicted", "n_segments"]
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def json_safe(value):
-    """NaN/inf → None, numpy scalars → Python, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def split_records(prepared: Path, split: str) -> list[str]:
     """Record ids of ``split`` (train, val or test) in a prepared dataset's saved split."""
-    from .data import store
+    from .data.dataset import PreparedDataset
 
-    manifest = store.read_manifest(prepared)
-    splits = manifest["splits"]["split"]
-    if split not in splits:
-        raise DataError(f"{prepared}: no split {split!r} (have {', '.join(splits)})")
-    return list(splits[split])
+    return PreparedDataset(prepared).split(split)
 
 
-def _cinc_items(data_dir: Path, labels_path: Path | None, wanted: set[str] | None, skip):
-    """Yield ``(record, label, signal, fs)`` for the labelled records of a CinC folder."""
-    names = physionet2017.list_records(data_dir)
-    labels = physionet2017.read_labels(physionet2017.find_label_file(data_dir, labels_path))
+def _items(src, data_dir: Path, labels_path: Path | None, window_s: float, wanted: set[str] | None, skip):
+    """Yield ``(item id, label, signal, fs)`` for the labelled items (records, or
+    MIT-BIH windows) of a records folder, ``wanted`` only when given."""
+    names = src.list_records(data_dir)
+    _, labels = src.labels(data_dir, labels_path)
     if wanted is not None:
-        missing = sorted(wanted - set(names))
-        for name in missing:
-            skip(RecordError(name, "listed in split but not in the folder", str(data_dir)))
-        names = [n for n in names if n in wanted]
-    for name in names:
-        if name not in labels:
-            skip(RecordError(name, "no label", "record missing from the label file"))
-            continue
-        if labels[name] not in CLASS_TO_INDEX:
-            skip(RecordError(name, "unknown label", f"{labels[name]!r} is not one of {', '.join(CLASSES)}"))
-            continue
-        try:
-            signal, fs = physionet2017.read_record(data_dir, name)
-        except RecordError as e:
-            skip(e)
-            continue
-        yield name, labels[name], signal, fs
-
-
-def _mitbih_items(data_dir: Path, window_s: float, wanted: set[str] | None, skip):
-    """Yield ``(window id, label, signal, fs)`` for the labelled windows of MIT-BIH records."""
+        records = {src.group_of(w) for w in wanted}
+        names = [n for n in names if n in records]
     seen = set()
-    for name in mitbih.list_records(data_dir):
+    for name in names:
         try:
-            windows, skipped = mitbih.read_windows(data_dir, name, window_s)
+            items, skipped = src.read(data_dir, name, labels, window_s)
         except RecordError as e:
             skip(e)
+            seen.add(name)  # a CinC record that is there but unusable is not also "not in the folder"
             continue
         for reason, count in skipped.items():
             for _ in range(count):
                 skip(RecordError(name, reason), quiet=True)
-        for w in windows:
-            if wanted is not None and w.record_id not in wanted:
-                continue
-            seen.add(w.record_id)
-            yield w.record_id, w.label, w.signal, w.fs
-    if wanted is not None:
-        for name in sorted(wanted - seen):
-            skip(RecordError(name, "listed in split but not in the folder", str(data_dir)))
+        for item_id, label, signal, fs in items:
+            if wanted is None or item_id in wanted:
+                seen.add(item_id)
+                yield item_id, label, signal, fs
+    for name in sorted((wanted or set()) - seen):
+        skip(RecordError(name, "listed in split but not in the folder", str(data_dir)))
 
 
 def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, source: str = "cinc2017",
@@ -130,8 +93,7 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
     ``records`` restricts scoring to those record (or window) ids; ``reliability``
     writes a reliability diagram there (uncalibrated vs the model's temperature).
     """
-    if source not in SOURCES:
-        raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    src = get_source(source)
     t0 = time.perf_counter()
     predictor = checkpoint if isinstance(checkpoint, Predictor) else load_predictor(checkpoint, batch_size)
     predictor.batch_size = batch_size
@@ -145,8 +107,7 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         if not quiet:
             log(f"evaluate: skipped {e}")
 
-    items = (_cinc_items(data_dir, labels, wanted, skip) if source == "cinc2017"
-             else _mitbih_items(data_dir, window_s, wanted, skip))
+    items = _items(src, data_dir, labels, window_s, wanted, skip)
 
     # Segments of many records are pooled into batches; each record keeps its slice.
     names, ys, n_segs, seg_logits, seconds = [], [], [], [], []
@@ -185,7 +146,7 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
     y = np.asarray(ys, dtype=np.int64)
     y_seg = np.repeat(y, n_segs)
     pred = probs.argmax(axis=1)
-    clusters = [n.split("_w")[0] for n in names] if source == "mitbih" else None
+    clusters = [src.group_of(n) for n in names] if src.grouped else None
     raw = record_probabilities(logits_seg, codes, len(names), predictor.aggregate, 1.0)  # no temperature
 
     result = {
@@ -224,7 +185,7 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
     if not return_predictions:
         return result
     predictions = [
-        {"record": n, "label": CLASSES[t], **{f"p_{k}": float(p) for k, p in zip(PROB_KEYS, pr)},
+        {"record": n, "label": CLASSES[t], **{f"p_{k}": float(p) for k, p in zip(CLASS_KEYS, pr)},
          "predicted": CLASSES[int(pr.argmax())], "n_segments": k}
         for n, t, pr, k in zip(names, ys, probs, n_segs)
     ]

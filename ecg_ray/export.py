@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import CLASSES, __version__
+from . import CLASS_KEYS, CLASSES, __version__
+from .artifacts import Run, provenance, read_json
 from .data.preprocess import PreprocessConfig
-from .predict import CHECKPOINT_NAME, CONFIG_NAME, TORCHSCRIPT_NAME, PROB_KEYS, synthetic_ecg
+from .predict import CHECKPOINT_NAME, CONFIG_NAME, TORCHSCRIPT_NAME, synthetic_ecg
+from .training.augment import augment_label
 from .training.checkpoint import checkpoint_file, load_checkpoint, model_from_checkpoint
 
 FORMAT = "ecg-ray-export/1"
@@ -84,30 +86,30 @@ def trace_model(model: torch.nn.Module, segments: np.ndarray) -> tuple[torch.jit
     return traced, diff
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def training_info(ckpt_file: Path, payload: dict) -> dict:
     """What is known about how the checkpoint was trained: its config plus the
     run folder's ``results.json`` / ``final.json`` if they sit beside it."""
     cfg = payload.get("config", {})
     info = {"epoch_index": payload.get("epoch"), "epochs_trained": (payload.get("epoch") or 0) + 1,
             "val_fold": cfg.get("val_fold"), "max_records": cfg.get("max_records")}
-    results = _read_json(ckpt_file.parent / "results.json")
+    run = Run(ckpt_file.parent)
+    results = run.results if Run.holds(run.path) else None
     if results:
         data = results.get("data", {})
         info.update(prepared=data.get("prepared"), config_hash=data.get("config_hash"),
                     train_records=data.get("train_records"), val_records=data.get("val_records"),
                     epochs_run=results.get("epochs"), best_epoch_index=results.get("best_epoch"))
-    manifest = _read_json(Path(info["prepared"]) / "manifest.json") if info.get("prepared") else None
-    if manifest:
-        info["dataset_records"] = manifest.get("n_records")
-        info["dataset_source"] = manifest.get("source")
-    final = _read_json(ckpt_file.parent / "final.json")
+    if info.get("prepared"):
+        from .data.dataset import PreparedDataset
+        from .data.errors import DataError
+
+        try:
+            manifest = PreparedDataset(info["prepared"]).manifest
+            info["dataset_records"] = manifest.get("n_records")
+            info["dataset_source"] = manifest.get("source")
+        except (DataError, OSError, ValueError):  # moved or deleted since: the card says less
+            pass
+    final = run.final
     if final:
         info["final"] = {k: final.get(k) for k in ("trained_on", "train_records", "monitored_on",
                                                     "monitor_records", "epochs", "note")}
@@ -136,7 +138,7 @@ def _split_text(info: dict) -> str:
 def released_metrics(payload: dict, metrics_path: Path | None) -> dict:
     """``{"from": description, "metrics": {...}}``: an evaluate JSON, or the checkpoint's own."""
     if metrics_path is not None:
-        metrics = _read_json(metrics_path)
+        metrics = read_json(metrics_path)
         if not isinstance(metrics, dict) or "f1_cinc" not in metrics:
             raise ValueError(f"--metrics {metrics_path}: not an `ecg-ray evaluate` JSON (no 'f1_cinc')")
         where = metrics.get("records_from") or metrics.get("data_dir")
@@ -168,7 +170,7 @@ def metrics_table(m: dict) -> str:
         out.append(f"| ECE (15 bins, top label; temperature {m.get('temperature', 1.0):.3f}) | {m['ece']:.4f} |")
     out += ["", "| class | F1 | F1 95 % CI | sensitivity | specificity | PPV | AUROC |",
             "|---|---|---|---|---|---|---|"]
-    for c, k in zip(CLASSES, PROB_KEYS):
+    for c, k in zip(CLASSES, CLASS_KEYS):
         cells = [_metric(m, f"{name}_{k}") for name in ("f1", "sens", "spec", "ppv", "auroc")]
         text = ["n/a" if v is None else f"{v:.4f}" for v in cells]
         band = ci.get(f"f1_{k}")
@@ -207,7 +209,7 @@ triage anyone.
 - Architecture: `{config['model']}`, {n_params:,} parameters; hyper-parameters:
   `{json.dumps(config['model_params'])}`.
 - Training: `{tc.get('imbalance')}` class-imbalance handling ({tc.get('class_weighting', 'inverse')} class
-  weights), augmentation `{', '.join(tc.get('augment') or []) or 'none'}`, {tc.get('crops_per_record', 1)}
+  weights), augmentation `{augment_label(tc.get('augment'))}`, {tc.get('crops_per_record', 1)}
   fresh random {seg_s:g}-s crops per record per epoch, AdamW lr {tc.get('lr')} under a
   `{tc.get('schedule', 'plateau')}` schedule, weight decay {tc.get('weight_decay')}, batch size
   {tc.get('batch_size')}, {tc.get('num_epochs')} epochs, seed {tc.get('seed')}.
@@ -274,7 +276,7 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
         "temperature": float(payload.get("temperature", 1.0)),
         "aggregate": payload.get("config", {}).get("aggregate", "mean_prob"),
         "classes": list(CLASSES),
-        "probability_keys": list(PROB_KEYS),
+        "probability_keys": list(CLASS_KEYS),
         "input": {"shape": ["batch", 1, preprocess.segment_length], "dtype": "float32",
                   "output": "logits (batch, 4); divide by temperature, then aggregate a record's windows "
                             "(mean_prob: mean of softmax; mean_logit: softmax of the mean)"},
@@ -285,6 +287,7 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
         "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torchscript_check": {"max_abs_logit_diff": diff, "on": verified_on},
+        "provenance": provenance(preprocess.hash),
     }
     metrics = released_metrics(payload, metrics_path)
     n_params = sum(p.numel() for p in model.parameters())

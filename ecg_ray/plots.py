@@ -18,7 +18,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import CLASSES
+from . import CLASS_KEYS as KEYS
+from . import CLASSES, HEADLINE
 
 DPI = 110
 #: The one style of every figure.
@@ -33,7 +34,7 @@ STYLE = {
 }
 #: One colour per class everywhere (N, A, O, ~).
 CLASS_COLORS = {"N": "#1f77b4", "A": "#d62728", "O": "#2ca02c", "~": "#7f7f7f"}
-CLASS_KEYS = {"N": "N", "A": "A", "O": "O", "~": "noisy"}
+CLASS_KEYS = dict(zip(CLASSES, KEYS))
 TRAIN_STYLE = {"linestyle": "--", "marker": "o"}
 VAL_STYLE = {"linestyle": "-", "marker": "o"}
 CMAP = "viridis"
@@ -93,7 +94,7 @@ CURVE_PANELS = [
     ("Accuracy", "accuracy", [("train_acc", "train (segments)", TRAIN_STYLE),
                               ("val_seg_accuracy", "val segments", {"linestyle": ":", "marker": "s"}),
                               ("val_accuracy", "val recordings", VAL_STYLE)]),
-    ("F1", "F1", [("val_f1_cinc", "F1(N,A,O) recordings", VAL_STYLE),
+    ("F1", "F1", [(HEADLINE, "F1(N,A,O) recordings", VAL_STYLE),
                   ("val_seg_f1_cinc", "F1(N,A,O) segments", {"linestyle": ":", "marker": "s"}),
                   ("val_f1_macro", "macro F1 (4 classes)", {"linestyle": "-.", "marker": "^"})]),
     ("Per-class F1 (recordings)", "F1", [(f"val_f1_{CLASS_KEYS[c]}", c, {**VAL_STYLE, "color": CLASS_COLORS[c]})
@@ -134,7 +135,7 @@ def plot_training_curves(epochs, out, title: str | None = None) -> Path:
 
 
 @_styled
-def runs_overlay_figure(runs: Mapping[str, object], metrics: Sequence[str] = ("val_f1_cinc", "val_loss"),
+def runs_overlay_figure(runs: Mapping[str, object], metrics: Sequence[str] = (HEADLINE, "val_loss"),
                         title: str | None = None) -> Figure:
     """One panel per metric, one line per run (``runs``: label → epochs), labelled."""
     fig = _figure(figsize=(5.2 * len(metrics), 4.0), layout="constrained")
@@ -158,7 +159,7 @@ def runs_overlay_figure(runs: Mapping[str, object], metrics: Sequence[str] = ("v
     return fig
 
 
-def plot_runs_overlay(runs: Mapping[str, object], out, metrics: Sequence[str] = ("val_f1_cinc", "val_loss"),
+def plot_runs_overlay(runs: Mapping[str, object], out, metrics: Sequence[str] = (HEADLINE, "val_loss"),
                       title: str | None = None) -> Path:
     """Several runs' curves overlaid, one labelled line per run in each panel."""
     return save(runs_overlay_figure(runs, metrics, title), out)

@@ -29,14 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import CLASSES
+from . import CLASS_KEYS, CLASSES
 from .data import physionet2017
 from .data.errors import RecordError
 from .data.preprocess import PreprocessConfig, preprocess_record
+from .models import batched_logits
 from .training.metrics import record_probabilities, softmax
 
 #: Keys of the per-class probabilities in predictions (``~`` is written ``noisy``).
-PROB_KEYS = ("N", "A", "O", "noisy")
+PROB_KEYS = CLASS_KEYS
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript")
 CONFIG_NAME = "config.json"
@@ -59,15 +60,7 @@ class Predictor:
 
     def logits(self, segments: np.ndarray) -> np.ndarray:
         """Raw logits ``(n, 4)`` of preprocessed windows ``(n, L)``, batched."""
-        segments = np.ascontiguousarray(segments, dtype=np.float32)
-        if not segments.flags.writeable:  # e.g. a zero-copy view of an Arrow buffer
-            segments = segments.copy()
-        out = np.empty((len(segments), len(CLASSES)), dtype=np.float64)
-        with torch.inference_mode():
-            for i in range(0, len(segments), self.batch_size):
-                x = torch.from_numpy(segments[i:i + self.batch_size]).unsqueeze(1)
-                out[i:i + len(x)] = self.model(x).float().numpy()
-        return out
+        return batched_logits(self.model, segments, self.batch_size)
 
     def probabilities(self, segments: np.ndarray) -> np.ndarray:
         """Calibrated softmax probabilities ``(n, 4)`` of each window ``(n, L)``."""

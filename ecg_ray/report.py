@@ -23,9 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import CLASSES, plots
-from .tuning import analysis
-from .tuning.analysis import SUMMARY_COLUMNS, render
+from . import CLASS_KEYS, CLASSES, HEADLINE, plots
+from .artifacts import json_safe
+from .tables import render
+from .tuning import effects
+from .tuning import experiment as exp
+from .tuning.experiment import SUMMARY_COLUMNS
 
 FIGURES = "figures"
 
@@ -34,11 +37,10 @@ FIGURES = "figures"
 
 def validation_records(prepared, val_fold=None, max_records=None) -> list[str]:
     """The validation record ids a run with this ``val_fold`` / ``max_records``
-    was scored on (the same selection ``training.feed.load_datasets`` makes)."""
-    from .training.feed import select_records
+    was scored on (``PreparedDataset.select``, as training selects them)."""
+    from .data.dataset import PreparedDataset
 
-    _, val_ids, _ = select_records(Path(prepared), val_fold, max_records)
-    return list(val_ids)
+    return list(PreparedDataset(prepared).select(val_fold, max_records)[1])
 
 
 def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> dict:
@@ -73,13 +75,6 @@ def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> 
 
 # -- report --------------------------------------------------------------------------------------
 
-def _py(v):
-    """numpy scalars → Python ones (for JSON); NaN/NA → None."""
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return None
-    return v.item() if isinstance(v, np.generic) else v
-
-
 def _md_kv(rows: list[tuple[str, object]]) -> str:
     return "\n".join(f"- **{k}**: {v}" for k, v in rows if v not in (None, ""))
 
@@ -104,10 +99,10 @@ def _data_context(trials: pd.DataFrame, prepared) -> tuple[Path | None, dict, di
     prepared = prepared or sweep.get("prepared") or data.get("prepared")
     manifest = {}
     if prepared and Path(prepared).is_dir():
-        from .data import store
+        from .data.dataset import PreparedDataset
 
         try:
-            manifest = store.read_manifest(Path(prepared))
+            manifest = PreparedDataset(prepared).manifest
         except Exception:  # a moved or incomplete prepared folder: report without it
             manifest = {}
     feed = sweep.get("feed") or {k: v for k, v in data.items() if k not in ("prepared", "config_hash")}
@@ -128,10 +123,10 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):  # a rerun must not leave figures of another sweep behind
         old.unlink()
-    trials, epochs = analysis.load_experiment(experiment)
+    trials, epochs = exp.load_experiment(experiment)
     attrs = trials.attrs
-    metric = analysis.normalize_metric(metric or attrs.get("metric") or analysis.HEADLINE)
-    mode = mode or attrs.get("mode") or analysis.default_mode(metric)
+    metric = exp.normalize_metric(metric or attrs.get("metric") or HEADLINE)
+    mode = mode or attrs.get("mode") or exp.default_mode(metric)
     prepared, manifest, feed = _data_context(trials, prepared)
     command = command or " ".join(shlex.quote(a) for a in ["ecg-ray", *sys.argv[1:]])
     is_sweep = attrs.get("kind") == "tune"
@@ -206,7 +201,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
               f"; {int(trials['epochs'].sum())} trial-epochs" +
               (f" (exhaustive: {n * max_epochs})" if is_sweep and max_epochs else "") + ".\n")
     cols = [c for c in SUMMARY_COLUMNS if c in trials]
-    table = trials[cols].sort_values("best_val_f1_cinc", ascending=False, na_position="last", kind="stable")
+    table = trials[cols].sort_values(f"best_{HEADLINE}", ascending=False, na_position="last", kind="stable")
     md.append(render(table, "markdown", ".3f") + "\n")
     md.append(_img(plots.plot_summary_table(table, fig_dir / "trials_table.png", "Trials"), out, "trial table") + "\n")
     retried = trials[trials["retried"]] if "retried" in trials else trials.iloc[:0]
@@ -223,19 +218,19 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     md.append("## Best trial\n" if is_sweep else "## The run\n")
     best = None
     try:
-        best = analysis.best_trial(trials, metric, mode)
+        best = exp.best_trial(trials, metric, mode)
     except ValueError as e:
         md.append(f"No best trial: {e}\n")
     if best is not None:
-        col = analysis.metric_column(trials, metric, "last")
-        config = {k: _py(best.get(k)) for k in ("model", "imbalance", "augment", "lr", "seed", "batch_size")
+        col = exp.metric_column(trials, metric, "last")
+        config = {k: json_safe(best.get(k)) for k in ("model", "imbalance", "augment", "lr", "seed", "batch_size")
                   if k in best}
         chosen = (f"Tune's `get_best_result({metric!r}, {mode!r})` — the same as "
                   f"`ecg-ray runs {attrs.get('path')} best --metric {metric} --mode {mode}`: trial "
                   if is_sweep else "Run ")
         md.append(f"{chosen}**{best['trial_id']}**, {col} = {best[col]:.4f} (best epoch "
                   f"{best['best_epoch'] if pd.notna(best['best_epoch']) else '?'} of {best['epochs']}: "
-                  f"val_f1_cinc {best['best_val_f1_cinc']:.4f}).\n")
+                  f"{HEADLINE} {best[f'best_{HEADLINE}']:.4f}).\n")
         md.append(_md_kv([("Config", _code(json.dumps(config, default=str))),
                           ("Epochs", f"{best['epochs']}"), ("Checkpoint", _code(best.get("checkpoint")))]) + "\n")
         run_epochs = epochs[epochs["trial_id"] == best["trial_id"]] if not epochs.empty else epochs
@@ -270,14 +265,14 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     # -- tensorboard
     if is_sweep:
         events = []
-        local = not analysis._is_uri(attrs.get("path"))
+        local = "://" not in str(attrs.get("path"))
         if local:
             events = sorted(Path(attrs["path"]).glob("*/events.out.tfevents*"))
         md.append("## TensorBoard\n")
         md.append(f"Tune writes TensorBoard event files for every trial ({len(events)} files under the "
                   f"experiment{'' if local else ' — not counted for a remote URI'}). Watch a running or "
                   f"finished sweep with\n\n```\ntensorboard --logdir {attrs.get('path')}\n```\n\n"
-                  "(scalars under `ray/tune/`, e.g. `ray/tune/val_f1_cinc`, one run per trial).\n")
+                  f"(scalars under `ray/tune/`, e.g. `ray/tune/{HEADLINE}`, one run per trial).\n")
 
     md.append("## Reproduce\n")
     lines = []
@@ -302,12 +297,12 @@ def _validation_section(best, checkpoint, prepared, fig_dir: Path, out: Path, va
                                           title=f"Validation, {len(pred['record_ids'])} recordings")
     roc_path = plots.plot_roc_curves(pred["y_true"], pred["probs"], fig_dir / "best_roc.png")
     keys = [("f1", "F1"), ("sens", "sensitivity"), ("spec", "specificity"), ("auroc", "AUROC")]
-    per_class = pd.DataFrame({label: [m[f"val_{k}_{c}"] for c in ("N", "A", "O", "noisy")] for k, label in keys},
+    per_class = pd.DataFrame({label: [m[f"val_{k}_{c}"] for c in CLASS_KEYS] for k, label in keys},
                              index=list(CLASSES))
     per_class.index.name = "class"
-    rep = reported.get("val_f1_cinc")
+    rep = reported.get(HEADLINE)
     check = (f"reported at that epoch: {rep:.4f} — " + ("matches" if rep is not None and
-             abs(rep - m["val_f1_cinc"]) < 1e-4 else "DIFFERS")) if rep is not None else "nothing reported to check"
+             abs(rep - m[HEADLINE]) < 1e-4 else "DIFFERS")) if rep is not None else "nothing reported to check"
     headline = pd.DataFrame([{"level": "recordings", **{k: m[f"val_{k}"] for k in
                                                          ("f1_cinc", "f1_macro", "f1_weighted", "accuracy",
                                                           "auroc_macro")}},
@@ -318,7 +313,7 @@ def _validation_section(best, checkpoint, prepared, fig_dir: Path, out: Path, va
         f"### Validation predictions of the best checkpoint (epoch {pred['epoch'] + 1})\n",
         f"The checkpoint run in torch on the {len(pred['record_ids'])} validation recordings "
         f"({pred['segments']} segments) it was scored on; segment probabilities averaged per recording. "
-        f"Recomputed F1(N,A,O) {m['val_f1_cinc']:.4f} ({check}).\n",
+        f"Recomputed F1(N,A,O) {m[HEADLINE]:.4f} ({check}).\n",
         render(headline, "markdown", ".3f") + "\n",
         render(per_class, "markdown", ".3f", index=True) + "\n",
         _img(cm_path, out, "confusion matrix") + " " + _img(roc_path, out, "ROC curves") + "\n",
@@ -326,12 +321,10 @@ def _validation_section(best, checkpoint, prepared, fig_dir: Path, out: Path, va
 
 
 def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path, epochs: pd.DataFrame | None = None) -> str:
-    from .tuning import effects
-
     answer = effects.ablation_answer(trials, epochs if epochs is not None and not epochs.empty else None,
                                      legacy=False)
     (out / "effects.json").write_text(json.dumps(answer, indent=1))
-    result = analysis.ablation(trials, "best_val_f1_cinc")
+    result = effects.ablation(trials, f"best_{HEADLINE}")
     (out / "ablation.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
     label = "best val F1(N,A,O)"
     parts = ["## Ablation\n",

@@ -18,7 +18,8 @@ import yaml
 from conftest import PROJECT_ROOT
 from ecg_ray.data import store
 from ecg_ray.data.errors import DataError
-from ecg_ray.training.crossval import (RECORD_METRICS, cv_splits, dataset_view, load_train_config,
+from ecg_ray.tuning.experiment import train_config_from as load_train_config
+from ecg_ray.training.crossval import (RECORD_METRICS, cv_splits, dataset_view,
                                        summarize, write_tables)
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
@@ -23,9 +24,10 @@ from conftest import save_tiny_checkpoint, PROJECT_ROOT
 from ecg_ray import CLASSES, CLASS_TO_INDEX
 from ecg_ray.data import store
 from ecg_ray.data.preprocess import PreprocessConfig
-from ecg_ray.evaluate import evaluate_folder, json_safe, split_records
+from ecg_ray.artifacts import json_safe
+from ecg_ray.evaluate import evaluate_folder, split_records
 from ecg_ray.predict import Predictor, load_predictor
-from ecg_ray.training.metrics import evaluate_segments
+from ecg_ray.training.metrics import score_records
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +171,10 @@ def test_evaluate_uses_the_checkpoints_preprocessing(prepared_small, small_cinc_
 
     table = store.load_segments(prepared_small, test_ids)
     x = store.signal_matrix(table)
-    probs = load_predictor(tiny_checkpoint).probabilities(x)
-    expected = evaluate_segments(table.column("record_id").to_numpy(), table.column("label_index").to_numpy(),
-                                 probs, prefix="")
+    predictor = load_predictor(tiny_checkpoint)
+    codes, ids = pd.factorize(table.column("record_id").to_numpy())
+    y = table.column("label_index").to_numpy()[[list(codes).index(k) for k in range(len(ids))]]
+    expected = score_records(y, predictor.logits(x), codes, predictor.aggregate, predictor.temperature, prefix="")
     for key in ("f1_cinc", "accuracy", "auroc_macro", "f1_N", "sens_O"):
         assert result[key] == pytest.approx(expected[key], abs=1e-6), key
 

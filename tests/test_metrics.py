@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from ecg_ray.training.metrics import (CLASS_KEYS, aggregate_by_record, aggregate_records, classification_metrics,
-                                      confusion, evaluate_segments)
+from ecg_ray import CLASS_KEYS
+from ecg_ray.training.metrics import classification_metrics, confusion, record_probabilities, score_records
 
 # rows = true N, A, O, ~ ; columns = predicted
 C = np.array([[50, 3, 5, 2],
@@ -67,35 +67,32 @@ def test_auroc_matches_sklearn_ovr_and_survives_absent_class():
     assert np.isnan(classification_metrics([0, 0], [[0.9, 0.1, 0, 0], [0.6, 0.4, 0, 0]])["auroc_macro"])
 
 
-def test_aggregate_by_record_hand_example():
-    ids = ["r2", "r1", "r3", "r2", "r3", "r3"]
+def _logits(probs) -> np.ndarray:
+    """Window logits whose softmax is ``probs`` (a zero probability → -inf)."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(probs, dtype=float))
+
+
+def test_record_probabilities_hand_example():
+    codes = np.array([1, 0, 2, 1, 2, 2])  # windows of records r1 (0), r2 (1), r3 (2)
     probs = np.array([[0.6, 0.4, 0.0, 0.0],   # r2: N on its own ...
                       [0.0, 0.0, 1.0, 0.0],   # r1
                       [0.1, 0.0, 0.0, 0.9],   # r3
                       [0.2, 0.8, 0.0, 0.0],   # r2: ... but A on average
                       [0.4, 0.0, 0.3, 0.3],   # r3
                       [0.4, 0.0, 0.3, 0.3]])  # r3: N, O, ~ average to [0.3, 0, 0.2, 0.5] -> ~
-    rec, rec_probs = aggregate_by_record(ids, probs)
-    assert rec.tolist() == ["r1", "r2", "r3"]  # sorted ids
-    np.testing.assert_allclose(rec_probs, [[0, 0, 1, 0], [0.4, 0.6, 0, 0], [0.3, 0, 0.2, 0.5]])
+    rec_probs = record_probabilities(_logits(probs), codes, 3, "mean_prob")
+    np.testing.assert_allclose(rec_probs, [[0, 0, 1, 0], [0.4, 0.6, 0, 0], [0.3, 0, 0.2, 0.5]], atol=1e-12)
     assert rec_probs.argmax(1).tolist() == [2, 1, 3]
-    _, y_rec, _ = aggregate_records(ids, [1, 2, 3, 1, 3, 3], probs)
-    assert y_rec.tolist() == [2, 1, 3]
 
 
-def test_evaluate_segments_record_and_segment_level():
-    ids = ["a", "a", "a", "b", "b", "c", "d"]
-    y = [0, 0, 0, 1, 1, 2, 0]
-    pred = [0, 0, 1, 1, 0, 2, 2]  # segments: 4/7 right; records a->N, b tie (N first), c->O, d->O
-    probs = np.eye(4)[pred]
-    m = evaluate_segments(ids, y, probs)
+def test_score_records_record_and_segment_level():
+    codes = np.array([0, 0, 0, 1, 1, 2, 3])  # records a, b, c, d
+    y = np.array([0, 1, 2, 0])
+    pred = [0, 0, 1, 1, 0, 2, 2]  # windows: 4/7 right; records a->N, b tie (N first), c->O, d->O
+    m = score_records(y, _logits(np.eye(4)[pred]), codes, "mean_prob")
     assert m["val_seg_accuracy"] == pytest.approx(4 / 7)
     assert m["val_accuracy"] == pytest.approx(2 / 4)
     # N: TP 1, true {a,d}, predicted {a,b}; A: TP 0; O: TP 1, true {c}, predicted {c,d}
     assert m["val_f1_cinc"] == pytest.approx((2 * 1 / (2 + 2) + 0 + 2 * 1 / (1 + 2)) / 3)
-    assert "val_seg_f1_cinc" in m and len(m) == 2 * len(classification_metrics(y, probs))
-
-
-def test_mixed_labels_within_record_raises():
-    with pytest.raises(ValueError, match="'b'"):
-        evaluate_segments(["a", "b", "b"], [0, 1, 2], np.eye(4)[[0, 1, 2]])
+    assert "val_seg_f1_cinc" in m and len(m) == 2 * len(classification_metrics(y, np.eye(4)[y])) + 1

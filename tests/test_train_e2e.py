@@ -15,7 +15,7 @@ import torch
 from conftest import PROJECT_ROOT
 from ecg_ray import CLASSES
 from ecg_ray.training.checkpoint import load_checkpoint, model_from_checkpoint
-from ecg_ray.training.feed import select_records, subsample
+from ecg_ray.data.dataset import select_records, subsample
 
 
 def _train(prepared, out, *extra):

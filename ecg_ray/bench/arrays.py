@@ -1,7 +1,7 @@
 """The training segments of a prepared dataset as in-memory numpy arrays, for
 the benchmarks' reference paths (DataLoader, numpy slicing, bare torch loops).
 
-Records are chosen as a training run chooses them (``training.feed.select_records``:
+Records are chosen as a training run chooses them (``data.dataset.select_records``:
 the saved train split, optionally a label-stratified cap) so that bare and Ray
 paths see the same data. Without Ray installed (a GPU box with only torch,
 numpy and pyarrow) a numpy stratified cap stands in, and says so.
@@ -51,10 +51,10 @@ def _numpy_cap(ids: list[str], labels: dict[str, str], n: int, seed: int) -> lis
 def training_records(prepared: Path, max_records: int | None = None, seed: int = 0) -> tuple[list[str], str]:
     """``(record ids, how chosen)`` of the training split, capped like a run's ``max_records``."""
     if ray_available():
-        from ..training.feed import select_records
+        from ..data.dataset import select_records
 
         train_ids, _, _ = select_records(prepared, None, max_records, seed)
-        return list(train_ids), "the training split as a run selects it (training.feed.select_records)"
+        return list(train_ids), "the training split as a run selects it (data.dataset.select_records)"
     train_ids = list(store.read_manifest(prepared)["splits"]["split"]["train"])
     if max_records and max_records < len(train_ids):
         index = store.load_index(prepared)

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import DataError
+from .sources import NAMES as SOURCES
+from .sources import get_source
 
 DEFAULT_MIRROR = "https://physionet.org/files"
-SOURCES = ("cinc2017", "mitbih")
 CINC_PROJECT = "challenge-2017/1.0.0"
 MITDB_PROJECT = "mitdb/1.0.0"
 CINC_ZIP = "training2017.zip"
@@ -64,12 +65,9 @@ def has_records(folder: Path) -> bool:
 def source_dir(root: str | Path, source: str) -> Path:
     """The records folder of ``source`` under ``root`` — or ``root`` itself when it
     already holds records (the user pointed straight at a records folder)."""
-    if source not in SOURCES:
-        raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    folder = get_source(source).folder
     root = Path(root)
-    if has_records(root):
-        return root
-    return root / "cinc2017" / "training2017" if source == "cinc2017" else root / "mitdb"
+    return root if has_records(root) else root.joinpath(*folder)
 
 
 def ensure_data(root: str | Path, source: str, log: Callable[[str], None] = print) -> Path:
@@ -97,22 +95,17 @@ def download(
     """
     root = Path(root)
     base_url = (base_url or os.environ.get("ECG_RAY_MIRROR") or DEFAULT_MIRROR).rstrip("/")
-    for source in sources:
-        if source not in SOURCES:
-            raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    chosen = [get_source(s) for s in sources]
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create the data folder {root} ({e.strerror or e})") from None
-    for source in sources:
-        if source == "cinc2017":
-            _download_cinc(root, f"{base_url}/{CINC_PROJECT}", log)
-        else:
-            _download_mitdb(root, f"{base_url}/{MITDB_PROJECT}", log)
+    for source in chosen:
+        source.download(root, base_url, log)
     return root
 
 
-def _download_cinc(root: Path, project_url: str, log) -> None:
+def download_cinc(root: Path, project_url: str, log) -> None:
     sums = _checksums(project_url)  # first: offline leaves nothing behind
     folder = root / "cinc2017"
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,7 +121,7 @@ def _download_cinc(root: Path, project_url: str, log) -> None:
     log(f"  {n} records and labels ({CINC_LABELS} as REFERENCE.csv) in {records}")
 
 
-def _download_mitdb(root: Path, project_url: str, log) -> None:
+def download_mitdb(root: Path, project_url: str, log) -> None:
     sums = _checksums(project_url)  # first: offline leaves nothing behind
     folder = root / "mitdb"
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import CLASSES
-from ..evaluate import evaluate_folder, json_safe
+from ..artifacts import json_safe
+from ..evaluate import evaluate_folder
 from ..predict import PROB_KEYS, Predictor, load_predictor, read_input
 from .faithfulness import deletion_curves
 from .figures import METHOD_NAMES, plot_deletion, plot_explanation

@@ -21,6 +21,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 MODELS: dict[str, type] = {}
@@ -118,6 +120,23 @@ def unfreeze(model: nn.Module, group: str = "frontend") -> nn.Module:
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def batched_logits(model, windows: np.ndarray, batch_size: int = 256, device="cpu") -> np.ndarray:
+    """Logits ``(n, K)`` (float64) of windows ``(n, L)`` run through ``model`` (eager
+    or TorchScript) as ``(B, 1, L)`` float32 batches under ``torch.inference_mode``:
+    the one window → logits loop of validation, calibration, evaluate and predict."""
+    windows = np.ascontiguousarray(windows, dtype=np.float32)
+    if not windows.flags.writeable:  # e.g. a zero-copy view of an Arrow buffer
+        windows = windows.copy()
+    out = None
+    with torch.inference_mode():
+        for i in range(0, len(windows), batch_size):
+            logits = model(torch.from_numpy(windows[i:i + batch_size]).unsqueeze(1).to(device)).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(windows), logits.shape[1]), dtype=np.float64)
+            out[i:i + len(logits)] = logits
+    return out if out is not None else np.empty((0, 4), dtype=np.float64)
 
 
 def benchmark_models(batch_size: int = 64, length: int = 1500, iters: int = 3,

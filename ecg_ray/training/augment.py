@@ -18,6 +18,7 @@ Conventions:
 from __future__ import annotations
 
 import inspect
+import re
 
 import torch
 import torch.nn.functional as F
@@ -155,17 +156,37 @@ class Compose:
         return f"Compose({self.augmenters})"
 
 
+def parse_augment(value) -> list[str]:
+    """The ``augment`` setting as a list of names, in the order given: None,
+    ``"none"`` or ``""`` → ``[]``; ``"all"`` → every name; names joined by ``,``
+    or ``+`` (``"jitter,cutout"``, ``"jitter+cutout"``) or a list of them. The one
+    parser of the setting (config, CLI, sweep specs, run tables)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = re.split(r"[+,]", value)
+    names = [str(v).strip() for v in value if str(v).strip() not in ("", "none")]
+    return list(AUGMENT_NAMES) if "all" in names else names
+
+
+def augment_label(value) -> str:
+    """The ``augment`` setting as one string: ``none``, ``all``, or names joined by
+    ``+`` in the registry's order (``jitter+cutout``), whichever spelling it came in."""
+    names = parse_augment(value)
+    if not names:
+        return "none"
+    if set(names) >= set(AUGMENT_NAMES):
+        return "all"
+    order = {n: i for i, n in enumerate(AUGMENT_NAMES)}
+    return "+".join(sorted(dict.fromkeys(names), key=lambda n: (order.get(n, len(order)), n)))
+
+
 def build_augmenter(names: list[str] | str | None, p: float = 0.5, **params) -> Compose:
-    """``names``: None / "none", "all", one name, a "+"-joined string
-    ("jitter+scaling") or a list. ``params`` are flat ``<name>_<arg>`` keys, e.g.
-    ``jitter_sigma=0.05, time_warp_strength=0.1, cutout_fraction=0.1`` (keys for
-    augmenters that are not selected are accepted and ignored, so one sweep
-    config serves every arm)."""
-    if names is None:
-        names = []
-    elif isinstance(names, str):
-        names = {"none": [], "all": list(AUGMENT_NAMES)}.get(names, names.split("+"))
-    names = [n.strip() for n in names]
+    """``names``: any spelling ``parse_augment`` reads. ``params`` are flat
+    ``<name>_<arg>`` keys, e.g. ``jitter_sigma=0.05, time_warp_strength=0.1,
+    cutout_fraction=0.1`` (keys for augmenters that are not selected are accepted
+    and ignored, so one sweep config serves every arm)."""
+    names = parse_augment(names)
     for n in names:
         if n not in AUGMENTERS:
             raise ValueError(f"unknown augmentation {n!r}; valid: {AUGMENT_NAMES + ('none', 'all')}")

@@ -59,22 +59,16 @@ def checkpoint_window_logits(payload: dict, prepared, record_ids: list[str], bat
     """``(y_record, window logits, record index of each window)`` of a checkpoint's
     model on ``record_ids`` of a prepared folder, cut with the checkpoint's own
     window config (no Ray); ``with_ids`` puts the record ids (file order) first."""
-    import torch
-
     from ..data import store
     from ..data.preprocess import PreprocessConfig, segment
+    from ..models import batched_logits
     from .checkpoint import model_from_checkpoint
 
     cfg = PreprocessConfig.from_dict(payload["preprocess"])
     table = store.load_records(prepared, record_ids)
-    model = model_from_checkpoint(payload).eval()
     windows = [segment(sig, cfg.segment_length, cfg.hop, pad=True)[0] for sig in store.record_signals(table)]
     codes = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
-    x = np.concatenate(windows).astype(np.float32)
-    logits = np.empty((len(x), 4))
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            logits[i:i + batch_size] = model(torch.from_numpy(x[i:i + batch_size])).float().numpy()
+    logits = batched_logits(model_from_checkpoint(payload), np.concatenate(windows), batch_size)
     y = table.column("label_index").to_numpy().astype(np.int64)
     if with_ids:
         return np.asarray(table.column("record_id").to_pylist()), y, logits, codes

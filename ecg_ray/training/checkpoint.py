@@ -4,18 +4,20 @@ the model on its own, loadable with ``torch.load(..., weights_only=True)``.
 Contents: ``format``, ``model`` (registry name), ``model_params``,
 ``state_dict``, ``preprocess`` (``PreprocessConfig.to_dict()``), ``classes``,
 ``config`` (the run's training config, JSON types only), ``epoch``,
-``metrics``; for resuming, ``optimizer``/``scheduler`` state and ``history``.
+``metrics``, ``provenance`` (``artifacts.provenance``: commit, package
+versions, data config hash, command; absent in older checkpoints); for
+resuming, ``optimizer``/``scheduler`` state and ``history``.
 No pickled code: a checkpoint holding arbitrary objects is refused on load.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from .. import CLASSES
+from ..artifacts import json_safe
 from ..models import build_model
 
 FORMAT = "ecg-ray-checkpoint/1"
@@ -23,14 +25,14 @@ FILENAME = "model.pt"
 
 
 def _plain(value):
-    """JSON-round-trip a config so only str/int/float/bool/list/dict remain."""
-    return json.loads(json.dumps(value, default=str))
+    """Only str/int/float/bool/list/dict remain (NaN kept: a metric may be NaN)."""
+    return json_safe(value, strict=False)
 
 
 def save_checkpoint(directory: Path, *, model_name: str, model_params: dict, state_dict: dict,
                     preprocess: dict, config: dict, epoch: int, metrics: dict,
                     history: list[dict] | None = None, optimizer: dict | None = None,
-                    scheduler: dict | None = None) -> Path:
+                    scheduler: dict | None = None, provenance: dict | None = None) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -49,6 +51,8 @@ def save_checkpoint(directory: Path, *, model_name: str, model_params: dict, sta
         payload["optimizer"] = optimizer
     if scheduler is not None:
         payload["scheduler"] = _plain(scheduler)
+    if provenance is not None:
+        payload["provenance"] = _plain(provenance)
     path = directory / FILENAME
     torch.save(payload, path)
     return path

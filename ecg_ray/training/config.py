@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ..models import model_names
-from .augment import AUGMENT_NAMES
+from .augment import AUGMENT_NAMES, parse_augment
 from .imbalance import CLASS_WEIGHTINGS, IMBALANCE_NAMES
 from .metrics import AGGREGATES
 from .schedule import SCHEDULES
@@ -23,7 +23,7 @@ FIELD_HELP = {
     "patience": "early stopping on val F1 (epochs); 0 = off",
     "imbalance": "none | weighted | sampler | focal",
     "class_weighting": "inverse | sqrt (class weights of weighted, focal, sampler)",
-    "augment": "comma list of jitter,scaling,time_warp,cutout | all | none",
+    "augment": "jitter,scaling,time_warp,cutout joined by , or + | all | none",
     "augment_p": "probability each augmentation is applied to a crop",
     "crops_per_record": "fresh random training windows per record per epoch",
     "crop_mode": "random (fresh crops each epoch) | fixed (every non-overlapping window, each epoch)",
@@ -80,11 +80,7 @@ class TrainConfig:
     shuffle_buffer: int = 1024
 
     def __post_init__(self):
-        if isinstance(self.augment, str):
-            self.augment = [] if self.augment in ("", "none") else [a for a in self.augment.split(",") if a]
-        self.augment = [a for a in self.augment if a != "none"]
-        if "all" in self.augment:
-            self.augment = list(AUGMENT_NAMES)
+        self.augment = parse_augment(self.augment)
         self.validate()
 
     def validate(self) -> None:

@@ -34,7 +34,6 @@ Train checkpoint.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -43,22 +42,23 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import yaml
+import pandas as pd
 
-from .. import CLASSES
+from .. import CLASS_KEYS, CLASSES, HEADLINE
+from ..artifacts import Run, json_safe, provenance, write_json
 from ..data import store
+from ..data.dataset import PreparedDataset
 from ..data.errors import DataError
+from ..data.sources import get_source
+from ..tables import to_markdown
 from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
-from .metrics import CLASS_KEYS
 
-HEADLINE = "val_f1_cinc"
 #: Recording-level metrics summarised per fold (segment-level ``val_seg_*`` are not).
-RECORD_METRICS = (["val_f1_cinc", "val_auroc_macro", "val_accuracy", "val_f1_macro", "val_f1_weighted"]
+RECORD_METRICS = ([HEADLINE, "val_auroc_macro", "val_accuracy", "val_f1_macro", "val_f1_weighted"]
                   + [f"val_{m}_{k}" for m in ("f1", "auroc", "sens", "spec") for k in CLASS_KEYS])
 #: Columns of the Markdown table.
-TABLE_METRICS = ["val_f1_cinc", "val_auroc_macro", "val_accuracy", "val_f1_macro",
-                 *[f"val_f1_{k}" for k in CLASS_KEYS]]
+TABLE_METRICS = [HEADLINE, "val_auroc_macro", "val_accuracy", "val_f1_macro", *[f"val_f1_{k}" for k in CLASS_KEYS]]
 VIEW_DIR = "_data"
 
 
@@ -66,90 +66,12 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# -- where a config comes from ----------------------------------------------------------------------
-
-def _last_result(result_file: Path) -> dict | None:
-    last = None
-    try:
-        with open(result_file) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        last = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-    except OSError:
-        return None
-    return last
-
-
-def best_sweep_trial(sweep_dir: Path, metric: str = HEADLINE) -> tuple[dict, str]:
-    """The config of a sweep's best trial by its last reported ``metric`` (as
-    ``ecg-ray sweep`` reports it), read from the trial folders: ``(config, description)``."""
-    best = None
-    for trial in sorted(Path(sweep_dir).glob("run_trial_*")):
-        last = _last_result(trial / "result.json")
-        params = trial / "params.json"
-        if not last or last.get(metric) is None or not params.is_file():
-            continue
-        value = float(last[metric])
-        if best is None or value > best[0]:
-            best = (value, json.loads(params.read_text()), trial.name, last.get("training_iteration"))
-    if best is None:
-        raise DataError(f"no finished trial with {metric} in sweep folder {sweep_dir}")
-    return best[1], f"best trial of sweep {sweep_dir} ({best[2]}: {metric} {best[0]:.4f} after {best[3]} epochs)"
-
-
-def _is_sweep_dir(path: Path) -> bool:
-    return (path / "ecg_ray_sweep.json").is_file() or any(path.glob("run_trial_*"))
-
-
-def load_train_config(source: Path | str) -> tuple[TrainConfig, str]:
-    """A ``TrainConfig`` from a run folder or its ``results.json``, a crossval
-    folder (``summary.json``), a sweep folder (its best trial), a checkpoint,
-    or a YAML/JSON file of ``TrainConfig`` fields: ``(config, description)``."""
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"config not found: {path}")
-    if path.is_dir():
-        if (path / "results.json").is_file():
-            return load_train_config(path / "results.json")
-        if (path / "summary.json").is_file():
-            summary = json.loads((path / "summary.json").read_text())
-            return TrainConfig.from_dict(summary["config"]), f"config of cross-validation {path}"
-        if (path / FILENAME).is_file():
-            return load_train_config(path / FILENAME)
-        if _is_sweep_dir(path):
-            config, what = best_sweep_trial(path)
-            return TrainConfig.from_dict(config), what
-        raise DataError(f"{path}: not a run, crossval or sweep folder (no results.json, summary.json, "
-                        f"{FILENAME} or run_trial_* folders)")
-    suffix = path.suffix.lower()
-    if suffix == ".pt":
-        return TrainConfig.from_dict(load_checkpoint(path)["config"]), f"config stored in checkpoint {path}"
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text) if suffix in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: unreadable config ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a mapping of training options")
-    if "config" in data and isinstance(data["config"], dict):  # results.json / summary.json
-        return TrainConfig.from_dict(data["config"]), f"config of run {path.parent}"
-    if "param_space" in data:
-        raise DataError(f"{path} is a sweep spec: pass the sweep's output folder (its best trial) "
-                        "or a YAML of one config's TrainConfig fields")
-    return TrainConfig.from_dict(data), f"config file {path}"
-
-
 # -- dataset views ---------------------------------------------------------------------------------
 
 def dataset_view(prepared: Path, view: Path, splits: dict, note: str) -> Path:
     """A prepared-dataset folder sharing ``prepared``'s records under other splits."""
     prepared, view = Path(prepared).resolve(), Path(view)
-    manifest = store.read_manifest(prepared)
-    manifest = {**manifest, "splits": splits, "view_of": str(prepared), "view_note": note}
+    manifest = {**PreparedDataset(prepared).manifest, "splits": splits, "view_of": str(prepared), "view_note": note}
     view.mkdir(parents=True, exist_ok=True)
     link = view / store.RECORDS
     if link.is_symlink() or link.exists():
@@ -162,10 +84,9 @@ def dataset_view(prepared: Path, view: Path, splits: dict, note: str) -> Path:
 
 
 def _groups(manifest: dict, ids: list[str]) -> list[str] | None:
-    """Patient groups for MIT-BIH windows (``100_w0007`` → ``100``), else None."""
-    if manifest.get("source") != "mitbih":
-        return None
-    return [r.rsplit("_w", 1)[0] for r in ids]
+    """The record (patient) of each item for a grouped source (MIT-BIH windows), else None."""
+    src = get_source(manifest.get("source", "cinc2017"))
+    return [src.group_of(r) for r in ids] if src.grouped else None
 
 
 def cv_splits(manifest: dict, prepared: Path, folds: int, exclude_test: bool = False) -> tuple[dict, str, bool]:
@@ -212,16 +133,6 @@ def _at_epoch(history: list[dict], epoch_count: int) -> dict:
     return entries[-1] if entries else history[0]
 
 
-def _clean(value):
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def summarize(fold_results: list[dict]) -> dict:
     """Per-fold rows and mean/sd at the best, common (median best) and last epochs.
 
@@ -257,57 +168,53 @@ def _fmt(v, digits: int = 4) -> str:
 def write_tables(out: Path, summary: dict) -> None:
     """``crossval.csv`` (every recording-level metric, per fold at its best epoch,
     plus mean and sd rows for each read-out) and ``crossval.md``."""
-    out = Path(out)
-    with open(out / "crossval.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["readout", "fold", "best_epoch", "epochs_run", *RECORD_METRICS])
-        for readout in ("best", "common", "last"):
-            for p in summary["per_fold"]:
-                m = p[f"{readout}_metrics"]
-                w.writerow([readout, p["fold"], p["best_epoch"], p["epochs_run"], *(_fmt(m.get(k), 6) for k in RECORD_METRICS)])
-            for stat in ("mean", "sd"):
-                values = summary[readout][stat]
-                w.writerow([readout, stat, "", "", *(_fmt(values.get(k), 6) for k in RECORD_METRICS)])
+    out, cfg, folds = Path(out), summary["config"], summary["per_fold"]
+    rows = [[readout, p["fold"], p["best_epoch"], p["epochs_run"], *(_fmt(p[f"{readout}_metrics"].get(k), 6)
+                                                                     for k in RECORD_METRICS)]
+            for readout in ("best", "common", "last") for p in folds]
+    rows += [[readout, stat, "", "", *(_fmt(summary[readout][stat].get(k), 6) for k in RECORD_METRICS)]
+             for readout in ("best", "common", "last") for stat in ("mean", "sd")]
+    rows.sort(key=lambda r: ("best", "common", "last").index(r[0]))  # per read-out: folds, then mean and sd
+    pd.DataFrame(rows, columns=["readout", "fold", "best_epoch", "epochs_run", *RECORD_METRICS]).to_csv(
+        out / "crossval.csv", index=False)
 
     heads = ["F1(N,A,O)", "AUROC", "accuracy", "F1 macro", *[f"F1 {c}" for c in CLASSES]]
-    lines = [f"# Cross-validation: `{summary['config']['model']}`", "",
+
+    def band(s: dict, k: str) -> str:
+        return f"{_fmt(s['mean'][k], 3)} ± {_fmt(s['sd'][k], 3)}"
+
+    per_fold = [[str(p["fold"]), f"{p['best_epoch']}/{p['epochs_run']}",
+                 *(_fmt(p["best_metrics"].get(k)) for k in TABLE_METRICS)] for p in folds]
+    per_fold.append(["**mean ± sd**", f"{_fmt(summary['median_best_epoch'], 1)} (median)",
+                     *(f"**{band(summary['best'], k)}**" for k in TABLE_METRICS)])
+    readouts = [[f"epoch {summary['final_epochs']}", *(band(summary["common"], k) for k in TABLE_METRICS)],
+                ["last epoch", *(band(summary["last"], k) for k in TABLE_METRICS)]]
+    lines = [f"# Cross-validation: `{cfg['model']}`", "",
              f"Config: {summary['config_source']}.  ",
              f"Data: `{summary['prepared']}`, {summary['fold_source']}.  ",
-             f"Folds run: {', '.join(str(p['fold']) for p in summary['per_fold'])} of {summary['folds']}; "
-             f"up to {summary['config']['num_epochs']} epochs, patience {summary['config']['patience']}"
-             + (f", training records capped at {summary['config']['max_records']}" if summary['config'].get('max_records') else "")
+             f"Folds run: {', '.join(str(p['fold']) for p in folds)} of {summary['folds']}; "
+             f"up to {cfg['num_epochs']} epochs, patience {cfg['patience']}"
+             + (f", training records capped at {cfg['max_records']}" if cfg.get('max_records') else "")
              + "; records per fold (train/validation): "
-             + ", ".join(f"{p['train_records']}/{p['val_records']}" for p in summary["per_fold"]) + ".", "",
+             + ", ".join(f"{p['train_records']}/{p['val_records']}" for p in folds) + ".", "",
              "Recording-level validation metrics of each held-out fold at its **best epoch** "
              "(chosen on that fold, so optimistic):", "",
-             "| fold | best epoch | " + " | ".join(heads) + " |", "|---" * (len(heads) + 2) + "|"]
-    for p in summary["per_fold"]:
-        m = p["best_metrics"]
-        lines.append(f"| {p['fold']} | {p['best_epoch']}/{p['epochs_run']} | "
-                     + " | ".join(_fmt(m.get(k)) for k in TABLE_METRICS) + " |")
-    for readout, label in (("best", "mean ± sd"),):
-        s = summary[readout]
-        lines.append(f"| **{label}** | {_fmt(summary['median_best_epoch'], 1)} (median) | " + " | ".join(
-            f"**{_fmt(s['mean'][k], 3)} ± {_fmt(s['sd'][k], 3)}**" for k in TABLE_METRICS) + " |")
-    lines += ["", f"Every fold read at the **same epoch count, {summary['final_epochs']}** (median best epoch, "
-              "rounded up; the count `ecg-ray final --from-crossval` trains for), and at each fold's last epoch:", "",
-              "| read-out | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
-    for readout, label in (("common", f"epoch {summary['final_epochs']}"), ("last", "last epoch")):
-        s = summary[readout]
-        lines.append(f"| {label} | " + " | ".join(f"{_fmt(s['mean'][k], 3)} ± {_fmt(s['sd'][k], 3)}"
-                                                 for k in TABLE_METRICS) + " |")
-    lines += ["", "mean ± sample sd over folds; every recording-level metric is in `crossval.csv` and "
-              "`summary.json`. F1(N,A,O) is the challenge's headline (mean F1 of N, A, O per recording).", ""]
+             to_markdown(pd.DataFrame(per_fold, columns=["fold", "best epoch", *heads])), "",
+             f"Every fold read at the **same epoch count, {summary['final_epochs']}** (median best epoch, "
+             "rounded up; the count `ecg-ray final --from-crossval` trains for), and at each fold's last epoch:", "",
+             to_markdown(pd.DataFrame(readouts, columns=["read-out", *heads])), "",
+             "mean ± sample sd over folds; every recording-level metric is in `crossval.csv` and "
+             "`summary.json`. F1(N,A,O) is the challenge's headline (mean F1 of N, A, O per recording).", ""]
     (out / "crossval.md").write_text("\n".join(lines))
 
 
 # -- the runs --------------------------------------------------------------------------------------
 
 def _fold_done(fold_dir: Path, cfg: TrainConfig) -> dict | None:
-    results_file = fold_dir / "results.json"
-    if not results_file.is_file() or not (fold_dir / FILENAME).is_file():
+    run = Run(fold_dir)
+    if not Run.holds(fold_dir) or run.checkpoint is None:
         return None
-    results = json.loads(results_file.read_text())
+    results = run.results
     return results if results.get("config") == cfg.to_dict() else None
 
 
@@ -328,7 +235,7 @@ def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
     from .trainer import train_run
 
     prepared, out = Path(prepared).resolve(), Path(out).resolve()
-    manifest = store.read_manifest(prepared)
+    manifest = PreparedDataset(prepared).manifest
     if folds < 2:
         raise ValueError(f"--folds must be >= 2, got {folds}")
     splits, fold_source, changed = cv_splits(manifest, prepared, folds, exclude_test)
@@ -356,17 +263,17 @@ def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
             results = train_run(fold_cfg, data, fold_dir, address=address, resume=resume)
             log(f"crossval: fold {k} best {HEADLINE} {results['best_metrics'][HEADLINE]:.4f} "
                 f"at epoch {results['best_epoch'] + 1}/{results['epochs']} ({results['seconds']:.0f} s)")
-        history = json.loads((fold_dir / "history.json").read_text())
+        history = Run(fold_dir).history
         fold_results.append({"fold": k, "results": results, "history": history})
 
     summary = {
         "config": replace(cfg, val_fold=None).to_dict(), "config_source": config_source,
         "prepared": str(prepared), "data": str(data), "folds": folds, "fold_source": fold_source,
         "exclude_test": exclude_test, "fold_records": [len(f) for f in splits["folds"]],
-        **summarize(fold_results),
+        **summarize(fold_results), "provenance": provenance(manifest.get("config_hash")),
     }
-    summary = _clean(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary = json_safe(summary)
+    write_json(out / "summary.json", summary)
     write_tables(out, summary)
     return summary
 
@@ -399,7 +306,7 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
     prepared, out = Path(prepared).resolve(), Path(out).resolve()
     if (out / "final.json").is_file():
         raise DataError(f"{out} already holds a final model (final.json): use another --out")
-    manifest = store.read_manifest(prepared)
+    manifest = PreparedDataset(prepared).manifest
     split = manifest["splits"]["split"]
     train = sorted(split["train"] + split["val"])
     test = list(split["test"])
@@ -416,20 +323,21 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
     last = _last_checkpoint(out)
     shutil.copy(last, out / FILENAME)
     payload = load_checkpoint(out / FILENAME)
-    history = json.loads((out / "history.json").read_text())
+    run = Run(out)
+    history = run.history
     results.update(best_epoch=payload["epoch"], best_metrics=payload["metrics"],
                    selection="last epoch (final model: nothing selected on the monitored test split)")
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    final = _clean({
+    run.write(results)
+    final = json_safe({
         "trained_on": "train+val split", "train_records": results["data"]["train_records"],
         "monitored_on": "test split", "monitor_records": results["data"]["val_records"],
         "epochs": len(history), "epochs_requested": int(epochs), "note": FINAL_NOTE,
         "test_metrics_last_epoch": {k.replace("val_", "test_", 1): v for k, v in payload["metrics"].items()
                                     if k.startswith("val_")},
         "config": final_cfg.to_dict(), "config_source": config_source, "prepared": str(prepared),
-        "seconds": results["seconds"],
+        "seconds": results["seconds"], "provenance": provenance(manifest.get("config_hash")),
     })
-    (out / "final.json").write_text(json.dumps(final, indent=1))
+    run.write_final(final)
     return final
 
 

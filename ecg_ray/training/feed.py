@@ -29,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from .. import CLASSES
 from ..data import store
+from ..data.dataset import PreparedDataset, select_records  # noqa: F401  (select_records: re-exported)
 from ..data.preprocess import n_windows, random_crops, segment
-from ..data.splits import fold_records
 
 #: Materialize when the selected records take less than this share of the object store.
 MATERIALIZE_FRACTION = 0.4
@@ -58,30 +57,6 @@ class FeedInfo:
         return asdict(self)
 
 
-def subsample(ids: list[str], labels: dict[str, str], n: int, seed: int = 0) -> list[str]:
-    """A label-stratified subset of ``n`` record ids (all of them if n >= len)."""
-    if n >= len(ids):
-        return list(ids)
-    strat = [labels[r] for r in ids]
-    keep, _ = train_test_split(list(ids), train_size=n, stratify=strat, random_state=seed)
-    return sorted(keep)
-
-
-def select_records(prepared: Path, val_fold: int | None = None, max_records: int | None = None,
-                   seed: int = 0, index: dict | None = None) -> tuple[list[str], list[str], dict]:
-    """``(train ids, val ids, manifest)`` for a run; ``max_records`` caps the
-    training records (and validation at a quarter of it) for small runs.
-    ``index`` is ``store.load_index(prepared)`` when the caller has it already."""
-    manifest = store.read_manifest(prepared)
-    train_ids, val_ids = fold_records(manifest["splits"], val_fold)
-    if max_records:
-        index = index if index is not None else store.load_index(prepared)
-        labels = dict(zip(index["record_id"], index["label"]))
-        train_ids = subsample(train_ids, labels, max_records, seed)
-        val_ids = subsample(val_ids, labels, max(max_records // 4, 40), seed)
-    return train_ids, val_ids, manifest
-
-
 def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool | None = None,
                   max_records: int | None = None):
     """``(train_ds, val_ds, FeedInfo)`` for a prepared folder; needs ``ray.init``.
@@ -91,9 +66,10 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     import ray
     from ray.data.expressions import col
 
-    index = store.load_index(prepared)
-    train_ids, val_ids, manifest = select_records(prepared, val_fold, max_records, index=index)
-    length = manifest["preprocess"]["segment_length"]
+    data = PreparedDataset(prepared)
+    index = data.index
+    train_ids, val_ids = data.select(val_fold, max_records)
+    length = data.manifest["preprocess"]["segment_length"]
     in_train = np.isin(index["record_id"], train_ids)
     in_val = np.isin(index["record_id"], val_ids)
     class_counts = np.bincount(index["label_index"][in_train], minlength=len(CLASSES)).tolist()

@@ -1,9 +1,9 @@
 """Evaluation metrics at segment and recording level (scikit-learn, no Ray).
 
-This module owns the metric *names* every stage reads (``val_f1_cinc`` is the
-sweep's headline) and the recording-level aggregation: a recording's
-probabilities are the mean of its segments' probabilities, and its prediction
-is their argmax.
+This module owns the metric *names* every stage reads (``ecg_ray.HEADLINE``,
+``val_f1_cinc``, is the sweep's headline) and the recording-level aggregation
+(``record_probabilities``): a recording's probabilities come from its windows'
+logits, and its prediction is their argmax.
 
 Per-class F1 is sklearn's ``2·precision·recall / (precision + recall)``, which
 equals the challenge's ``2·TP / (predicted-as-class + truly-class)``; a class
@@ -18,17 +18,10 @@ import pandas as pd
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, multilabel_confusion_matrix,
                              precision_score, recall_score, roc_auc_score)
 
-from ecg_ray import CLASSES, CINC_CLASSES
+from ecg_ray import CINC_CLASSES, CLASS_KEYS, CLASSES
 
-CLASS_KEYS: tuple[str, ...] = ("N", "A", "O", "noisy")  # CLASSES, safe for metric keys
 LABELS = list(range(len(CLASSES)))
 CINC_INDICES = [CLASSES.index(c) for c in CINC_CLASSES]
-
-
-def _group(record_ids) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique record ids, index of each segment's record in them)."""
-    codes, uniques = pd.factorize(np.asarray(record_ids), sort=True)
-    return np.asarray(uniques), codes
 
 
 def _mean_by(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
@@ -36,30 +29,6 @@ def _mean_by(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray
     sums = np.stack([np.bincount(codes, weights=values[:, k], minlength=n_groups)
                      for k in range(values.shape[1])], axis=1)
     return sums / np.bincount(codes, minlength=n_groups)[:, None]
-
-
-def aggregate_by_record(record_ids, probs) -> tuple[np.ndarray, np.ndarray]:
-    """Mean segment probabilities per record: ``(ids, record_probs (R, K))``,
-    records in *sorted* id order."""
-    ids, codes = _group(record_ids)
-    return ids, _mean_by(codes, len(ids), probs)
-
-
-def aggregate_records(record_ids, y_true_segments, probs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ids, y_record, record_probs)``, records in sorted id order. A record's
-    label is its segments' label; ValueError if its segments disagree."""
-    ids, codes = _group(record_ids)
-    y = np.asarray(y_true_segments, dtype=np.int64)
-    if y.size and (y.min() < 0 or y.max() >= len(CLASSES)):
-        raise ValueError(f"labels must be class indices 0..{len(CLASSES) - 1}")
-    per_class = np.bincount(codes * len(CLASSES) + y, minlength=len(ids) * len(CLASSES))
-    per_class = per_class.reshape(len(ids), len(CLASSES))
-    mixed = (per_class > 0).sum(1) > 1
-    if mixed.any():
-        bad = ids[mixed]
-        raise ValueError(f"segments of record {bad[0]!r} have different labels "
-                         f"({int(mixed.sum())} such records: {bad[:5].tolist()})")
-    return ids, per_class.argmax(1), _mean_by(codes, len(ids), probs)
 
 
 def confusion(y_true, y_pred) -> list[list[int]]:
@@ -98,15 +67,6 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
     for name, values in (("f1", f1), ("auroc", auroc), ("sens", sens), ("spec", spec), ("ppv", ppv)):
         out.update({f"{name}_{key}": float(v) for key, v in zip(CLASS_KEYS, values)})
     return {prefix + k: v for k, v in out.items()}
-
-
-def evaluate_segments(record_ids, y_true_segments, probs, prefix: str = "val_") -> dict[str, float]:
-    """Segment-level metrics under ``f"{prefix}seg_"`` and recording-level ones
-    (segment probabilities averaged per record) under ``prefix``: the headline
-    is ``f"{prefix}f1_cinc"``."""
-    _, y_rec, p_rec = aggregate_records(record_ids, y_true_segments, probs)
-    return {**classification_metrics(y_true_segments, probs, prefix + "seg_"),
-            **classification_metrics(y_rec, p_rec, prefix)}
 
 
 # -- whole-record scoring: windows → one probability vector per record --------------------------

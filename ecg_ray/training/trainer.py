@@ -8,7 +8,6 @@ trial passes a ``TuneReportCallback`` and datasets it was handed);
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,10 +22,13 @@ import ray.train
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from .. import HEADLINE
+from ..artifacts import Run, provenance
+from ..data.preprocess import PreprocessConfig
 from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
 from .feed import FeedInfo, load_datasets
-from .worker import HEADLINE, train_loop_per_worker
+from .worker import train_loop_per_worker
 
 
 def log_level() -> str:
@@ -72,12 +74,20 @@ def data_config() -> DataConfig:
     return DataConfig(datasets_to_split=["train"], execution_options=options)
 
 
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+
+
 def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess: dict, *,
                  storage_path: str, name: str, callbacks=(), max_failures: int = 0) -> TorchTrainer:
+    # Ray Train gives a worker group 60 s to start; on a busy 2-core node (a trial's workers
+    # queued behind others) that fails trials which would have started. Ray passes this
+    # variable from the process that builds the trainer to its controller.
+    os.environ.setdefault(WORKER_START_TIMEOUT_ENV, "600")
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts,
-                           "train_records": info.train_records, "train_fixed_windows": info.train_fixed_windows},
+                           "train_records": info.train_records, "train_fixed_windows": info.train_fixed_windows,
+                           "provenance": provenance(PreprocessConfig.from_dict(preprocess).hash)},
         scaling_config=scaling_config(cfg),
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=data_config(),
@@ -100,7 +110,7 @@ class EpochPrinter(ray.train.UserCallback):
     def after_report(self, run_context, metrics, checkpoint):
         m = metrics[0]
         print(f"epoch {m['epoch'] + 1:3d}  loss {m['train_loss']:.3f}  acc {m['train_acc']:.3f}  "
-              f"val F1(N,A,O) {m['val_f1_cinc']:.3f} (seg {m['val_seg_f1_cinc']:.3f})  "
+              f"val F1(N,A,O) {m[HEADLINE]:.3f} (seg {m['val_seg_f1_cinc']:.3f})  "
               f"AUROC {m['val_auroc_macro']:.3f}  lr {m['lr']:.2g}  {m['segments_per_s']:,.0f} seg/s",
               file=sys.stderr, flush=True)
 
@@ -144,7 +154,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
 
     An existing run in ``out`` is continued from its last checkpoint with
     ``resume`` (Ray Train restores it by name), replaced with ``force``."""
-    from ..data import store
+    from ..data.dataset import PreparedDataset
 
     out = Path(out).resolve()
     if (out / RUN_NAME).exists():
@@ -154,7 +164,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
             raise FileExistsError(f"run folder already holds a run: {out} (use --resume to continue it, "
                                   "--force to start over, or another --out)")
     out.mkdir(parents=True, exist_ok=True)
-    manifest = store.read_manifest(prepared)
+    data = PreparedDataset(prepared)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     init_ray(address)
@@ -162,7 +172,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
     print(f"train: {cfg.model} on {info.train_records} records ({info.train_segments} segments), "
           f"validating on {info.val_records} records; data {'materialized' if info.materialized else 'streamed'}",
           file=sys.stderr, flush=True)
-    trainer = make_trainer(cfg, train_ds, val_ds, info, manifest["preprocess"],
+    trainer = make_trainer(cfg, train_ds, val_ds, info, data.manifest["preprocess"],
                            storage_path=str(out), name=RUN_NAME, callbacks=[EpochPrinter()])
     result = trainer.fit()
     best = result.get_best_checkpoint(HEADLINE, "max") or result.checkpoint
@@ -173,17 +183,15 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
     calibration = None
     if cfg.calibrate:  # temperature on the validation records, stored in model.pt
         from .calibration import calibrate_checkpoint
-        from .feed import select_records
 
-        _, val_ids, _ = select_records(prepared, cfg.val_fold, cfg.max_records)
+        _, val_ids = data.select(cfg.val_fold, cfg.max_records)
         calibration = calibrate_checkpoint(out / FILENAME, prepared, val_ids,
                                            log=lambda m: print(m, file=sys.stderr, flush=True))
     best_payload = load_checkpoint(out / FILENAME)
     results = {
         "model": cfg.model,
         "config": cfg.to_dict(),
-        "data": {"prepared": str(Path(prepared).resolve()), "config_hash": manifest["config_hash"],
-                 **info.to_dict()},
+        "data": {"prepared": str(data.path.resolve()), "config_hash": data.config_hash, **info.to_dict()},
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -193,7 +201,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
         "best_metrics": best_payload["metrics"],
         "final_metrics": history[-1],
         "calibration": calibration,
+        "provenance": provenance(data.config_hash),
     }
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    Run(out).write(results, history)
     return results

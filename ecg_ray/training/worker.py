@@ -26,7 +26,8 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from ..models import build_model, freeze
+from .. import HEADLINE
+from ..models import batched_logits, build_model, freeze
 from .augment import build_augmenter, make_generator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -35,8 +36,6 @@ from .imbalance import build_loss, class_weights
 from .metrics import score_records
 from .schedule import build_scheduler, per_step
 from .step import train_step
-
-HEADLINE = "val_f1_cinc"
 
 
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -68,7 +67,6 @@ def _gather(value):
     return [value]
 
 
-@torch.no_grad()
 def window_logits(model, dataset, device, length: int, hop: int, rank: int = 0, world: int = 1,
                   batch_size: int = 512):
     """``(record ids, labels, window logits (n, K), record index of each window)``
@@ -77,9 +75,7 @@ def window_logits(model, dataset, device, length: int, hop: int, rank: int = 0, 
     ids, ys, logits, codes, offset = [], [], [], [], 0
     for rec_ids, labels, windows, rec_codes in window_batches(dataset, length=length, hop=hop, rank=rank,
                                                               world=world):
-        for i in range(0, len(windows), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(windows[i:i + batch_size])).to(device)
-            logits.append(model(x).float().cpu().numpy())
+        logits.append(batched_logits(model, windows, batch_size, device))
         ids.append(rec_ids)
         ys.append(labels)
         codes.append(rec_codes + offset)
@@ -203,7 +199,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         else:
             since_best += 1
         stop = bool(cfg.patience and since_best >= cfg.patience)
-        metrics.update(best_val_f1_cinc=best, early_stopped=stop)
+        metrics.update({f"best_{HEADLINE}": best, "early_stopped": stop})
         metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
         history.append(metrics)
 
@@ -214,7 +210,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     tmp, model_name=cfg.model, model_params=model_params, state_dict=raw_model.state_dict(),
                     preprocess=preprocess, config=cfg.to_dict(), epoch=epoch, metrics=metrics, history=history,
                     optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict() if scheduler is not None else None)
+                    scheduler=scheduler.state_dict() if scheduler is not None else None,
+                    provenance=loop_config.get("provenance"))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
         if stop:

@@ -39,14 +39,17 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import analysis
+from .. import HEADLINE
+from ..artifacts import json_safe
+from ..tables import render, to_text
+from .experiment import FACTORS, default_mode, load_experiment, metric_column, normalize_metric
 
-FACTORS = analysis.FACTORS
 ALPHA = 0.05
 POWER = 0.8
 TESTS = ("t", "wilcoxon")
@@ -61,7 +64,7 @@ def base_metric(metric: str) -> str:
     for prefix in ("best_", "final_"):
         if metric.startswith(prefix):
             metric = metric[len(prefix):]
-    return analysis.normalize_metric(metric)
+    return normalize_metric(metric)
 
 
 def _not_errored(trials_df: pd.DataFrame) -> pd.DataFrame:
@@ -73,7 +76,7 @@ def _keep_columns(trials_df: pd.DataFrame, factors) -> list[str]:
             "epochs"]
 
 
-def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = analysis.HEADLINE,
+def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = HEADLINE,
                        score: str = "last", factors=FACTORS) -> pd.DataFrame:
     """Trials that ran exactly ``budget`` epochs, one ``score`` each: ``last`` (the
     trials table's ``final_<metric>``: the value at epoch ``budget``) or ``best``
@@ -105,7 +108,7 @@ def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = analy
     return table
 
 
-def known_epochs(trials_df: pd.DataFrame, metric: str = analysis.HEADLINE) -> pd.DataFrame:
+def known_epochs(trials_df: pd.DataFrame, metric: str = HEADLINE) -> pd.DataFrame:
     """The per-epoch values a trials table alone reveals (for a saved trials CSV
     without its epochs): ``final_<m>`` at epoch ``epochs`` and ``best_<m>`` at
     ``best_epoch`` (``best_epoch`` is of the headline metric). ``epoch`` is 0-based,
@@ -113,7 +116,7 @@ def known_epochs(trials_df: pd.DataFrame, metric: str = analysis.HEADLINE) -> pd
     metric = base_metric(metric)
     rows = []
     for r in trials_df.to_dict("records"):
-        if f"best_{metric}" in r and metric == analysis.HEADLINE and pd.notna(r.get("best_epoch")):
+        if f"best_{metric}" in r and metric == HEADLINE and pd.notna(r.get("best_epoch")):
             rows.append({"trial_id": r["trial_id"], "epoch": int(r["best_epoch"]) - 1, metric: r[f"best_{metric}"]})
         if f"final_{metric}" in r and pd.notna(r.get("epochs")) and r["epochs"] > 0:
             rows.append({"trial_id": r["trial_id"], "epoch": int(r["epochs"]) - 1, metric: r[f"final_{metric}"]})
@@ -121,7 +124,7 @@ def known_epochs(trials_df: pd.DataFrame, metric: str = analysis.HEADLINE) -> pd
     return out.drop_duplicates(["trial_id", "epoch"], keep="last").reset_index(drop=True)
 
 
-def rung_table(trials_df: pd.DataFrame, epoch_df: pd.DataFrame, rung: int, metric: str = analysis.HEADLINE,
+def rung_table(trials_df: pd.DataFrame, epoch_df: pd.DataFrame, rung: int, metric: str = HEADLINE,
                factors=FACTORS) -> pd.DataFrame:
     """The ASHA-stage reading at ``rung`` (an epoch count, 1-based like ``epochs``):
     each trial that reached it, scored by its value at that epoch (``epoch_df``
@@ -225,11 +228,11 @@ def anova_table(fit, info: dict) -> pd.DataFrame:
 # -- levels and paired contrasts -----------------------------------------------------------------
 
 def level_table(table: pd.DataFrame, factors, mode: str = "max") -> pd.DataFrame:
-    """Per factor and level: n, mean, sd, 95 % t CI (``analysis.t_interval``), rank."""
+    """Per factor and level: n, mean, sd, 95 % t CI (``t_interval``), rank."""
     rows = []
     for f in [f for f in factors if f in table]:
         for level, g in table.groupby(table[f].astype(str), sort=True):
-            mean, lo, hi = analysis.t_interval(g["score"])
+            mean, lo, hi = t_interval(g["score"])
             rows.append({"factor": f, "level": level, "n": len(g), "mean": mean,
                          "sd": float(g["score"].std(ddof=1)) if len(g) > 1 else np.nan,
                          "ci_low": lo, "ci_high": hi, "trials": sorted(g["trial_id"])})
@@ -400,7 +403,7 @@ def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str =
     if len(seeds) < 2:
         notes.append("one seed: no seed block; pairs are matched on the other factors only, and the model's "
                      "residual is made of the interactions it leaves out (seed noise and those effects are one)")
-    return _jsonable({
+    return json_safe({
         "kind": table.attrs.get("kind"), "label": table.attrs.get("label"), "budget_epochs": budget,
         "metric": table.attrs.get("metric"), "score": table.attrs.get("score"), "mode": mode, "n": len(table),
         "trials": ids, "seeds": seeds, "dropped": table.attrs.get("dropped", []),
@@ -420,19 +423,6 @@ def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str =
     })
 
 
-def _jsonable(obj):
-    """numpy scalars → Python, NaN/inf → None, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if obj is pd.NA or (isinstance(obj, float) and not math.isfinite(obj)):
-        return None
-    return obj
-
-
 # -- the ablation answer -------------------------------------------------------------------------
 
 def asha_rungs(trials_df: pd.DataFrame) -> list[int]:
@@ -443,25 +433,25 @@ def asha_rungs(trials_df: pd.DataFrame) -> list[int]:
 
 
 def load_tables(source, epochs_csv=None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """``(trials_df, epochs_df)`` of an experiment folder (``analysis.load_experiment``)
+    """``(trials_df, epochs_df)`` of an experiment folder (``experiment.load_experiment``)
     or of a saved trials CSV (with ``epochs_csv``, else no epochs table)."""
     from pathlib import Path
 
     if str(source).endswith(".csv") and Path(source).is_file():
         return pd.read_csv(source), (pd.read_csv(epochs_csv) if epochs_csv else None)
-    trials, epochs = analysis.load_experiment(source)
+    trials, epochs = load_experiment(source)
     return trials, (pd.read_csv(epochs_csv) if epochs_csv else epochs)
 
 
 def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = None, budget: int | None = None,
-                    metric: str = analysis.HEADLINE, score: str = "last", factors=FACTORS, mode: str | None = None,
+                    metric: str = HEADLINE, score: str = "last", factors=FACTORS, mode: str | None = None,
                     test: str = "t", legacy: bool = True) -> dict:
     """What ``ecg-ray ablation`` prints: ``fixed_budget`` (``effects`` of the trials
     that ran ``budget`` epochs, default the most any trial ran), ``asha_rungs``
     (``effects`` at each rung where ASHA stopped trials) and, if ``legacy``,
-    ``best_of_trial_budget_confounded`` (the old ``analysis.ablation``)."""
+    ``best_of_trial_budget_confounded`` (``ablation``)."""
     metric = base_metric(metric)
-    mode = mode or analysis.default_mode(metric)
+    mode = mode or default_mode(metric)
     ok = _not_errored(trials_df)
     budget = int(budget if budget is not None else (ok["epochs"].max() if len(ok) else 0))
     epochs = epoch_df if epoch_df is not None and metric in epoch_df else known_epochs(trials_df, metric)
@@ -471,13 +461,13 @@ def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = Non
                           for r in asha_rungs(trials_df)]}
     if legacy:
         out["best_of_trial_budget_confounded"] = _legacy(trials_df, metric, factors, mode)
-    return _jsonable(out)
+    return json_safe(out)
 
 
 def _legacy(trials_df: pd.DataFrame, metric: str, factors, mode: str) -> dict:
-    """The old ``analysis.ablation`` (best epoch of each trial, whatever its budget);
+    """``ablation`` (best epoch of each trial, whatever its budget);
     each level row says the range of epochs its trials ran (``budget_epochs`` None)."""
-    old = analysis.ablation(trials_df, f"best_{metric}", tuple(factors), mode=mode)
+    old = ablation(trials_df, f"best_{metric}", tuple(factors), mode=mode)
     ok = trials_df[~trials_df["trial_id"].isin([e.split(" ")[0] for e in old.excluded])]
     ran = [ok.loc[ok[f].astype(str) == lv, "epochs"] for f, lv in zip(old.levels["factor"], old.levels["level"])]
     old.levels = old.levels.assign(budget_epochs=None, epochs_min=[int(e.min()) for e in ran],
@@ -485,6 +475,195 @@ def _legacy(trials_df: pd.DataFrame, metric: str, factors, mode: str) -> dict:
     return {"label": "best-of-trial, budget-confounded: each trial's best epoch whatever budget ASHA gave it; "
                      "CI overlap, no test, no correction — kept for comparison, not an answer",
             "factors": [f for f in factors if f in trials_df], **json.loads(json.dumps(old.to_dict(), default=str))}
+
+
+# -- best-of-trial ablation (budget-confounded; kept for comparison) ---------------------------
+
+def _finite(values) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    return x[np.isfinite(x)]
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the t confidence interval of the mean
+    (``scipy.stats.t.interval`` with the standard error, ddof 1); NaN values are
+    ignored, and with fewer than two values the bounds are NaN."""
+    x = _finite(values)
+    mean = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    lo, hi = stats.t.interval(confidence, x.size - 1, loc=mean, scale=stats.sem(x))
+    return mean, float(lo), float(hi)
+
+
+def bootstrap_interval(values, confidence: float = 0.95, n_boot: int = 5000,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: percentile bootstrap interval of the mean
+    (``scipy.stats.bootstrap``, seeded)."""
+    x = _finite(values)
+    mean = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    ci = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_boot, method="percentile",
+                         rng=np.random.default_rng(seed)).confidence_interval
+    return mean, float(ci.low), float(ci.high)
+
+
+@dataclass
+class Ablation:
+    """What ``ablation`` found. ``levels``: one row per (factor, level) with
+    ``n, mean, sd, ci_low, ci_high, rank`` (1 = best); ``interaction``: mean
+    metric per (row factor level, column factor level) cell, ``interaction_n``
+    the trial count per cell; ``notes``: plain-language findings (which levels
+    cannot be told apart); ``stability``: mean ± sd of the metric across seeds
+    for each config (``n_seeds``)."""
+
+    metric: str
+    mode: str
+    confidence: float
+    method: str
+    n_trials: int
+    levels: pd.DataFrame
+    interaction: pd.DataFrame | None
+    interaction_n: pd.DataFrame | None
+    stability: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        def frame(df):
+            return None if df is None else json.loads(df.to_json(orient="split"))
+        return {"metric": self.metric, "mode": self.mode, "confidence": self.confidence, "method": self.method,
+                "n_trials": self.n_trials, "levels": json.loads(self.levels.to_json(orient="records")),
+                "interaction": frame(self.interaction), "interaction_n": frame(self.interaction_n),
+                "stability": json.loads(self.stability.to_json(orient="records")), "notes": self.notes,
+                "excluded": self.excluded}
+
+
+def _overlap(a: pd.Series, b: pd.Series) -> bool | None:
+    if not all(np.isfinite([a.ci_low, a.ci_high, b.ci_low, b.ci_high])):
+        return None
+    return a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
+
+
+def ablation(trials_df: pd.DataFrame, metric: str = f"best_{HEADLINE}",
+             factors: tuple[str, ...] = FACTORS, *, mode: str | None = None, confidence: float = 0.95,
+             method: str = "t", include_errored: bool = False) -> Ablation:
+    """Per factor and level: n, mean, sd, CI of ``metric`` (``method`` ``t`` —
+    ``scipy.stats.t`` interval — or ``bootstrap``) over every trial at that level
+    (so over seeds and the other factors), rank; the ``factors[0] x factors[1]``
+    interaction table; notes on levels whose CIs overlap ("not
+    distinguishable"); seed stability of each config.
+
+    Trials with status ERROR are left out (listed in ``excluded``) unless
+    ``include_errored``; trials without a finite value of the metric always are.
+    Trials ASHA stopped early count with the best value they reached.
+    """
+    col = metric_column(trials_df, metric, "best")
+    mode = mode or default_mode(col)
+    if method not in ("t", "bootstrap"):
+        raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
+    interval = t_interval if method == "t" else bootstrap_interval
+    df = trials_df.copy()
+    df[col] = pd.to_numeric(df[col], errors="coerce")
+    excluded = []
+    if not include_errored and "status" in df:
+        bad = df[df["status"] == "ERROR"]
+        excluded += [f"{t} (error)" for t in bad["trial_id"]]
+        df = df[df["status"] != "ERROR"]
+    missing = df[~np.isfinite(df[col])]
+    excluded += [f"{t} (no {col})" for t in missing["trial_id"]]
+    df = df[np.isfinite(df[col])]
+    factors = tuple(f for f in factors if f in df.columns)
+
+    rows, notes = [], []
+    pct = f"{confidence:.0%}"
+    for factor in factors:
+        level_rows = []
+        for level, group in df.groupby(factor, sort=True, dropna=False):
+            mean, lo, hi = interval(group[col].to_numpy(), confidence)
+            level_rows.append({"factor": factor, "level": str(level), "n": int(len(group)), "mean": mean,
+                               "sd": float(group[col].std(ddof=1)) if len(group) > 1 else float("nan"),
+                               "ci_low": lo, "ci_high": hi})
+        level_df = pd.DataFrame(level_rows)
+        if level_df.empty:
+            continue
+        level_df["rank"] = level_df["mean"].rank(ascending=(mode == "min"), method="min").astype(int)
+        level_df = level_df.sort_values("rank", kind="stable")
+        rows.append(level_df)
+        if len(level_df) < 2:
+            notes.append(f"{factor}: only one level ({level_df['level'].iloc[0]}), nothing to compare.")
+            continue
+        records = list(level_df.itertuples(index=False))
+        for i, a in enumerate(records):
+            for b in records[i + 1:]:
+                ov = _overlap(a, b)
+                if ov is None:
+                    notes.append(f"{factor}: {a.level} vs {b.level} cannot be compared "
+                                 f"(a level has fewer than 2 trials: no {pct} CI).")
+                elif ov:
+                    notes.append(f"{factor}: {a.level} ({a.mean:.3f}) and {b.level} ({b.mean:.3f}) are not "
+                                 f"distinguishable ({pct} CIs overlap).")
+                else:
+                    notes.append(f"{factor}: {a.level} ({a.mean:.3f}) beats {b.level} ({b.mean:.3f}); "
+                                 f"{pct} CIs do not overlap.")
+    levels = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["factor", "level", "n", "mean", "sd", "ci_low", "ci_high", "rank"])
+
+    interaction = interaction_n = None
+    if len(factors) >= 2 and not df.empty:
+        r, c = factors[0], factors[1]
+        interaction = df.pivot_table(index=r, columns=c, values=col, aggfunc="mean", observed=True)
+        interaction_n = df.pivot_table(index=r, columns=c, values=col, aggfunc="count", observed=True)
+
+    stability = seed_stability(df, col, trials_df.attrs.get("config_columns"), factors)
+    if not stability.empty and stability["n_seeds"].max() < 2:
+        notes.append("single seed per config: seed stability not estimated (rerun with several seeds).")
+    return Ablation(col, mode, confidence, method, int(len(df)), levels, interaction, interaction_n,
+                    stability, notes, excluded)
+
+
+#: Config columns that describe resources or bookkeeping, not the trained model.
+_NON_FACTOR_CONFIG = {"seed", "num_workers", "cpus_per_worker", "gpus_per_worker", "use_gpu", "torch_threads"}
+
+
+def seed_stability(trials_df: pd.DataFrame, metric: str, config_columns=None,
+                   factors: tuple[str, ...] = FACTORS) -> pd.DataFrame:
+    """Mean ± sd (and min, max) of ``metric`` across seeds for each config: rows
+    grouped by every varying config column except ``seed`` (the factors when
+    ``config_columns`` is not known)."""
+    if trials_df.empty:
+        return pd.DataFrame(columns=[*factors, "n_seeds", "mean", "sd", "min", "max"])
+    cols = [c for c in (config_columns or factors) if c in trials_df and c not in _NON_FACTOR_CONFIG]
+    varying = [c for c in cols if trials_df[c].astype(str).nunique() > 1]
+    keys = list(dict.fromkeys([f for f in factors if f in trials_df] + varying))
+    df = trials_df.assign(**{k: trials_df[k].astype(str) for k in keys})
+    grouped = df.groupby(keys, sort=True)[metric] if keys else df.assign(_all="all").groupby("_all")[metric]
+    out = grouped.agg(n_seeds="count", mean="mean", sd="std", min="min", max="max").reset_index()
+    return out.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def format_ablation(result: Ablation, fmt: str = "table") -> str:
+    """The ablation as text: ``json`` (everything), ``csv`` (the level table),
+    ``table`` / ``markdown`` (levels, interaction, notes, seed stability)."""
+    if fmt == "json":
+        return json.dumps(result.to_dict(), indent=1, default=str)
+    if fmt == "csv":
+        return render(result.levels, "csv")
+    head = "### " if fmt == "markdown" else ""
+    pct = f"{result.confidence:.0%}"
+    parts = [f"{head}{result.metric} ({result.mode}) by level: mean, {pct} CI ({result.method}), rank "
+             f"over {result.n_trials} trials"
+             + (f"; left out: {', '.join(result.excluded)}" if result.excluded else ""),
+             "", render(result.levels, fmt, ".4f")]
+    if result.interaction is not None and result.interaction.size:
+        parts += ["", f"{head}{result.interaction.index.name} x {result.interaction.columns.name}: "
+                      f"mean {result.metric} per cell", "", render(result.interaction, fmt, ".4f", index=True)]
+    if result.notes:
+        parts += ["", f"{head}Notes", ""] + [f"- {n}" for n in result.notes]
+    parts += ["", f"{head}Seed stability (mean ± sd across seeds of each config)", "",
+              render(result.stability, fmt, ".4f")]
+    return "\n".join(parts)
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -505,13 +684,8 @@ def _frame(rows: list[dict], key: str) -> pd.DataFrame:
 
 def _render(df: pd.DataFrame, fmt: str) -> str:
     if fmt == "markdown":
-        try:
-            import tabulate  # noqa: F401  (pandas' to_markdown needs it)
-
-            return df.to_markdown(index=False, floatfmt=".4f")
-        except ImportError:
-            return analysis.to_markdown(df)
-    return analysis.to_text(df) if len(df) else "(none)"
+        return render(df, "markdown")
+    return to_text(df) if len(df) else "(none)"
 
 
 def format_effects(result: dict, fmt: str = "table", level: int = 2) -> str:
@@ -556,11 +730,11 @@ def format_answer(answer: dict, fmt: str = "table") -> str:
     if "best_of_trial_budget_confounded" in answer:
         old = answer["best_of_trial_budget_confounded"]
         parts += ["", f"{h}Best-of-trial, budget-confounded (old table, for comparison only)", "", old["label"],
-                  "", analysis.render(pd.DataFrame(old["levels"]), fmt)]
+                  "", render(pd.DataFrame(old["levels"]), fmt)]
         if old.get("interaction"):
             inter = pd.DataFrame(**{k: old["interaction"][k] for k in ("index", "columns", "data")})
             parts += ["", f"{old['factors'][0]} x {old['factors'][1]}: mean best-of-trial {old['metric']}", "",
-                      analysis.render(inter, fmt, index=True)]
+                      render(inter, fmt, index=True)]
         parts += ["", "Seed stability (mean ± sd across seeds of each config)", "",
-                  analysis.render(pd.DataFrame(old["stability"]), fmt)]
+                  render(pd.DataFrame(old["stability"]), fmt)]
     return "\n".join(parts)

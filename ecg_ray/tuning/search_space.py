@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import HEADLINE
 from ..training.config import TrainConfig
 
 SAMPLERS = ("grid_search", "choice", "uniform", "loguniform", "randint")
@@ -37,7 +38,7 @@ class SweepSpec:
     name: str
     param_space: dict
     data: dict = field(default_factory=dict)
-    metric: str = "val_f1_cinc"
+    metric: str = HEADLINE
     mode: str = "max"
     scheduler: dict = field(default_factory=lambda: {"type": "asha", "max_t": 20, "grace_period": 2,
                                                       "reduction_factor": 3})

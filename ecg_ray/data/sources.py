@@ -1,0 +1,112 @@
+"""The source registry: every database ecg-ray reads, behind one interface.
+
+A ``Source`` says where its records sit under a data root (``folder``), lists
+them, reads their labels (``labels``: the label file, or None when labels come
+with the records), reads one record into labelled items (``read``: one item per
+CinC record, one per 30-s window of a MIT-BIH record), says which items must stay
+together in a split (``group_of``: a MIT-BIH window's patient record) and fetches
+itself (``download``). ``prepare``, ``evaluate``, ``download``, the CLI and the
+cross-validation folds ask the registry; adding a database is one new class here
+(and its reader module, imported when first used). Plain numpy / wfdb, no Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import CLASSES
+from .errors import DataError, RecordError
+
+
+class Source:
+    name: str = ""
+    folder: tuple[str, ...] = ()  # records folder under a data root
+    grouped: bool = False  # items of one record (patient) must stay in one split
+    chunk: int = 200  # records per prepare task
+
+    def list_records(self, data_dir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def labels(self, data_dir: Path, labels_path: Path | None = None) -> tuple[Path | None, dict[str, str] | None]:
+        """``(label file, {record: label})``, or ``(None, None)`` when labels come with the records."""
+        return None, None
+
+    def read(self, data_dir: Path, name: str, labels: dict | None = None,
+             window_s: float = 30.0) -> tuple[list[tuple[str, str, object, float]], dict[str, int]]:
+        """``([(item id, label, signal (mV), fs)], {skip reason: count})`` of one record;
+        ``RecordError`` if the record (or its label) cannot be used."""
+        raise NotImplementedError
+
+    def group_of(self, item_id: str) -> str:
+        """The record an item comes from (the item itself for one-item records)."""
+        return item_id
+
+    def download(self, root: Path, base_url: str, log) -> None:
+        raise NotImplementedError
+
+
+class Cinc2017(Source):
+    """PhysioNet/CinC Challenge 2017: ``A?????.mat`` + ``.hea``, labels in ``REFERENCE.csv``."""
+
+    name, folder = "cinc2017", ("cinc2017", "training2017")
+
+    def list_records(self, data_dir):
+        from . import physionet2017
+
+        return physionet2017.list_records(data_dir)
+
+    def labels(self, data_dir, labels_path=None):
+        from . import physionet2017
+
+        file = physionet2017.find_label_file(data_dir, labels_path)
+        return file, physionet2017.read_labels(file)
+
+    def read(self, data_dir, name, labels=None, window_s=30.0):
+        if labels is not None and name not in labels:
+            raise RecordError(name, "no label", "record missing from the label file")
+        if labels is not None and labels[name] not in CLASSES:
+            raise RecordError(name, "unknown label", f"{labels[name]!r} is not one of {', '.join(CLASSES)}")
+        from . import physionet2017
+
+        signal, fs = physionet2017.read_record(data_dir, name)
+        return [(name, labels[name] if labels is not None else None, signal, fs)], {}
+
+    def download(self, root, base_url, log):
+        from .download import CINC_PROJECT, download_cinc
+
+        download_cinc(Path(root), f"{base_url}/{CINC_PROJECT}", log)
+
+
+class MitBih(Source):
+    """MIT-BIH Arrhythmia Database (wfdb): 30-s windows of lead MLII labelled from the rhythm annotations."""
+
+    name, folder, grouped, chunk = "mitbih", ("mitdb",), True, 1
+
+    def list_records(self, data_dir):
+        from . import mitbih
+
+        return mitbih.list_records(data_dir)
+
+    def read(self, data_dir, name, labels=None, window_s=30.0):
+        from . import mitbih
+
+        windows, skipped = mitbih.read_windows(data_dir, name, window_s)
+        return [(w.record_id, w.label, w.signal, w.fs) for w in windows], skipped
+
+    def group_of(self, item_id):
+        return item_id.rsplit("_w", 1)[0]
+
+    def download(self, root, base_url, log):
+        from .download import MITDB_PROJECT, download_mitdb
+
+        download_mitdb(Path(root), f"{base_url}/{MITDB_PROJECT}", log)
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in (Cinc2017(), MitBih())}
+NAMES: tuple[str, ...] = tuple(SOURCES)
+
+
+def get_source(name: str) -> Source:
+    if name not in SOURCES:
+        raise DataError(f"unknown source {name!r}: expected one of {', '.join(SOURCES)}")
+    return SOURCES[name]

@@ -1,0 +1,574 @@
+"""An experiment read back as pandas: one row per trial, one row per trial-epoch.
+
+``load_experiment(path)`` accepts
+
+- a Ray Tune experiment folder written by ``ecg-ray sweep`` (``<storage>/<name>``,
+  local path or URI such as ``s3://bucket/sweeps/ablation`` or ``file:///...``,
+  read through ``pyarrow.fs``), finished, still running, or resumed: trial
+  status, config and last result come from Ray's own ``ExperimentAnalysis`` (the
+  experiment state Tune saves), the epochs from each trial's ``result.json`` on
+  storage (fresher than the state while a sweep runs; epochs rerun after a
+  resume are counted once, last one wins). A folder without an experiment state
+  yet (a sweep that just started) is read from its trial folders alone.
+- a single ``ecg-ray train --out RUN`` folder (an ``artifacts.Run``).
+
+``best_trial`` picks the trial Tune's ``ResultGrid.get_best_result(metric,
+mode)`` picks (scope ``"last"``: each trial's last reported value, first trial
+in Tune's order wins a tie, NaN/inf never win); ``train_config_from`` turns a
+run, crossval or sweep folder (its best trial), checkpoint or YAML into a
+``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs
+
+from .. import HEADLINE
+from ..artifacts import Run
+from ..training.augment import augment_label as normalize_augment
+
+#: Metrics whose best epoch value gets a ``best_<metric>`` column (and its direction).
+BEST_METRICS: dict[str, str] = {
+    HEADLINE: "max", "val_f1_macro": "max", "val_f1_weighted": "max", "val_accuracy": "max",
+    "val_auroc_macro": "max", "val_seg_f1_cinc": "max", "val_loss": "min",
+}
+#: Short names accepted wherever a metric is asked for (``runs best --metric auroc``).
+METRIC_ALIASES: dict[str, str] = {
+    "f1": HEADLINE, "auroc": "val_auroc_macro", "auc": "val_auroc_macro", "loss": "val_loss",
+    "acc": "val_accuracy", "accuracy": "val_accuracy",
+}
+#: Keys of a Tune result row that are bookkeeping, not metrics.
+TUNE_KEYS = frozenset({
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
+    "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+    "experiment_tag", "checkpoint_path", "should_checkpoint",
+})
+#: Factor columns shown first; the remaining config columns follow.
+FACTORS = ("model", "imbalance", "augment")
+#: Columns ``runs list`` and the report show by default.
+SUMMARY_COLUMNS = ["trial_id", "status", "model", "imbalance", "augment", "lr", "seed", "epochs",
+                   "stopped_early", "best_epoch", f"best_{HEADLINE}", f"final_{HEADLINE}",
+                   "best_val_auroc_macro", "time_s"]
+
+
+# -- storage: local paths and URIs, through pyarrow.fs -------------------------------------------
+
+def _is_uri(path) -> bool:
+    return "://" in str(path)
+
+
+class _Store:
+    """Read access to a local folder or a pyarrow-supported URI."""
+
+    def __init__(self, root: str):
+        self.uri = _is_uri(root)
+        self.fs, self.root = pyarrow.fs.FileSystem.from_uri(str(root) if self.uri else str(Path(root).resolve()))
+
+    def join(self, *parts: str) -> str:
+        return "/".join([parts[0].rstrip("/"), *parts[1:]])
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+    def is_dir(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type == pyarrow.fs.FileType.Directory
+
+    def listdir(self, path: str) -> list[str]:
+        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+        return sorted(i.base_name for i in infos)
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read().decode()
+        except OSError:
+            return None
+
+
+# -- normalising configs -------------------------------------------------------------------------
+
+def flatten_config(config: dict, prefix: str = "") -> dict:
+    """Nested dicts become ``a.b`` keys; lists become strings (``augment`` normalised)."""
+    out = {}
+    for key, value in (config or {}).items():
+        name = prefix + str(key)
+        if key == "augment" and not prefix:
+            out[name] = normalize_augment(value)
+        elif isinstance(value, dict):
+            out.update(flatten_config(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = ",".join(map(str, value))
+        else:
+            out[name] = value
+    return out
+
+
+def normalize_metric(metric: str) -> str:
+    """``f1_cinc`` → ``val_f1_cinc``, ``auroc`` → ``val_auroc_macro``; names that
+    already carry ``val_``/``train_``/``best_``/``final_`` stay as they are."""
+    metric = metric.strip()
+    if metric in METRIC_ALIASES:
+        return METRIC_ALIASES[metric]
+    if metric.startswith(("val_", "train_", "best_", "final_")) or metric in ("lr", "epoch", "segments_per_s",
+                                                                              "epoch_seconds", "time_s", "epochs"):
+        return metric
+    return "val_" + metric
+
+
+def default_mode(metric: str) -> str:
+    return "min" if "loss" in metric else "max"
+
+
+# -- reading one trial ---------------------------------------------------------------------------
+
+def _parse_result_lines(text: str | None) -> list[dict]:
+    """JSON lines of a ``result.json``; a half-written last line (a running trial) is skipped."""
+    rows = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _epoch_rows(trial_id: str, results: list[dict]) -> list[dict]:
+    """One row per epoch: reported metrics plus Tune's bookkeeping; an epoch
+    reported twice (rerun after a resume) keeps its last report."""
+    by_epoch: dict = {}
+    for i, r in enumerate(results):
+        row = {k: v for k, v in r.items() if k not in ("config", "trial_id", "experiment_tag")}
+        epoch = r.get("epoch", r.get("training_iteration", i + 1) - 1)
+        row["epoch"] = int(epoch) if epoch is not None else i
+        by_epoch[row["epoch"]] = row
+    return [{"trial_id": trial_id, **by_epoch[e]} for e in sorted(by_epoch)]
+
+
+def _checkpoint_history(store: "_Store", root: str, trial_id: str) -> list[dict]:
+    """The per-epoch metrics kept in the trial's latest Train checkpoint.
+
+    Tune restarts a killed trial's function from scratch, and the restarted trial's
+    ``result.json`` then lacks the epochs reported before the kill; the Train run
+    resumed from its checkpoint, whose ``history`` has them all. Local storage only."""
+    if store.uri:
+        return []
+    folders = sorted(p for p in Path(root).glob(f"train_{trial_id}/checkpoint_*") if p.is_dir())
+    if not folders:
+        return []
+    from ..training.checkpoint import load_checkpoint
+
+    try:
+        return list(load_checkpoint(folders[-1]).get("history") or [])
+    except (OSError, ValueError):
+        return []
+
+
+def _last_error_line(text: str | None) -> str:
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], last_result: dict | None,
+               all_results: list[dict], path: str, error: str, store: _Store | None) -> dict:
+    row = {"trial_id": trial_id, "status": status}
+    row.update(flatten_config(config))
+    last = epochs[-1] if epochs else {}
+    # Tune ranks on the last *reported* result: its own last_result when at least as new as disk.
+    if last_result and any(k not in TUNE_KEYS for k in last_result):
+        if not last or last_result.get("epoch", -1) >= last.get("epoch", -1):
+            last = last_result
+    row["epochs"] = len(epochs)
+    for key, value in last.items():
+        if key in TUNE_KEYS or key == f"best_{HEADLINE}" or not _is_number(value):
+            continue
+        row[f"final_{key}"] = float(value)
+    row["patience_stopped"] = bool(last.get("early_stopped", False))
+    frame = pd.DataFrame(epochs) if epochs else pd.DataFrame()
+    for metric, mode in BEST_METRICS.items():
+        if metric in frame and frame[metric].notna().any():
+            values = pd.to_numeric(frame[metric], errors="coerce")
+            row[f"best_{metric}"] = float(values.max() if mode == "max" else values.min())
+        else:
+            row[f"best_{metric}"] = float("nan")
+    row["best_epoch"] = float("nan")
+    row["checkpoint"] = None
+    if HEADLINE in frame and frame[HEADLINE].notna().any():
+        row["best_epoch"] = int(frame.loc[pd.to_numeric(frame[HEADLINE]).idxmax(), "epoch"]) + 1
+        if "checkpoint_path" in frame and store is not None:
+            # Train keeps the top checkpoints by the headline: the best one still on storage.
+            kept = frame[frame["checkpoint_path"].map(lambda p: isinstance(p, str) and store.exists(
+                p if store.uri or not _is_uri(p) else p.split("://", 1)[1]))]
+            if len(kept):
+                row["checkpoint"] = kept.loc[pd.to_numeric(kept[HEADLINE]).idxmax(), "checkpoint_path"]
+    # a trial retried after a lost node or worker shows up as epochs reported from more than one node
+    nodes = [r["node_id"] for r in all_results or epochs if isinstance(r.get("node_id"), str)]
+    row["nodes"] = len(set(nodes))
+    row["retried"] = len(set(nodes)) > 1 or len(all_results or []) > len(epochs)
+    row["time_s"] = float(sum(r.get("time_this_iter_s") or 0.0 for r in all_results)) if all_results else (
+        float(last.get("time_total_s") or 0.0))
+    row["path"] = path
+    row["error"] = error
+    return row
+
+
+# -- experiments ---------------------------------------------------------------------------------
+
+def is_train_run(path) -> bool:
+    """A single ``ecg-ray train --out`` folder (it holds ``results.json``)."""
+    return Run.holds(path)
+
+
+def _load_train_run(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    run = Run(Path(path).resolve())
+    results, config = run.results, run.config
+    epochs = _epoch_rows(run.path.name, run.history)
+    row = _trial_row(run.path.name, "TERMINATED", config, epochs, None, [], str(run.path), "", None)
+    row["time_s"] = float(results.get("seconds") or 0.0)
+    row["checkpoint"] = str(run.checkpoint) if run.checkpoint else None
+    if results.get("best_epoch") is not None:
+        row["best_epoch"] = int(results["best_epoch"]) + 1
+    max_epochs = int(config.get("num_epochs") or row["epochs"])
+    row["tune_order"] = 0
+    trials = _finish_trials([row], max_epochs)
+    epochs_df = pd.DataFrame(epochs)
+    info = {"kind": "train", "path": str(run.path), "name": run.path.name, "max_epochs": max_epochs,
+            "metric": HEADLINE, "mode": "max", "config_columns": _config_columns([config]),
+            "data": results.get("data", {}), "started": results.get("started"), "seconds": results.get("seconds")}
+    trials.attrs.update(info)
+    epochs_df.attrs.update(info)
+    return trials, epochs_df
+
+
+def _config_columns(configs: list[dict]) -> list[str]:
+    cols: dict[str, None] = {}
+    for c in configs:
+        cols.update(dict.fromkeys(flatten_config(c)))
+    return list(cols)
+
+
+def _finish_trials(rows: list[dict], max_epochs: int) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["stopped_early"] = (df["status"] == "TERMINATED") & (df["epochs"] < max_epochs)
+    df["stop_reason"] = np.where(df["status"] == "ERROR", "error",
+                                 np.where(df["patience_stopped"] & df["stopped_early"], "patience",
+                                          np.where(df["stopped_early"], "asha", "")))
+    first = ["trial_id", "status", *[f for f in FACTORS if f in df], *[c for c in ("lr", "seed") if c in df]]
+    tail = ["epochs", "stopped_early", "stop_reason", "patience_stopped", "best_epoch"]
+    df["best_epoch"] = pd.to_numeric(df["best_epoch"], errors="coerce").astype("Int64")
+    metrics = sorted([c for c in df if c.startswith("best_") and c not in tail])
+    metrics += sorted([c for c in df if c.startswith("final_")])
+    end = ["time_s", "checkpoint", "path", "error", "tune_order"]
+    middle = [c for c in df if c not in first + tail + metrics + end]
+    df = df[first + middle + tail + metrics + [c for c in end if c in df]]
+    return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
+
+
+def _scan_trial_dirs(store: _Store, root: str) -> list[tuple[str, str]]:
+    """``(trial_id, trial folder)`` of every ``run_trial_*`` folder holding params.json."""
+    found = []
+    for name in store.listdir(root):
+        folder = store.join(root, name)
+        if not name.startswith(("run_trial_", "trial_", "run_")) or not store.exists(store.join(folder, "params.json")):
+            continue
+        m = re.match(r"^\w*?_([0-9a-f]{5}_\d{5})_", name)
+        rows = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
+        trial_id = rows[-1].get("trial_id") if rows else (m.group(1) if m else name)
+        found.append((trial_id, folder))
+    return found
+
+
+def _sweep_info(store: _Store, root: str) -> dict:
+    text = store.read_text(store.join(root, "ecg_ray_sweep.json"))
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _spec_metric(sweep: dict) -> tuple[str, str]:
+    spec = sweep.get("spec")
+    if spec:
+        for candidate in (Path(spec), Path(__file__).resolve().parents[2] / spec):
+            if candidate.is_file():
+                try:
+                    import yaml
+
+                    data = yaml.safe_load(candidate.read_text()) or {}
+                    return data.get("metric", HEADLINE), data.get("mode", "max")
+                except Exception:  # a spec that no longer parses: fall back to the headline
+                    break
+    return HEADLINE, "max"
+
+
+def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(trials_df, epochs_df)`` of a Tune experiment folder (local or URI) or of
+    an ``ecg-ray train`` run folder.
+
+    ``trials_df``: one row per trial, sorted by ``trial_id``: ``trial_id``,
+    ``status`` (Tune's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED), the flattened
+    config (``model``, ``imbalance``, ``augment`` as ``none``/``all``/``a+b``,
+    ``lr``, ``seed``, ...), ``epochs`` (distinct epochs reported),
+    ``stopped_early`` (TERMINATED with fewer epochs than the experiment's most:
+    ASHA's pruning, or early stopping — ``stop_reason`` says which),
+    ``best_epoch`` (1-based: the epoch *number* of the best val_f1_cinc, i.e. the
+    reported 0-based ``epoch`` + 1, comparable with ``epochs``), ``best_<m>``
+    for the headline metrics (best epoch value),
+    ``final_<m>`` for every numeric reported metric (last reported value, what
+    Tune ranks on), ``time_s``, ``checkpoint`` (the best checkpoint still on
+    storage), ``path``, ``error`` and ``tune_order`` (the trial's position in
+    Tune's list, used to break ties as Tune does).
+
+    ``epochs_df``: one row per trial-epoch (``epoch`` as reported: 0-based) with every reported metric and Tune's
+    bookkeeping (``training_iteration``, ``time_total_s``, ``checkpoint_path``...);
+    merge with ``trials_df`` on ``trial_id`` for the config.
+
+    Both frames carry ``.attrs`` with ``kind`` (``tune``/``train``), ``path``,
+    ``name``, ``max_epochs``, ``metric``, ``mode``, ``config_columns`` and, for
+    sweeps, ``sweep`` (the ``ecg_ray_sweep.json`` written when it finished).
+    """
+    if is_train_run(path):
+        return _load_train_run(Path(path))
+    store = _Store(str(path))
+    root = store.root
+    if not store.is_dir(root):
+        raise FileNotFoundError(f"no experiment or run folder at {path}")
+    sweep = _sweep_info(store, root)
+    tune_trials = []
+    try:
+        from ray.tune import ExperimentAnalysis
+
+        analysis = ExperimentAnalysis(str(path))
+        tune_trials = list(analysis.trials)
+    except Exception:  # no experiment state saved yet: read the trial folders alone
+        tune_trials = []
+
+    rows, epoch_rows, configs = [], [], []
+    seen = set()
+    for order, trial in enumerate(tune_trials):
+        folder = trial.path if not store.uri else trial.path.split("://", 1)[-1]
+        results = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
+        # reports in result.json win; the checkpoint fills epochs a restart dropped from it
+        epochs = _epoch_rows(trial.trial_id, _checkpoint_history(store, root, trial.trial_id) + results)
+        error = ""
+        if trial.status == "ERROR":
+            error = _last_error_line(store.read_text(store.join(folder, "error.txt"))) or "error"
+        config = trial.config or {}
+        configs.append(config)
+        status = trial.status
+        if status == "PENDING" and epochs:  # the saved state lags behind a trial already reporting
+            status = "RUNNING"
+        row = _trial_row(trial.trial_id, status, config, epochs, dict(trial.last_result or {}),
+                         results, trial.path, error, store)
+        row["tune_order"] = order
+        rows.append(row)
+        epoch_rows += epochs
+        seen.add(trial.trial_id)
+    for trial_id, folder in _scan_trial_dirs(store, root):
+        if trial_id in seen:
+            continue
+        results = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
+        params = store.read_text(store.join(folder, "params.json"))
+        config = json.loads(params) if params else {}
+        configs.append(config)
+        error_text = store.read_text(store.join(folder, "error.txt"))
+        status = "ERROR" if error_text else ("TERMINATED" if results and results[-1].get("done") else "RUNNING")
+        epochs = _epoch_rows(trial_id, results)
+        row = _trial_row(trial_id, status, config, epochs, None, results, folder,
+                         _last_error_line(error_text), store)
+        row["tune_order"] = len(rows)
+        rows.append(row)
+        epoch_rows += epochs
+    if not rows:
+        raise FileNotFoundError(f"{path}: no Ray Tune trials and no results.json — not an experiment or run folder")
+    max_epochs = max(r["epochs"] for r in rows)
+    trials = _finish_trials(rows, max_epochs)
+    epochs_df = pd.DataFrame(epoch_rows)
+    if not epochs_df.empty:
+        front = ["trial_id", "epoch"]
+        epochs_df = epochs_df[front + [c for c in epochs_df if c not in front]]
+    metric, mode = _spec_metric(sweep)
+    info = {"kind": "tune", "path": str(path), "name": Path(root).name, "max_epochs": int(max_epochs),
+            "metric": metric, "mode": mode, "config_columns": _config_columns(configs), "sweep": sweep}
+    trials.attrs.update(info)
+    epochs_df.attrs.update(info)
+    return trials, epochs_df
+
+
+def load_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Several experiments / run folders in one pair of frames (trial ids kept;
+    a ``source`` column names the folder each came from)."""
+    trials, epochs = [], []
+    for p in paths:
+        t, e = load_experiment(p)
+        t = t.assign(source=str(p))
+        trials.append(t)
+        epochs.append(e)
+    out_t = pd.concat(trials, ignore_index=True)
+    out_e = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame()
+    out_t.attrs.update(trials[0].attrs if trials else {})
+    out_t["tune_order"] = range(len(out_t))
+    return out_t, out_e
+
+
+# -- selecting -----------------------------------------------------------------------------------
+
+def metric_column(trials_df: pd.DataFrame, metric: str, scope: str = "last") -> str:
+    """The ``trials_df`` column of ``metric``: a column name as is, else
+    ``final_<m>`` (scope ``last``, Tune's default) or ``best_<m>`` (scope ``best``
+    / ``all``), ``m`` normalised (``f1_cinc`` → ``val_f1_cinc``, ``auroc`` →
+    ``val_auroc_macro``)."""
+    if metric in trials_df.columns:
+        return metric
+    m = normalize_metric(metric)
+    if m in trials_df.columns:
+        return m
+    prefix = "final_" if scope == "last" else "best_"
+    for candidate in (prefix + m, prefix + metric):
+        if candidate in trials_df.columns:
+            return candidate
+    known = sorted(c[len(prefix):] for c in trials_df.columns if c.startswith(prefix))
+    raise ValueError(f"unknown metric {metric!r} for scope {scope!r}; available: {', '.join(known)}")
+
+
+def best_trial(trials_df: pd.DataFrame, metric: str = HEADLINE, mode: str | None = None,
+               scope: str = "last") -> pd.Series:
+    """The best trial's row, chosen as Ray Tune's ``get_best_result(metric, mode)``
+    does with its default ``scope="last"``: by each trial's last reported value,
+    NaN/inf never chosen, the first trial in Tune's order winning a tie (and a
+    one-trial experiment returning its trial). ``scope="best"`` ranks on the best
+    epoch instead (``best_<m>``). ValueError if no trial has the metric."""
+    if trials_df.empty:
+        raise ValueError("no trials")
+    col = metric_column(trials_df, metric, scope)
+    mode = mode or default_mode(col)
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    ordered = trials_df.sort_values("tune_order", kind="stable") if "tune_order" in trials_df else trials_df
+    if len(ordered) == 1:
+        return ordered.iloc[0]
+    values = pd.to_numeric(ordered[col], errors="coerce")
+    values = values[np.isfinite(values)]
+    if values.empty:
+        raise ValueError(f"no trial reported a finite {col}")
+    index = values.idxmax() if mode == "max" else values.idxmin()  # first occurrence wins ties
+    return ordered.loc[index]
+
+
+def filter_trials(trials_df: pd.DataFrame, *, model=None, imbalance=None, augment=None, lr_min=None,
+                  lr_max=None, seed=None, status=None) -> pd.DataFrame:
+    """Rows matching every given filter; list filters match any of their values."""
+    df = trials_df
+
+    def _any(col, values, norm=str):
+        nonlocal df
+        if values is None or col not in df:
+            return
+        values = [values] if isinstance(values, (str, int, float)) else list(values)
+        df = df[df[col].map(norm).isin([norm(v) for v in values])]
+
+    _any("model", model)
+    _any("imbalance", imbalance)
+    _any("augment", [normalize_augment(a) for a in ([augment] if isinstance(augment, str) else augment)]
+         if augment is not None else None)
+    _any("seed", seed, lambda v: str(int(v)) if _is_number(v) or str(v).lstrip("-").isdigit() else str(v))
+    _any("status", status, lambda v: str(v).upper())
+    if lr_min is not None and "lr" in df:
+        df = df[pd.to_numeric(df["lr"]) >= lr_min]
+    if lr_max is not None and "lr" in df:
+        df = df[pd.to_numeric(df["lr"]) <= lr_max]
+    return df
+
+
+def select_trials(trials_df: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    """Rows whose ``trial_id`` equals, or uniquely starts or ends with, each id."""
+    picked = []
+    for i in ids:
+        exact = trials_df[trials_df["trial_id"] == i]
+        if exact.empty:
+            exact = trials_df[trials_df["trial_id"].str.endswith(i) | trials_df["trial_id"].str.startswith(i)]
+        if len(exact) != 1:
+            raise ValueError(f"run {i!r}: {'no' if exact.empty else 'several'} matching trial "
+                             f"(ids: {', '.join(trials_df['trial_id'][:12])}{'...' if len(trials_df) > 12 else ''})")
+        picked.append(exact)
+    return pd.concat(picked)
+
+
+
+
+# -- a training config from wherever one is recorded --------------------------------------------
+
+def best_trial_config(sweep_dir, metric: str = HEADLINE) -> tuple[dict, str]:
+    """``(config, description)`` of the trial ``best_trial`` picks in a sweep folder."""
+    from ..data.errors import DataError
+
+    try:
+        trials, _ = load_experiment(sweep_dir)
+        best = best_trial(trials, metric)
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"no finished trial with {metric} in sweep folder {sweep_dir} ({e})") from None
+    col = metric_column(trials, metric)
+    config = json.loads((Path(best["path"]) / "params.json").read_text())
+    return config, (f"best trial of sweep {sweep_dir} ({best['trial_id']}: {metric} {best[col]:.4f} "
+                    f"after {best['epochs']} epochs)")
+
+
+def train_config_from(source) -> tuple["TrainConfig", str]:
+    """A ``TrainConfig`` from a run folder or its ``results.json``, a crossval
+    folder (``summary.json``), a sweep folder (its best trial, as ``best_trial``
+    picks it), a checkpoint, or a YAML/JSON file of ``TrainConfig`` fields:
+    ``(config, description)``."""
+    import yaml
+
+    from ..data.errors import DataError
+    from ..training.checkpoint import FILENAME, load_checkpoint
+    from ..training.config import TrainConfig
+
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"config not found: {path}")
+    if path.is_dir():
+        if Run.holds(path):
+            return TrainConfig.from_dict(Run(path).config), f"config of run {path}"
+        if (path / "summary.json").is_file():
+            summary = json.loads((path / "summary.json").read_text())
+            return TrainConfig.from_dict(summary["config"]), f"config of cross-validation {path}"
+        if (path / FILENAME).is_file():
+            return train_config_from(path / FILENAME)
+        if (path / "ecg_ray_sweep.json").is_file() or any(path.glob("run_trial_*")):
+            config, what = best_trial_config(path)
+            return TrainConfig.from_dict(config), what
+        raise DataError(f"{path}: not a run, crossval or sweep folder (no {Run.RESULTS}, summary.json, "
+                        f"{FILENAME} or run_trial_* folders)")
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        return TrainConfig.from_dict(load_checkpoint(path)["config"]), f"config stored in checkpoint {path}"
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text) if suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable config ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping of training options")
+    if "config" in data and isinstance(data["config"], dict):  # results.json / summary.json
+        return TrainConfig.from_dict(data["config"]), f"config of run {path.parent}"
+    if "param_space" in data:
+        raise DataError(f"{path} is a sweep spec: pass the sweep's output folder (its best trial) "
+                        "or a YAML of one config's TrainConfig fields")
+    return TrainConfig.from_dict(data), f"config file {path}"
