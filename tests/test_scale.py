@@ -153,3 +153,20 @@ def test_feed_reads_only_the_runs_cells_of_a_split_layout(folder, tmp_path, monk
     assert train_ds.paths == [str(d) for d in train_dirs] and val_ds.paths == [str(d) for d in val_dirs]
     assert train_ds.filtered == val_ds.filtered == bool(max_records)
     assert not info.materialized and not train_ds.materialized
+
+
+def test_signal_bytes_round_trip_and_the_feed_reads_them(prepared_small):
+    """The split layout's float32-bytes signal column: the same samples after a filter
+    (sliced arrays), back to lists for ``load_records``, and in the feed's ``_signals``."""
+    import pyarrow as pa
+
+    from ecg_ray.training.feed import _signals
+
+    table = store.load_records(prepared_small).slice(0, 40)
+    table = table.filter(pa.array(np.arange(40) % 3 != 0))  # offsets that do not start at 0
+    as_bytes = store.signal_bytes(table)
+    assert as_bytes.schema == store.BYTES_SCHEMA
+    assert store.signal_lists(as_bytes).equals(table)
+    from_bytes = _signals(as_bytes.column("signal").to_numpy(zero_copy_only=False))
+    for a, b in zip(from_bytes, store.record_signals(table)):
+        assert a.dtype == np.float32 and np.array_equal(a, b)

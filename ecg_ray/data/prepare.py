@@ -187,21 +187,23 @@ def _run_chunk(fn, args, shard):
 
 def _regroup(sources: list[str], cell_of: dict[str, str], shard: Path):
     """Copy the rows of ``sources`` (parquet shards) into ``<cell>/<shard name>``, one
-    file per split cell, a row group at a time (memory: one row group per cell)."""
+    file per split cell, a row group at a time (memory: one row group per cell), the
+    signal as float32 bytes (``store.BYTES_SCHEMA``), uncompressed (float noise does not compress)."""
     writers, buffers, rows = {}, {}, 0
 
     def flush(cell):
         table = pa.concat_tables(buffers.pop(cell))
         if cell not in writers:
             (shard.parent / cell).mkdir(exist_ok=True)
-            writers[cell] = pq.ParquetWriter(shard.parent / cell / shard.name, store.SCHEMA)
+            writers[cell] = pq.ParquetWriter(shard.parent / cell / shard.name, store.BYTES_SCHEMA,
+                                             compression="none", use_dictionary=["record_id", "label"])
         writers[cell].write_table(table, row_group_size=CELL_ROWS)
 
     try:
         for source in sources:
             pf = pq.ParquetFile(source)
             for g in range(pf.num_row_groups):
-                table = pf.read_row_group(g)
+                table = store.signal_bytes(pf.read_row_group(g))
                 rows += table.num_rows
                 cells = np.array([cell_of[r] for r in table.column("record_id").to_pylist()])
                 for cell in np.unique(cells):

@@ -108,9 +108,12 @@ def steps_per_epoch(train_records: int, world: int, crops_per_record: int, batch
 
 
 def _signals(column: np.ndarray) -> list[np.ndarray]:
-    """A batch's variable-length ``signal`` column as a list of float32 arrays."""
+    """A batch's variable-length ``signal`` column as a list of float32 arrays
+    (float32 bytes in the split layout: read in place)."""
     if column.dtype != object and column.ndim == 2:
         return list(column.astype(np.float32, copy=False))
+    if len(column) and isinstance(column[0], bytes):
+        return [np.frombuffer(x, dtype=np.float32) for x in column]
     return [np.asarray(x, dtype=np.float32) for x in column]
 
 
