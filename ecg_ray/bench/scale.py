@@ -20,7 +20,8 @@
 Every measurement runs in its own process (``python -m ecg_ray.bench.scale MODE
 …``), watched from here, so its peak is its own. The scratch folder is deleted at
 the end. ``$ECG_RAY_SCALE_FACTORS`` (e.g. ``1,2``) and ``$ECG_RAY_SCALE_LONG_DAYS``
-shrink the run for a quick check.
+shrink the run for a quick check; ``$ECG_RAY_SCALE_PARTS`` (``prepare,feed,long``)
+picks parts (feed needs prepare).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ MiB = 2**20
 def _scales() -> list[int]:
     text = os.environ.get("ECG_RAY_SCALE_FACTORS")
     return sorted({int(x) for x in text.split(",") if x.strip()}) if text else list(SCALES)
+
+
+def _parts() -> set[str]:
+    return {p.strip() for p in os.environ.get("ECG_RAY_SCALE_PARTS", "prepare,feed,long").split(",")}
 
 
 def _long_days() -> float:
@@ -218,8 +223,9 @@ def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, w
     ctx.enable_progress_bars = False
     port = _free_port()  # a Ray of its own, addressed explicitly (see training.trainer.init_ray)
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    session = tempfile.mkdtemp(prefix="ecgsc", dir="/tmp")  # short: socket paths < 108 chars
     ray.init(object_store_memory=int(store_mib) * MiB, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="ecgsc", dir="/tmp"),
+             _temp_dir=session,
              runtime_env={"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}})
     logging.getLogger("ray.data").setLevel("ERROR")
     try:
@@ -232,6 +238,7 @@ def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, w
         data_mib = float(index["n_samples"].sum()) * 4 / MiB
     finally:
         ray.shutdown()
+        shutil.rmtree(session, ignore_errors=True)
     return {"rates": rates, "load_s": round(load_s, 2), "train_records": info.train_records,
             "materialized": info.materialized, "data_mib": round(data_mib), "store_mib": int(store_mib),
             "layout": store.read_manifest(Path(prepared)).get("layout", "flat")}
@@ -261,7 +268,7 @@ def _log(text: str) -> None:
 def _feed_rows(prepared: Path, scale: int, layout: str, opts, data_mib: float) -> dict:
     """Materialized (store holds the data) and streaming (store capped below it) at one scale."""
     rows = {}
-    fit = int(max(1024, 2.5 * data_mib))
+    fit = int(max(1024, 2 * data_mib))
     capped = int(max(100, min(256, data_mib / 2)))
     plan = [("streaming", capped, "0")] if layout == "flat" else [("materialized", fit, "1"), ("streaming", capped, "0")]
     for kind, store_mib, mat in plan:
@@ -285,9 +292,9 @@ def run(opts) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ecg_scale_"))
     result = {"records_dir": str(opts.records_dir), "workers": workers, "scales": scales, "prepare": {},
               "feed": {}, "long": {}, "scratch": str(work)}
-    keep = {1, scales[-1]}
+    keep = {1, scales[-1]} if "feed" in _parts() else set()
     try:
-        for s in scales:
+        for s in (scales if "prepare" in _parts() else []):
             folder = replicate(records_dir, s, work / f"records_x{s}")
             layouts = ["flat", "split"] if s == 1 else ["split"]
             for layout in layouts:
@@ -300,14 +307,14 @@ def run(opts) -> dict:
                     shutil.rmtree(out)
             shutil.rmtree(folder)
         for s in sorted(keep):
-            for layout in (["flat", "split"] if s == 1 else ["split"]):
+            for layout in (["split", "flat"] if s == 1 else ["split"]):
                 out = work / f"prepared_x{s}_{layout}"
                 data_mib = result["prepare"][f"{s}x_{layout}"]["out_mib"]
                 result["feed"].update(_feed_rows(out, s, layout, opts, data_mib))
                 shutil.rmtree(out)
         days = _long_days()
         for label, d in (("company only", None), ("1 day", 1.0), (f"{days:g} days", days)):
-            if d is not None and d > days:
+            if "long" not in _parts() or d is not None and d > days:
                 continue
             folder = long_folder(records_dir, work / "long", d)
             _log(f"long record: {label} …")
