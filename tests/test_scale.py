@@ -8,7 +8,6 @@ folders exactly the records of its split.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 

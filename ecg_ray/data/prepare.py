@@ -50,8 +50,9 @@ CHUNK = 200  # records per shard / per task
 LONG_SAMPLES = 1 << 22
 #: Samples per stored part of a long record (2**20: 58 min at 300 Hz) and per filter piece.
 PART_SAMPLES = 1 << 20
-#: Rows per row group when shards are regrouped by split cell.
-CELL_ROWS = 512
+#: Rows / bytes per row group when shards are regrouped by split cell (the memory of
+#: a regrouping task is about one such group per cell: 15 cells × 8 MiB at most).
+CELL_ROWS, CELL_BYTES = 512, 8 << 20
 
 
 @dataclass
@@ -209,7 +210,7 @@ def _regroup(sources: list[str], cell_of: dict[str, str], shard: Path):
                 for cell in np.unique(cells):
                     buffers.setdefault(cell, []).append(table.filter(pa.array(cells == cell)))
                     held = buffers[cell]
-                    if sum(t.num_rows for t in held) >= CELL_ROWS or sum(t.nbytes for t in held) >= 64 << 20:
+                    if sum(t.num_rows for t in held) >= CELL_ROWS or sum(t.nbytes for t in held) >= CELL_BYTES:
                         flush(cell)
         for cell in list(buffers):
             flush(cell)
