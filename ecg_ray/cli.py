@@ -330,18 +330,12 @@ def _crossval_config(args):
     from .tuning.experiment import train_config_from
 
     cfg, source = train_config_from(args.config)
-    if cfg.max_records and args.max_records is None:
-        print(f"note: the config caps training records at {cfg.max_records}; using all records "
-              "(pass --max-records to keep a cap)", file=sys.stderr)
-    overrides = {"max_records": args.max_records}
-    for name in ("num_workers", "cpus_per_worker", "seed"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    if args.use_gpu:
-        overrides["use_gpu"] = True
-    if getattr(args, "num_epochs", None):
-        overrides["num_epochs"] = args.num_epochs
-    overrides.update({k: v for k, v in _config_overrides(args).items() if k not in _RUN_FLAGS})
+    overrides = _config_overrides(args)
+    if "max_records" not in overrides:  # cross-validation and the final model use every record unless told
+        if cfg.max_records:
+            print(f"note: the config caps training records at {cfg.max_records}; using all records "
+                  "(pass --max-records to keep a cap)", file=sys.stderr)
+        overrides["max_records"] = None
     return replace(cfg, **overrides), source
 
 
@@ -384,19 +378,18 @@ def cmd_final(args) -> int:
     return 0
 
 
-#: Config fields that crossval/final declare themselves (``_add_run_overrides``, --seed, --num-epochs).
-_RUN_FLAGS = ("max_records", "num_workers", "cpus_per_worker", "use_gpu", "seed", "num_epochs")
 _FLAG_TYPES = {"int": int, "float": float, "str": str, "list": str, "dict": json.loads}
 
 
-def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+def _add_config_flags(p: argparse.ArgumentParser, note: str = "", skip: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per ``TrainConfig`` field (``--num-epochs`` for ``num_epochs``),
     typed and documented from the dataclass; an absent flag keeps the config's value."""
     from dataclasses import MISSING, fields
 
     from .training.config import FIELD_HELP, TrainConfig
 
-    group = p.add_argument_group("training config (TrainConfig fields; default: the config's value)")
+    group = p.add_argument_group("training config (TrainConfig fields; default: the config's value)"
+                                 + (f"; {note}" if note else ""))
     for f in fields(TrainConfig):
         if f.name in skip:
             continue
@@ -419,13 +412,9 @@ def _config_overrides(args) -> dict:
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
 
 
-def _add_run_overrides(p: argparse.ArgumentParser) -> None:
+def _add_run_args(p: argparse.ArgumentParser, out_help: str = "output folder") -> None:
     p.add_argument("--data", type=Path, required=True, help="prepared dataset folder (ecg-ray prepare --out)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--max-records", type=int, default=None, help="cap on training records (default: all)")
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--cpus-per-worker", type=float, default=None)
-    p.add_argument("--use-gpu", action="store_true")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
     p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
 
 
@@ -538,9 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train one config with Ray Train on a prepared dataset")
-    p.add_argument("--data", type=Path, required=True, help="prepared dataset folder (ecg-ray prepare --out)")
-    p.add_argument("--out", type=Path, required=True, help="run folder to write")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    _add_run_args(p, "run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
     _add_config_flags(p)
@@ -634,22 +621,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crossval", help="k-fold cross-validation of one config (per-fold + mean ± sd)")
     p.add_argument("--config", required=True, help="run folder / results.json, YAML of TrainConfig fields, "
                                                    "checkpoint, or a sweep folder (its best trial)")
-    _add_run_overrides(p)
+    _add_run_args(p)
     p.add_argument("--folds", type=int, default=5, help="folds (the saved ones if it matches their number)")
     p.add_argument("--fold-ids", default=None, help="comma list: run only these folds (e.g. 0,1)")
     p.add_argument("--exclude-test", action="store_true", help="make folds over train+val only, test untouched")
-    p.add_argument("--num-epochs", type=int, default=None, help="override the config's epoch count")
-    p.add_argument("--seed", type=int, default=None)
-    _add_config_flags(p, skip=_RUN_FLAGS)
+    _add_config_flags(p, "--max-records: default all records, whatever the config's cap")
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("final", help="train the final model on train+val (test held out) for a fixed epoch count")
     p.add_argument("--config", default=None, help="as for crossval (default: the --from-crossval config)")
-    _add_run_overrides(p)
+    _add_run_args(p)
     p.add_argument("--epochs", type=int, default=None, help="epoch count")
     p.add_argument("--from-crossval", type=Path, default=None, help="crossval folder: its median best epoch")
-    p.add_argument("--seed", type=int, default=None)
-    _add_config_flags(p, skip=_RUN_FLAGS)
+    _add_config_flags(p, "--max-records: default all records, whatever the config's cap", skip=("num_epochs",))
     p.set_defaults(func=cmd_final)
     formats = ("table", "csv", "json", "markdown")
     p = sub.add_parser("runs", help="read a sweep (or train run folders): list, best, compare")

@@ -374,20 +374,25 @@ def _pick_record(manifest: dict, prepared, wanted: str | None) -> tuple[str | No
 
 
 def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, out: Path, notes: list) -> str:
+    from .data.errors import DataError
     from .data.preprocess import PreprocessConfig
+    from .data.sources import get_source
 
     cfg = PreprocessConfig.from_dict(manifest["preprocess"]) if manifest.get("preprocess") else PreprocessConfig()
     if records_dir is None and manifest.get("data_dir"):
         records_dir = manifest["data_dir"]
     records_dir = Path(records_dir) if records_dir else None
-    drawable = bool(records_dir and manifest.get("source", "cinc2017") == "cinc2017")
+    src = get_source(manifest.get("source", "cinc2017"))
+    drawable = bool(records_dir) and not src.grouped  # whole recordings, not windows cut from them
     record, label = _pick_record(manifest, prepared, record)
-    if record is None and drawable and (records_dir / "REFERENCE.csv").is_file():
-        from .data.physionet2017 import read_labels
-
-        labels = read_labels(records_dir / "REFERENCE.csv")
-        record = next((r for r, l in labels.items() if l == "A"), next(iter(labels)))
-        label = labels[record]
+    if record is None and drawable:
+        try:
+            labels = src.labels(records_dir)[1] or {}
+        except DataError:
+            labels = {}
+        if labels:
+            record = next((r for r, l in labels.items() if l == "A"), next(iter(labels)))
+            label = labels[record]
     parts = []
     if drawable and record and (records_dir / f"{record}.hea").is_file():
         path = plots.plot_preprocessing(records_dir, record, fig_dir / "preprocessing.png", cfg, label)
@@ -404,10 +409,9 @@ def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, 
         if table.num_rows:
             segment = store.signal_matrix(table)[0]
     if segment is None and records_dir and record and (records_dir / f"{record}.hea").is_file():
-        from .data.physionet2017 import read_record
         from .data.preprocess import preprocess_record
 
-        signal, fs = read_record(records_dir, record)
+        _, _, signal, fs = src.read(records_dir, record)[0][0]
         segment = preprocess_record(signal, fs, cfg, record)[0][0]
     if segment is not None:
         paths = plots.plot_augmentations(segment, fig_dir, fs=cfg.fs)
