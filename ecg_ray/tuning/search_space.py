@@ -21,7 +21,9 @@ from ..training.config import TrainConfig
 
 SAMPLERS = ("grid_search", "choice", "uniform", "loguniform", "randint")
 DATA_KEYS = {"source", "data_dir", "prepared", "preprocess", "max_records", "val_fold", "materialize"}
-SCHEDULER_KEYS = {"type", "max_t", "grace_period", "reduction_factor"}
+#: The scheduler section's defaults: a spec's own values override them (``sweep`` fills them in too).
+SCHEDULER_DEFAULTS = {"type": "asha", "max_t": 20, "grace_period": 2, "reduction_factor": 3}
+SCHEDULER_KEYS = set(SCHEDULER_DEFAULTS)
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "num_workers", "max_concurrent_trials"}
 TOP_KEYS = {"name", "description", "data", "metric", "mode", "scheduler", "resources",
             "max_failures", "num_samples", "param_space", "stage2"}
@@ -40,8 +42,7 @@ class SweepSpec:
     data: dict = field(default_factory=dict)
     metric: str = HEADLINE
     mode: str = "max"
-    scheduler: dict = field(default_factory=lambda: {"type": "asha", "max_t": 20, "grace_period": 2,
-                                                      "reduction_factor": 3})
+    scheduler: dict = field(default_factory=lambda: dict(SCHEDULER_DEFAULTS))
     resources: dict = field(default_factory=lambda: {"cpus_per_trial": 1, "gpus_per_trial": 0,
                                                       "num_workers": 1, "max_concurrent_trials": None})
     max_failures: int = 1

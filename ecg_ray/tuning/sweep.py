@@ -35,7 +35,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ..training.config import TrainConfig
 from ..training.feed import load_datasets
 from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer
-from .search_space import SweepSpec, to_tune
+from .search_space import SCHEDULER_DEFAULTS, SweepSpec, to_tune
 
 TIME_ATTR = "epochs_done"
 #: Resources of the trial driver: it only waits on the TorchTrainer it launched.
@@ -62,14 +62,13 @@ def run_trial(config: dict, train_ds=None, val_ds=None, info=None, preprocess=No
 
 
 def _scheduler(spec: SweepSpec):
-    s = spec.scheduler
+    s = {**SCHEDULER_DEFAULTS, **spec.scheduler}
     if s.get("type", "asha") == "fifo":
         return FIFOScheduler()
     # ASHA counts epochs as the runs report them (``epochs_done``), not Tune's
     # iterations, which restart at 0 when a killed trial resumes from its checkpoint.
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=int(s.get("max_t", 20)),
-                         grace_period=int(s.get("grace_period", 1)),
-                         reduction_factor=float(s.get("reduction_factor", 3)))
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=int(s["max_t"]), grace_period=int(s["grace_period"]),
+                         reduction_factor=float(s["reduction_factor"]))
 
 
 def trial_param_space(spec: SweepSpec, gpus_per_trial: float) -> dict:
