@@ -73,10 +73,12 @@ def package_versions() -> dict[str, str | None]:
 
 def provenance(config_hash: str | None = None, command: str | None = None) -> dict:
     """``{git_commit, packages, config_hash, command}``: where a result came from.
-    ``command`` defaults to this process's command line."""
+    ``command`` defaults to this process's ``ecg-ray`` command line (None inside a
+    Ray worker, e.g. a sweep trial: the sweep records its own in ``ecg_ray_sweep.json``)."""
+    if command is None and Path(sys.argv[0]).name in ("ecg-ray", "cli.py"):
+        command = shlex.join(["ecg-ray", *sys.argv[1:]])
     return {"git_commit": _git_commit(), "packages": package_versions(), "config_hash": config_hash,
-            "command": command if command is not None else shlex.join(["ecg-ray", *sys.argv[1:]])
-            if Path(sys.argv[0]).name == "ecg-ray" else shlex.join(sys.argv)}
+            "command": command}
 
 
 def read_json(path) -> dict | None:
