@@ -290,7 +290,8 @@ def run(opts) -> dict:
     scales = _scales()
     work = Path(tempfile.mkdtemp(prefix="ecg_scale_"))
     result = {"records_dir": str(opts.records_dir), "workers": workers, "scales": scales, "prepare": {},
-              "feed": {}, "long": {}, "scratch": str(work)}
+              "feed": {}, "long": {}, "scratch": str(work),
+              "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("ECG_RAY_SCALE_")}}
     keep = {1, scales[-1]} if "feed" in _parts() else set()
     try:
         for s in (scales if "prepare" in _parts() else []):
@@ -338,6 +339,8 @@ def _mib(v) -> str:
 
 def render(result: dict, context: dict) -> str:
     out = []
+    if result.get("env"):
+        out += ["Environment: " + " ".join(f"`{k}={v}`" for k, v in result["env"].items()), ""]
     prep = result["prepare"]
     base = prep.get("1x_split")
     table = []
