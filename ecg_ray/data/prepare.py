@@ -38,13 +38,12 @@ import pyarrow.parquet as pq
 import wfdb
 
 from .. import CLASSES
-from . import mitbih, physionet2017, store
+from . import physionet2017, store
 from .errors import DataError, RecordError
 from .preprocess import PreprocessConfig, filter_record, filter_record_chunked, n_windows
+from .sources import get_source
 from .splits import make_splits
 
-SOURCES = ("cinc2017", "mitbih")
-CHUNK = 200  # records per shard / per task
 #: A record with more raw samples than this is filtered in pieces and stored in parts
 #: (2**22 samples: 3.9 h at 300 Hz; every PhysioNet 2017 record is under a minute).
 LONG_SAMPLES = 1 << 22
@@ -137,46 +136,32 @@ def _long_record(opened, name: str, label: str, cfg: PreprocessConfig, part_samp
     return kept
 
 
-def _cinc_chunk(data_dir, names, labels, cfg, limits, shard):
+def _chunk(source: str, data_dir, names, labels, window_s, cfg, limits, shard):
+    """Read, filter and write one chunk of records of ``source``: ``(kept, skipped, n records)``,
+    ``kept`` holding ``(item id, label, n windows, padded, record)``."""
+    src = get_source(source)
     long_samples, part_samples = limits
     kept, skipped, rows = [], [], []
     for name in names:
         try:
-            opened = _open_long_mat(data_dir, name, long_samples)
+            opened = _open_long_mat(data_dir, name, long_samples) if src.long_mat else None
             if opened is not None and opened[2] == cfg.fs:  # long records at another rate: read whole
                 kept += _long_record(opened, name, labels[name], cfg, part_samples,
                                      shard.with_name(f"{shard.stem}-{name}.parquet"))
                 continue
-            signal, fs = physionet2017.read_record(data_dir, name)
-            filtered, n, padded = filtered_record(signal, fs, cfg, name)
+            items, skipped_items = src.read(data_dir, name, labels, window_s)
         except RecordError as e:
             skipped.append((e.record, e.reason, e.detail))
             continue
-        rows.append((name, labels[name], filtered))
-        kept.append((name, labels[name], n, padded, name))
-    if rows:
-        store.write_records(shard, store.records_table(rows))
-    return kept, skipped, len(names)
-
-
-def _mitbih_chunk(data_dir, names, window_s, cfg, shard):
-    kept, skipped, rows = [], [], []
-    for name in names:
-        try:
-            windows, skipped_windows = mitbih.read_windows(data_dir, name, window_s)
-        except RecordError as e:
-            skipped.append((e.record, e.reason, e.detail))
-            continue
-        for reason, count in skipped_windows.items():
-            skipped += [(name, reason, "")] * count
-        for w in windows:
+        skipped += [(name, reason, "") for reason, count in skipped_items.items() for _ in range(count)]
+        for item_id, label, signal, fs in items:
             try:
-                filtered, n, padded = filtered_record(w.signal, w.fs, cfg, w.record_id)
+                filtered, n, padded = filtered_record(signal, fs, cfg, item_id)
             except RecordError as e:
                 skipped.append((e.record, e.reason, e.detail))
                 continue
-            rows.append((w.record_id, w.label, filtered))
-            kept.append((w.record_id, w.label, n, padded, name))
+            rows.append((item_id, label, filtered))
+            kept.append((item_id, label, n, padded, name))
     if rows:
         store.write_records(shard, store.records_table(rows))
     return kept, skipped, len(names)
@@ -305,18 +290,13 @@ def prepare(
     cluster's, or a local Ray): the same chunk functions and the same output, only
     fanned out further; every node must see ``data_dir`` and ``out`` (a shared filesystem).
     ``split_layout``: records regrouped into one folder per split cell (module docstring)."""
-    if source not in SOURCES:
-        raise DataError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    src = get_source(source)
     data_dir, out = Path(data_dir), Path(out)
-    if source == "cinc2017":
-        names = physionet2017.list_records(data_dir)
-        label_file = physionet2017.find_label_file(data_dir, labels_path)
-        labels = physionet2017.read_labels(label_file)
-    else:
-        names, label_file, labels = mitbih.list_records(data_dir), None, {}
+    names = src.list_records(data_dir)
+    label_file, labels = src.labels(data_dir, labels_path)
 
     settings = {"source": source, "preprocess": cfg.to_dict(), "split": vars(split),
-                "window_s": window_s if source == "mitbih" else None,
+                "window_s": window_s if src.grouped else None,
                 "input": _input_signature(data_dir, label_file)}
     if split_layout:
         settings["layout"] = store.SPLIT_LAYOUT
@@ -335,16 +315,14 @@ def prepare(
     seg_dir.mkdir(parents=True)
 
     skipped, orphans = [], []
-    if source == "cinc2017":
+    if labels is not None:  # records without a usable label are skipped before any is read
         names, skipped, orphans = _label_problems(names, labels)
-        chunks = [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
-        limits = (LONG_SAMPLES, PART_SAMPLES)
-        tasks = [(_cinc_chunk, (data_dir, c, {n: labels[n] for n in c}, cfg, limits)) for c in chunks]
-    else:
-        tasks = [(_mitbih_chunk, (data_dir, [n], window_s, cfg)) for n in names]
+    chunks = [names[i:i + src.chunk] for i in range(0, len(names), src.chunk)]
+    tasks = [(_chunk, (source, data_dir, c, {n: labels[n] for n in c} if labels is not None else None, window_s, cfg,
+                       (LONG_SAMPLES, PART_SAMPLES))) for c in chunks]
 
     workers = workers or min(len(tasks), os.cpu_count() or 1) or 1
-    total = sum(len(t[1][1]) for t in tasks)
+    total = len(names)
     kept, done, start = [], 0, time.perf_counter()
     log(f"prepare: {total} {source} records from {data_dir} with "
         + ("Ray tasks (one per chunk of records, across the cluster)" if use_ray else f"{workers} process(es)"))
@@ -363,7 +341,7 @@ def prepare(
     kept.sort()
     ids, kept_labels = [k[0] for k in kept], [k[1] for k in kept]
     # records stored in parts stay together: group by the original record
-    groups = [k[4] for k in kept] if source == "mitbih" or any(k[0] != k[4] for k in kept) else None
+    groups = [k[4] for k in kept] if src.grouped or any(k[0] != k[4] for k in kept) else None
     try:
         splits = make_splits(ids, kept_labels, seed=split.seed, val_frac=split.val_frac,
                              test_frac=split.test_frac, k=split.folds, groups=groups)

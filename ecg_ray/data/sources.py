@@ -21,8 +21,9 @@ from .errors import DataError, RecordError
 class Source:
     name: str = ""
     folder: tuple[str, ...] = ()  # records folder under a data root
-    grouped: bool = False  # items of one record (patient) must stay in one split
+    grouped: bool = False  # items are windows of a record (patient) that must stay in one split
     chunk: int = 200  # records per prepare task
+    long_mat: bool = False  # records are MATLAB v4 rows that prepare can read in pieces (days-long records)
 
     def list_records(self, data_dir: Path) -> list[str]:
         raise NotImplementedError
@@ -48,7 +49,7 @@ class Source:
 class Cinc2017(Source):
     """PhysioNet/CinC Challenge 2017: ``A?????.mat`` + ``.hea``, labels in ``REFERENCE.csv``."""
 
-    name, folder = "cinc2017", ("cinc2017", "training2017")
+    name, folder, long_mat = "cinc2017", ("cinc2017", "training2017"), True
 
     def list_records(self, data_dir):
         from . import physionet2017
