@@ -492,7 +492,10 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
     mean = float(x.mean()) if x.size else float("nan")
     if x.size < 2:
         return mean, float("nan"), float("nan")
-    lo, hi = stats.t.interval(confidence, x.size - 1, loc=mean, scale=stats.sem(x))
+    sem = float(stats.sem(x))
+    if sem == 0:  # identical values: scipy's interval is undefined at scale 0, the interval is the point
+        return mean, mean, mean
+    lo, hi = stats.t.interval(confidence, x.size - 1, loc=mean, scale=sem)
     return mean, float(lo), float(hi)
 
 
@@ -504,6 +507,8 @@ def bootstrap_interval(values, confidence: float = 0.95, n_boot: int = 5000,
     mean = float(x.mean()) if x.size else float("nan")
     if x.size < 2:
         return mean, float("nan"), float("nan")
+    if np.ptp(x) == 0:  # identical values: every resample has the same mean
+        return mean, mean, mean
     ci = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_boot, method="percentile",
                          rng=np.random.default_rng(seed)).confidence_interval
     return mean, float(ci.low), float(ci.high)
