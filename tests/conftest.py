@@ -113,14 +113,15 @@ def prepared_small(small_cinc_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_sweep(request, tmp_path_factory):
-    """The session's one real ASHA sweep, killed once and resumed (see smoke_sweep.py)."""
-    from smoke_sweep import SmokeSweep, run_killed_and_resumed
+    """The session's one real two-stage sweep on a local 3-node cluster, its driver
+    killed once and resumed, a node lost (see smoke_sweep.py)."""
+    from smoke_sweep import SmokeSweep, run_on_cluster
 
     given = os.environ.get("ECG_RAY_TEST_SWEEP")
     if given:
         return SmokeSweep(Path(given))
     prepared = request.getfixturevalue("prepared_small")
-    return run_killed_and_resumed(prepared, tmp_path_factory.mktemp("smoke_sweep"))
+    return run_on_cluster(prepared, tmp_path_factory.mktemp("smoke_sweep"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
-"""The one real sweep of the test session, shared by the sweep, analysis, plot and
-report tests: the smoke grid (2 models x 2 imbalance x 2 augmentation, ASHA,
-3 epochs) on a small stratified subset of the real records, run through the
-real CLI, SIGKILLed once at least one trial finished, then resumed.
+"""The one real sweep of the test session, shared by the sweep, multi-node,
+analysis, plot and report tests: the smoke grid (2 models x 2 imbalance x 2
+augmentation, ASHA, 3 epochs, then stage 2) on a small stratified subset of the
+real records, sent with `ray job submit` to a local 3-node cluster (see
+``run_on_cluster``): stopped once a trial finished and resumed, and a worker node
+SIGKILLed under a running trial.
 
 Running it once keeps the suite inside its time budget; a second sweep would
 cost minutes on 2 cores. ``$ECG_RAY_TEST_SWEEP`` points at an existing
@@ -13,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,27 +37,26 @@ class SmokeSweep:
     resumed: bool = False
     finished_at_kill: dict = field(default_factory=dict)  # trial id -> (result.json text, checkpoints)
     stdout: str = ""
+    node_kill: dict = field(default_factory=dict)  # the stage-2 trial whose node was killed
+    worker_nodes: dict = field(default_factory=dict)  # worker node name -> node id, at the end
 
 
 def kill_ray_session(path: str) -> None:
-    """Kill every process started for the Ray session folder ``path``."""
+    """Kill every process started for the Ray session folder ``path``: those naming it
+    on their command line (raylets, GCS, monitors) and all their children (workers
+    rename themselves ``ray::...`` and would outlive their raylet)."""
+    doomed = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(path in part for part in proc.info["cmdline"] or []):
-                proc.kill()
+            if proc.pid != os.getpid() and any(path in part for part in proc.info["cmdline"] or []):
+                doomed += [proc, *proc.children(recursive=True)]
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-
-
-def sweep_env(ray_tmp: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(ECG_RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1")
-    return env
-
-
-def sweep_cmd(prepared: Path, storage: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared),
-            "--storage", str(storage), *SMALL, *STAGE2, *extra]
+    for proc in doomed:
+        try:
+            proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
 
 
 def trial_states(experiment: Path) -> dict[str, str]:
@@ -83,32 +82,89 @@ def trial_files(experiment: Path, trial_id: str) -> tuple[str, list[str]]:
             sorted(p.name for p in (experiment / f"train_{trial_id}").glob("checkpoint_*")))
 
 
-def run_killed_and_resumed(prepared: Path, storage: Path) -> SmokeSweep:
-    experiment = storage / "smoke"
-    ray_tmp = tempfile.mkdtemp(prefix="ecgray", dir="/tmp")
+def epoch_rows(experiment: Path) -> dict[str, list[dict]]:
+    """trial id → its reported epochs (result.json rows, each with its node id), read
+    while the sweep runs."""
+    out = {}
+    for d in experiment.glob("run_trial_*"):
+        text = (d / "result.json").read_text() if (d / "result.json").is_file() else ""
+        rows = []
+        for line in text.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line being written
+                break
+        out["_".join(d.name.split("_")[2:4])] = rows  # run_trial_<experiment>_<number>_...
+    return out
+
+
+def run_on_cluster(prepared: Path, storage: Path) -> SmokeSweep:
+    """The smoke sweep (both stages) sent with `ray job submit` to a local cluster of a
+    head and two 1-CPU worker nodes. In stage 1 the job is stopped once a trial has
+    finished (driver killed) and submitted again with ``--resume``; in stage 2 (no
+    pruning, so a trial caught mid-way surely goes on) the node running a trial that
+    has a checkpoint is SIGKILLed and a fresh node joins: the trial is retried from
+    its checkpoint on another node."""
+    from local_cluster import LocalCluster
+
+    experiment, stage2 = storage / "smoke", storage / "smoke_stage2_b2"
+    root = Path(tempfile.mkdtemp(prefix="ecgc", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ECG_RAY_TMPDIR")}
+    cluster = LocalCluster(root, env)
+    command = [sys.executable, "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared),
+               "--storage", str(storage), *SMALL, *STAGE2]
+    job = None
     try:
-        proc = subprocess.Popen(sweep_cmd(prepared, storage), env=sweep_env(ray_tmp), cwd=PROJECT_ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        finished: set[str] = set()
-        try:
-            deadline = time.time() + 900
-            while time.time() < deadline and proc.poll() is None:
-                states = trial_states(experiment)
-                finished = {t for t, s in states.items() if s == "TERMINATED"}
-                if finished and len(finished) < len(states):
-                    break
-                time.sleep(1)
-            assert proc.poll() is None, "the sweep ended before it could be killed"
-            assert finished, "no trial finished in time"
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kill_ray_session(ray_tmp)  # the killed driver's local Ray
+        cluster.start(2)
+        # One disk for 3 nodes; and the cluster's address for every process of the job: Ray
+        # Train's placement-group cleaner looks its cluster up without one and, on a machine
+        # running more than one Ray, fails ("Found multiple active Ray instances") and leaks
+        # each finished trial's resources until the sweep hangs.
+        env_vars = {"ECG_RAY_SHARED_STORAGE": str(storage), "PYTHONUNBUFFERED": "1",
+                    "RAY_ADDRESS": f"127.0.0.1:{cluster.gcs_port}"}
+        job = cluster.submit(command, env_vars)
+        finished = _wait(lambda: _finished_some(experiment), 900, "no stage-1 trial finished in time")
+        cluster.stop_job(job)
         before = {t: trial_files(experiment, t) for t in finished}
-        out = subprocess.run(sweep_cmd(prepared, storage, "--resume"), env=sweep_env(ray_tmp),
-                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        return SmokeSweep(experiment, True, before, out.stdout)
+        job = cluster.submit(command + ["--resume"], env_vars)
+        killed = _wait(lambda: _kill_mid_trial(cluster, stage2), 1200, "no stage-2 trial caught mid-way")
+        cluster.add_node("n2")  # the lost machine's replacement
+        status, logs = cluster.wait_job(job, 1200)
+        assert status == "SUCCEEDED", f"job {job}: {status}\n{logs[-6000:]}"
+        nodes = {name: cluster.node_id(name) for name in cluster.nodes}
+        return SmokeSweep(experiment, True, before, logs, node_kill=killed, worker_nodes=nodes)
     finally:
-        kill_ray_session(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        if job:
+            cluster.stop_job(job)
+        kill_ray_session(str(root))  # this cluster only: `ray stop` would end every Ray on the machine
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait(check, timeout: float, message: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(message)
+
+
+def _finished_some(experiment: Path) -> set[str]:
+    """The finished trials, once at least one but not all have finished."""
+    states = trial_states(experiment)
+    finished = {t for t, s in states.items() if s == "TERMINATED"}
+    return finished if finished and len(finished) < len(states) else set()
+
+
+def _kill_mid_trial(cluster, stage2: Path) -> dict | None:
+    """Kill the node of a stage-2 trial that has reported its first epoch and not its
+    last: ``{trial, node_id, node, epochs_done}``, or None while there is none."""
+    ids = {cluster.node_id(name): name for name in cluster.nodes}
+    for trial_id, rows in epoch_rows(stage2).items():
+        if len(rows) == 1 and rows[0].get("node_id") in ids:
+            name = ids[rows[0]["node_id"]]
+            cluster.kill_node(name)
+            return {"trial": trial_id, "node_id": rows[0]["node_id"], "node": name,
+                    "epochs_done": rows[0]["epochs_done"]}
+    return None

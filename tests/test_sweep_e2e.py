@@ -1,113 +1,50 @@
-"""End to end on the real records: `ray job submit` of a sweep to a local cluster
-on 127.0.0.1, and the CLI's ASHA sweep of the smoke grid killed half-way and
-resumed with Tuner.restore (one sweep proves both the grid x ASHA and resume).
-
-Each test runs the real `ecg-ray` CLI in a subprocess with its own Ray session
-folder, so whatever it leaves behind can be found and killed afterwards.
+"""End to end on the real records, all from the session's one shared sweep
+(``smoke_sweep.run_on_cluster``): the two-stage smoke sweep sent with `ray job
+submit` to a local cluster of a head and two 1-CPU worker nodes on 127.0.0.1; its
+driver stopped once a trial finished and the job submitted again with --resume
+(Tuner.restore); in stage 2 a worker node SIGKILLed under a running trial.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
-from conftest import PROJECT_ROOT
-from smoke_sweep import SMALL, SMOKE, kill_ray_session, sweep_env, trial_files
+from smoke_sweep import epoch_rows, trial_files
 
 pytestmark = pytest.mark.e2e
 
-RAY = str(Path(sys.executable).with_name("ray"))
 
-
-def _results(experiment: Path):
+def _results(experiment):
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(experiment))
     return analysis, {t.trial_id: t for t in analysis.trials}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_trials_run_on_both_worker_nodes(smoke_sweep):
+    if not smoke_sweep.resumed:
+        pytest.skip("$ECG_RAY_TEST_SWEEP given: no cluster was run in this session")
+    nodes = {r["node_id"] for rows in epoch_rows(smoke_sweep.experiment).values() for r in rows}
+    assert len(nodes) >= 2, f"every stage-1 epoch ran on one node: {nodes}"
+    assert nodes <= set(smoke_sweep.worker_nodes.values()) | {smoke_sweep.node_kill["node_id"]}
 
 
-def _ray_cli(args: list[str], env: dict, log_dir: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run the `ray` CLI with its output in files, not pipes: `ray start` leaves
-    daemons behind that would hold a pipe open and hang the caller."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    out_path = log_dir / f"ray-{args[0]}-{time.monotonic_ns()}.log"
-    with open(out_path, "w") as out:
-        proc = subprocess.run([RAY, *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
-                              cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out_path.read_text(), "")
+def test_a_lost_node_s_trial_resumes_from_its_checkpoint_on_another_node(smoke_sweep):
+    """The stage-2 trial whose node was SIGKILLed after its first epoch went on from
+    that epoch's checkpoint on another node; no epoch was lost or run twice, and the
+    experiment's trial table and report say it was retried."""
+    if not smoke_sweep.resumed:
+        pytest.skip("$ECG_RAY_TEST_SWEEP given: no node was killed in this session")
+    from ecg_ray.tuning.analysis import load_experiment
 
-
-def _epochs(experiment: Path) -> dict[str, list[dict]]:
-    """trial id → its reported epochs (result.json rows), read while the sweep runs."""
-    out = {}
-    for d in experiment.glob("run_trial_*"):
-        rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()] \
-            if (d / "result.json").is_file() else []
-        out[d.name.split("_")[2]] = rows
-    return out
-
-
-def test_ray_job_submit_to_local_cluster(prepared_small, tmp_path, ray_tmp):
-    port, dash = _free_port(), _free_port()
-    env = sweep_env(ray_tmp)
-    env.pop("ECG_RAY_TMPDIR")  # the job connects to the cluster instead of starting Ray
-    # Token authentication stays on: the cluster and the job CLI share the token Ray
-    # keeps in ~/.ray/auth_token; the CLI sends it only in "token" mode.
-    env["RAY_AUTH_MODE"] = "token"
-    logs_dir = tmp_path / "cli"
-    start = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
-             "--temp-dir", ray_tmp, "--include-dashboard", "true", "--disable-usage-stats"]
-    started = _ray_cli(start, env, logs_dir, timeout=180)
-    assert started.returncode == 0, started.stdout[-3000:]
-    address = f"http://127.0.0.1:{dash}"
-    runtime_env = json.dumps({"excludes": [".venv/", ".git/", "results/", "ray_results/", "work/"],
-                              "env_vars": {"ECG_RAY_DEBUG": "1"}})  # a failure shows its traceback
-    job_id = None
-    try:
-        submit = ["job", "submit", "--address", address, "--working-dir", str(PROJECT_ROOT),
-                  "--runtime-env-json", runtime_env, "--no-wait", "--",
-                  sys.executable, "-m", "ecg_ray.cli", "sweep", SMOKE, "--data", str(prepared_small),
-                  "--storage", str(tmp_path), "--stage1-only", *SMALL, "--set", "param_space.augment=none",
-                  "--set", "param_space.imbalance=weighted", "--set", "param_space.model=cnn_only",
-                  "--set", "scheduler.max_t=2"]
-        for _ in range(30):  # the head's job agent comes up after `ray start` returns; Ray says "try again later"
-            out = _ray_cli(submit, env, logs_dir, timeout=180)
-            if out.returncode == 0 or "No available agent to submit job" not in out.stdout:
-                break
-            time.sleep(5)
-        assert out.returncode == 0, out.stdout[-3000:]
-        job_id = next(line.split("'")[1] for line in out.stdout.splitlines() if "submitted successfully" in line)
-        deadline, status = time.time() + 900, ""
-        while time.time() < deadline:
-            status = _ray_cli(["job", "status", "--address", address, job_id], env, logs_dir, timeout=60).stdout
-            if any(f"' {s}" in status.lower() for s in ("succeeded", "failed", "stopped")):
-                break
-            time.sleep(5)
-        logs = _ray_cli(["job", "logs", "--address", address, job_id], env, logs_dir, timeout=60).stdout
-        assert f"job '{job_id.lower()}' succeeded" in status.lower(), status[-2000:] + logs[-6000:]
-        assert "best trial:" in logs
-        _, trials = _results(tmp_path / "smoke")
-        assert len(trials) == 1  # one trial is enough here: the smoke sweep covers many
-        assert all(t.status == "TERMINATED" and t.last_result.get("val_f1_cinc") is not None
-                   for t in trials.values())
-        assert all(isinstance(r["node_id"], str) for rows in _epochs(tmp_path / "smoke").values() for r in rows)
-    finally:
-        if job_id:
-            _ray_cli(["job", "stop", "--address", address, job_id], env, logs_dir, timeout=60)
-        kill_ray_session(ray_tmp)  # this cluster only: `ray stop` would end every Ray on the machine
+    killed = smoke_sweep.node_kill
+    stage2 = smoke_sweep.experiment.parent / "smoke_stage2_b2"
+    rows = epoch_rows(stage2)[killed["trial"]]
+    assert [r["epochs_done"] for r in rows] == [1, 2], rows
+    assert rows[0]["node_id"] == killed["node_id"] != rows[1]["node_id"]
+    trials, _ = load_experiment(stage2)
+    row = trials.set_index("trial_id").loc[killed["trial"]]
+    assert row["status"] == "TERMINATED" and bool(row["retried"]) and row["nodes"] == 2
 
 
 def test_killed_asha_sweep_resumes_without_rerunning_finished_trials(smoke_sweep):
