@@ -48,7 +48,7 @@ def _val_f1(run: Path, prepared: Path, aggregate: str | None = None) -> float:
 
 
 def run(prepared: Path, out: Path, work: Path, epochs: int, seeds: list[int], max_records: int | None,
-        changes_only: bool = False) -> dict:
+        changes_only: bool = False, render_only: bool = False) -> dict:
     from ..training.config import TrainConfig
     from ..training.trainer import train_run
 
@@ -70,6 +70,8 @@ def run(prepared: Path, out: Path, work: Path, epochs: int, seeds: list[int], ma
         for seed in (seeds[:1] if "thread" in name else seeds):
             run_dir = work / f"{name.split(' (')[0].replace(' ', '_')}_s{seed}"
             t0 = time.perf_counter()
+            if render_only and not (run_dir / "results.json").is_file():
+                continue  # not run (yet): the table shows the seeds that were
             if not (run_dir / "results.json").is_file():
                 train_run(replace(cfg, seed=seed), prepared, run_dir, force=True)
             seconds = json.loads((run_dir / "results.json").read_text())["seconds"]
@@ -93,6 +95,8 @@ def render(result: dict, command: str) -> str:
              "| arm | val F1(N,A,O) per seed | ΔF1 vs baseline per seed | mean ΔF1 | spread (max−min) | wall s per run |",
              "|---|---|---|---|---|---|"]
     for name, runs in arms.items():
+        if len(runs) < len(result["seeds"]) and "thread" not in name:
+            name += f" ({len(runs)} seed{'s' if len(runs) != 1 else ''} only: no spread)"
         f1 = [r["f1"] for r in runs]
         delta = [r["f1"] - base[r["seed"]] for r in runs]
         wall = np.mean([r["seconds"] for r in runs])
@@ -114,12 +118,14 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--max-records", type=int, default=800)
+    p.add_argument("--render-only", action="store_true",
+                   help="train nothing: tabulate the runs already in --work (an arm with fewer seeds says so)")
     p.add_argument("--changes-only", action="store_true",
                    help="skip the all-changes and 1-thread arms (each change alone against the baseline only)")
     args = p.parse_args(argv)
     command = shlex.join(["python", "-m", "ecg_ray.bench.recipe", *(argv or sys.argv[1:])])
     result = run(args.data, args.out, args.work, args.epochs, [int(s) for s in args.seeds.split(",")],
-                 args.max_records or None, args.changes_only)
+                 args.max_records or None, args.changes_only, args.render_only)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recipe.json").write_text(json.dumps(result, indent=1))
     (args.out / "recipe.md").write_text(render(result, command))
