@@ -168,9 +168,9 @@ def plot_runs_overlay(runs: Mapping[str, object], out, metrics: Sequence[str] = 
 # -- tables and ablation -------------------------------------------------------------------------
 
 def _cell(v) -> str:
-    from .tuning.analysis import _fmt
+    from .tables import fmt_value
 
-    return _fmt(v, ".3f")
+    return fmt_value(v, ".3f")
 
 
 @_styled
