@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psutil
 
+from smoke_sweep import kill_ray_session
+
 RAY = str(Path(sys.executable).with_name("ray"))
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,19 +130,10 @@ class LocalCluster:
 
     def kill_node(self, name: str) -> None:
         """Lose worker node ``name`` as a machine is lost: SIGKILL its raylet and every
-        process of it (the raylet's children: workers, which rename themselves
-        ``ray::...``, and agents; the rest by its temp folder). Killing the raylet
-        alone leaves its workers running for a while: a Train worker can still
-        finish its epoch and report."""
-        temp = str(self.root / name) + "/"
-        raylet = self.raylet(name)
-        doomed = [raylet, *raylet.children(recursive=True)] if raylet is not None else []
-        doomed += [p for p in psutil.process_iter(["cmdline"]) if any(temp in part for part in p.info["cmdline"] or [])]
-        for proc in doomed:
-            try:
-                proc.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
+        process of it (``kill_ray_session`` also takes the raylet's children: workers
+        rename themselves ``ray::...``). Killing the raylet alone leaves its workers
+        running for a while: a Train worker can still finish its epoch and report."""
+        kill_ray_session(str(self.root / name) + "/")
         self.nodes.pop(name, None)
 
     def submit(self, command: list[str], env_vars: dict) -> str:
