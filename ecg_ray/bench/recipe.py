@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import HEADLINE
+from ..artifacts import Run
+
 #: The old recipe's choices for the four things the new one changes.
 BASELINE = {"crop_mode": "fixed", "schedule": "plateau", "class_weighting": "inverse", "aggregate": "mean_prob"}
 #: Each change alone: arm name → the fields it switches to the new recipe's value.
@@ -40,11 +43,11 @@ def _val_f1(run: Path, prepared: Path, aggregate: str | None = None) -> float:
 
     payload = load_checkpoint(run)
     if aggregate is None:
-        return float(payload["metrics"]["val_f1_cinc"])
+        return float(payload["metrics"][HEADLINE])
     cfg = payload["config"]
     _, val_ids, _ = select_records(prepared, cfg["val_fold"], cfg["max_records"])
     y, logits, codes = checkpoint_window_logits(payload, prepared, val_ids)
-    return float(score_records(y, logits, codes, aggregate)["val_f1_cinc"])
+    return float(score_records(y, logits, codes, aggregate)[HEADLINE])
 
 
 def run(prepared: Path, out: Path, work: Path, epochs: int, seeds: list[int], max_records: int | None,
@@ -70,11 +73,11 @@ def run(prepared: Path, out: Path, work: Path, epochs: int, seeds: list[int], ma
         for seed in (seeds[:1] if "thread" in name else seeds):
             run_dir = work / f"{name.split(' (')[0].replace(' ', '_')}_s{seed}"
             t0 = time.perf_counter()
-            if render_only and not (run_dir / "results.json").is_file():
+            if render_only and not Run.holds(run_dir):
                 continue  # not run (yet): the table shows the seeds that were
-            if not (run_dir / "results.json").is_file():
+            if not Run.holds(run_dir):
                 train_run(replace(cfg, seed=seed), prepared, run_dir, force=True)
-            seconds = json.loads((run_dir / "results.json").read_text())["seconds"]
+            seconds = Run(run_dir).results["seconds"]
             rows.setdefault(name, []).append({"seed": seed, "f1": _val_f1(run_dir, prepared), "seconds": seconds,
                                               "run": str(run_dir), "took": time.perf_counter() - t0})
     base_runs = rows["baseline (old recipe)"]
