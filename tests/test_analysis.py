@@ -295,8 +295,10 @@ def test_running_and_resumed_experiment(sweep_dir, tmp_path):
     shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("checkpoint_*", "*.pkl"))
     for f in copy.glob("experiment_state-*.json"):
         f.unlink()
+    # a trial started just before the job was stopped can leave a folder without result.json:
+    # Tune regenerates that trial in a new folder on resume
     trial_dirs = sorted(d for d in copy.iterdir() if d.name.startswith("run_trial_") and
-                        (d / "result.json").stat().st_size > 0)
+                        (d / "result.json").is_file() and (d / "result.json").stat().st_size > 0)
     # a trial with at least two epochs, so that cutting its last line leaves an unfinished trial
     running = next(d for d in trial_dirs if len((d / "result.json").read_text().splitlines()) >= 2)
     trial_dirs.remove(running)
