@@ -180,6 +180,23 @@ def tune_grid(sweep_dir):
     return tune.Tuner.restore(str(sweep_dir), trainable=run_trial).get_results()
 
 
+def test_a_trial_rerun_in_a_new_folder_is_read_once(tmp_path):
+    """Tune reruns a trial caught before its first report under the same id in a new
+    folder on resume; without a saved experiment state the folder with reports wins."""
+    config = {"model": "cnn_only", "imbalance": "weighted", "augment": "none", "seed": 0}
+    row = {"trial_id": "abcde_00000", "epoch": 0, "val_f1_cinc": 0.5, "training_iteration": 1, "done": True}
+    orphan = tmp_path / "run_trial_abcde_00000_0_model=cnn_only_2026-11-27_12-51-32"
+    rerun = tmp_path / "run_trial_abcde_00000_0_model=cnn_only_2026-11-27_12-53-10"
+    for folder in (orphan, rerun):
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(config))
+    (rerun / "result.json").write_text(json.dumps(row) + "\n")
+    trials, epochs = load_experiment(tmp_path)
+    assert trials["trial_id"].tolist() == ["abcde_00000"]
+    assert trials["path"].item() == str(rerun) and trials["epochs"].item() == 1
+    assert len(epochs) == 1
+
+
 @pytest.mark.e2e
 def test_load_finished_sweep(sweep, sweep_dir):
     from ray.tune import ExperimentAnalysis

@@ -281,8 +281,12 @@ def _finish_trials(rows: list[dict], max_epochs: int) -> pd.DataFrame:
 
 
 def _scan_trial_dirs(store: _Store, root: str) -> list[tuple[str, str]]:
-    """``(trial_id, trial folder)`` of every ``run_trial_*`` folder holding params.json."""
-    found = []
+    """``(trial_id, trial folder)`` of every ``run_trial_*`` folder holding params.json.
+
+    A trial that started just before its job was stopped can leave a folder with no
+    ``result.json``; on resume Tune reruns it under the same id in a new folder. One
+    folder per trial id is kept: the one with the most reports."""
+    found: dict[str, tuple[int, str]] = {}
     for name in store.listdir(root):
         folder = store.join(root, name)
         if not name.startswith(("run_trial_", "trial_", "run_")) or not store.exists(store.join(folder, "params.json")):
@@ -290,8 +294,9 @@ def _scan_trial_dirs(store: _Store, root: str) -> list[tuple[str, str]]:
         m = re.match(r"^\w*?_([0-9a-f]{5}_\d{5})_", name)
         rows = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
         trial_id = rows[-1].get("trial_id") if rows else (m.group(1) if m else name)
-        found.append((trial_id, folder))
-    return found
+        if trial_id not in found or len(rows) > found[trial_id][0]:
+            found[trial_id] = (len(rows), folder)
+    return [(trial_id, folder) for trial_id, (_, folder) in found.items()]
 
 
 def _sweep_info(store: _Store, root: str) -> dict:
