@@ -14,7 +14,8 @@ import torch
 from ecg_ray import cli
 from ecg_ray.bench import BenchOptions, command_line, parse_sections, render_document, run_bench
 from ecg_ray.bench import asha, feed, prepare, runner, stats, train
-from ecg_ray.bench.arrays import TrainArrays, _numpy_cap, load_training_arrays, shuffled_batches
+from ecg_ray.bench.arrays import (InMemoryRecords, TrainArrays, _numpy_cap, load_training_arrays,
+                                  load_training_records, shuffled_batches)
 from ecg_ray.data import store
 from ecg_ray.data.errors import DataError
 
@@ -130,7 +131,7 @@ def test_feed_reference_paths_deliver_two_crops_per_record(prepared_small, small
     signals = [np.array(s) for s in store.record_signals(table)]
     labels = table.column("label_index").to_numpy().astype(np.int64)
     n = len(labels) * feed.CROPS
-    in_memory = feed._crop_step(feed.InMemoryRecords(signals, labels), len(labels), 3000, 16)
+    in_memory = feed._crop_step(InMemoryRecords(signals, labels), len(labels), 3000, 16)
     assert in_memory() == n // 16 * 16  # full batches only, as a training epoch
     assert feed._dataloader_step(signals, labels, 3000, 16)() == n
     rates = stats.rates(in_memory, repeats=2, warmup=0)
@@ -140,18 +141,20 @@ def test_feed_reference_paths_deliver_two_crops_per_record(prepared_small, small
     assert sorted(seen.tolist()) == sorted(y.tolist())
 
 
-def test_bare_training_loop_rates(small_arrays):
-    idx = np.concatenate([np.flatnonzero(small_arrays.y == c)[:6] for c in range(4)])  # every class
-    arrays = TrainArrays(small_arrays.x[idx], small_arrays.y[idx], small_arrays.records, "test")
+def test_bare_training_loop_rates(prepared_small):
+    data = load_training_records(prepared_small, max_records=40)
+    keep = np.concatenate([np.flatnonzero(data.labels == c)[:4] for c in range(4)])  # every class
+    small = type(data)([data.signals[i] for i in keep], data.labels[keep], [data.records[i] for i in keep], "test")
     opts = BenchOptions(repeats=2, warmup=1, batch_size=8, threads=1)
     cfg = train.bench_config("cnn_only", opts)
-    assert cfg.num_epochs == 3 and cfg.patience == 0 and cfg.torch_threads == 1
+    assert cfg.num_epochs == 2 and cfg.patience == 0 and cfg.torch_threads == 1  # one round: warm-up + 1
     old = torch.get_num_threads()
     try:
-        rates = train.bare_rates(cfg, arrays, torch.device("cpu"), repeats=2, warmup=1)
+        rates = train.bare_rates(cfg, small, torch.device("cpu"), repeats=2, warmup=1)
     finally:
         torch.set_num_threads(old)
     assert len(rates) == 2 and all(r > 0 for r in rates)
+    assert train.steps_per_epoch_of(small, 8) == 32  # 16 records x 2 crops, full batches of 8
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only skip")
@@ -203,7 +206,7 @@ def test_render_document_tables_ratios_and_targets():
     assert "| sweep path: dataset shard in a TorchTrainer worker → crop_batches | 40 | 30 | 45 | 0.40× |" in md
     assert "sweep path ≥ 1.0× of (c): 0.40× — **NOT met**" in md
     assert "fastest model's training rate (cnn_only, bare torch 20 segments/s): sweep path is 2× that" in md
-    assert "| cnn_only | 1,000 | 20 | 19 | 21 | 15 | 14 | 16 | 0.75 | +25% | +1.67 |" in md
+    assert "| cnn_only | 1,000 | 20 | 19 | 21 | 15 | 14 | 16 | 0.75 | — | +25% | +1.67 |" in md
     assert "**NOT met** for cnn_only (25%)" in md and "resnet (5%)" not in md
     assert "Skipped: no CUDA device." in md and "`ecg-ray bench --sections x`" in md
     assert md.index("## 1. Data feed") < md.index("## 2. Training") < md.index("## 5. GPU")

@@ -8,14 +8,16 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from ecg_ray.data.preprocess import window_starts
+from ecg_ray.data.preprocess import cut_windows, window_starts
 from ecg_ray.training.calibration import expected_calibration_error, fit_temperature, reliability_table
 from ecg_ray.training.config import TrainConfig
-from ecg_ray.training.feed import crop_batches, steps_per_epoch, window_batches
+from ecg_ray.training.feed import (CropShuffleBuffer, chunk_records, crop_batches, steps_per_epoch,
+                                   window_batches)
 from ecg_ray.training.imbalance import class_weights
 from ecg_ray.training.metrics import (_f1_per_class, bootstrap_f1, f1_by_length, record_probabilities,
                                       softmax)
@@ -24,7 +26,8 @@ from ecg_ray.training.schedule import build_scheduler
 
 class FakeShard:
     """What ``crop_batches`` / ``window_batches`` read from a Ray shard: ``iter_batches``
-    of numpy dicts with a variable-length ``signal`` column (an object array)."""
+    of numpy dicts with a variable-length ``signal`` column (an object array), or of
+    pyarrow tables (``list<float32>``) as Ray gives them for ``batch_format="pyarrow"``."""
 
     def __init__(self, lengths, labels, seed=0):
         rng = np.random.default_rng(seed)
@@ -41,7 +44,12 @@ class FakeShard:
             order = np.random.default_rng(local_shuffle_seed).permutation(order)
         for i in range(0, len(order), batch_size):
             take = order[i:i + batch_size]
-            yield {"record_id": self.ids[take], "label_index": self.labels[take], "signal": self.signals[take]}
+            batch = {"record_id": self.ids[take], "label_index": self.labels[take], "signal": self.signals[take]}
+            if batch_format == "pyarrow":
+                batch = pa.table({"record_id": pa.array(list(batch["record_id"])),
+                                  "label_index": pa.array(batch["label_index"]),
+                                  "signal": pa.array(list(batch["signal"]), pa.list_(pa.float32()))})
+            yield batch
 
 
 def _crops(shard, epoch=0, rank=0, steps=None, **kw):
@@ -68,6 +76,47 @@ def test_crop_batches_equal_full_batches_and_reproducible():
         short = (shard.signals[0].size and np.array([len(shard.signals[r]) for r in rec.numpy()]) < 300)
         padded_tail = x[torch.as_tensor(short), -1]
         assert torch.all(padded_tail == 0)  # short records zero-padded
+
+
+def test_chunk_records_reads_lists_bytes_and_numpy_alike():
+    shard = FakeShard(lengths=[900, 3000, 12, 4500], labels=[0, 1, 2, 3])
+    table = next(shard.iter_batches(2, batch_format="pyarrow"))  # a slice of the first two rows
+    as_bytes = table.set_column(2, "signal", pa.array([np.asarray(x).tobytes() for x in shard.signals[:2]],
+                                                      pa.binary()))
+    numpy_batch = next(shard.iter_batches(2))
+    for batch in (table, as_bytes, numpy_batch, pa.concat_tables([table.slice(1), table.slice(0, 1)])):
+        flat, starts, lengths, labels = chunk_records(batch)
+        assert flat.dtype == np.float32 and len(labels) == len(lengths) == 2
+        for s, n, y in zip(starts, lengths, labels):
+            rec = int(round(float(flat[s])))  # record number carried in its samples
+            np.testing.assert_array_equal(flat[s:s + n], shard.signals[rec])
+            assert y == shard.labels[rec]
+
+
+def test_cut_windows_pad_and_offsets():
+    flat = np.arange(20, dtype=np.float32)
+    out = cut_windows(flat, np.array([0, 5]), np.array([5, 15]), np.array([1, 0, 1]), np.array([10, 0, 0]), 8)
+    np.testing.assert_array_equal(out[0], [15, 16, 17, 18, 19, 0, 0, 0])  # past the end: zeros
+    np.testing.assert_array_equal(out[1], [0, 1, 2, 3, 4, 0, 0, 0])  # a short record: padded
+    np.testing.assert_array_equal(out[2], np.arange(5, 13))
+
+
+def test_crop_shuffle_buffer_hands_out_every_crop_once_and_mixes_chunks():
+    rng = np.random.default_rng(0)
+    pool = CropShuffleBuffer(length=3, capacity=40, rng=rng)
+    out = []
+    for chunk in range(6):  # chunks of 20 crops; crop id in its samples, its chunk as label
+        ids = np.arange(chunk * 20, chunk * 20 + 20)
+        pool.add(np.repeat(ids[:, None], 3, axis=1).astype(np.float32), np.full(20, chunk))
+        while pool.ready(8, draining=False):
+            out.append(pool.take(8))
+    while pool.ready(8, draining=True):
+        out.append(pool.take(8))
+    ids = np.concatenate([x[:, 0] for x, _ in out]).astype(int)
+    assert len(ids) == 120 and len(set(ids)) == 120  # no crop lost or repeated
+    for x, y in out:
+        assert np.array_equal(x[:, 0].astype(int) // 20, y)  # rows stay with their labels
+    assert max(len(set(y)) for _, y in out) >= 2  # batches draw from several chunks
 
 
 def test_crop_batches_steps_are_exact_even_when_a_shard_runs_short():

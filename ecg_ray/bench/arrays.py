@@ -1,5 +1,7 @@
-"""The training segments of a prepared dataset as in-memory numpy arrays, for
-the benchmarks' reference paths (DataLoader, numpy slicing, bare torch loops).
+"""The training data of a prepared dataset in memory, for the benchmarks'
+reference paths: whole records (``TrainRecords``, read by ``crop_batches`` through
+``InMemoryRecords`` as from a Ray shard: the bare training loop, the feed's
+ceiling and DataLoader rows) and fixed windows as numpy arrays (``TrainArrays``).
 
 Records are chosen as a training run chooses them (``data.dataset.select_records``:
 the saved train split, optionally a label-stratified cap) so that bare and Ray
@@ -81,3 +83,49 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     for i in range(0, len(y), batch_size):
         idx = order[i:i + batch_size]
         yield x[idx], y[idx]
+
+
+class InMemoryRecords:
+    """Records in memory with the ``iter_batches`` a Ray shard offers: zero-copy
+    slices of one pyarrow table, in stored order."""
+
+    def __init__(self, signals: list[np.ndarray], labels: np.ndarray):
+        import pyarrow as pa
+
+        self.table = pa.table({"label_index": pa.array(np.asarray(labels)),
+                               "signal": pa.array(list(signals), pa.list_(pa.float32()))})
+
+    def iter_batches(self, batch_size, batch_format="pyarrow"):
+        assert batch_format == "pyarrow", batch_format
+        for i in range(0, self.table.num_rows, batch_size):
+            yield self.table.slice(i, batch_size)
+
+
+@dataclass
+class TrainRecords:
+    signals: list[np.ndarray]  # float32, one whole record each
+    labels: np.ndarray  # int64 (n,)
+    records: list[str]
+    selection: str
+
+    @property
+    def class_counts(self) -> list[int]:
+        return np.bincount(self.labels, minlength=len(CLASSES)).tolist()
+
+    def shard(self) -> InMemoryRecords:
+        return InMemoryRecords(self.signals, self.labels)
+
+    def describe(self) -> str:
+        mib = sum(map(len, self.signals)) * 4 / 2**20
+        return f"{len(self.records)} training records ({mib:.0f} MiB); {self.selection}"
+
+
+def load_training_records(prepared: Path, max_records: int | None = None, seed: int = 0) -> TrainRecords:
+    """The training split's whole records (capped like a run's ``max_records``) in memory."""
+    ids, selection = training_records(prepared, max_records, seed)
+    table = store.load_records(prepared, ids)
+    if table.num_rows == 0:
+        raise ValueError(f"{prepared}: no records for the {len(ids)} selected training ids")
+    signals = [np.array(x) for x in store.record_signals(table)]
+    return TrainRecords(signals, table.column("label_index").to_numpy().astype(np.int64),
+                        table.column("record_id").to_pylist(), selection)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import stats
-from .arrays import training_records
+from .arrays import load_training_records
 from .machine import ray_available
 from .stats import fmt, fmt_ratio, markdown_table, summary_cells
 
@@ -38,22 +38,6 @@ ROWS = [
 ]
 TARGET_RATIO = 1.0
 CROPS = 2
-
-
-class InMemoryRecords:
-    """Records in memory with the ``iter_batches`` a Ray shard offers (numpy dicts)."""
-
-    def __init__(self, signals: list[np.ndarray], labels: np.ndarray):
-        self.signals = np.empty(len(signals), dtype=object)
-        self.signals[:] = signals
-        self.labels = labels
-
-    def iter_batches(self, batch_size, batch_format="numpy", local_shuffle_buffer_size=None,
-                     local_shuffle_seed=None):
-        order = np.random.default_rng(local_shuffle_seed).permutation(len(self.labels))
-        for i in range(0, len(order), batch_size):
-            take = order[i:i + batch_size]
-            yield {"label_index": self.labels[take], "signal": self.signals[take]}
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -166,21 +150,20 @@ def _ray_rows(opts, rows: dict, notes: list[str], length: int) -> None:
 def run(opts) -> dict:
     from ..data import store
 
-    ids, selection = training_records(opts.prepared, opts.feed_records)
-    table = store.load_records(opts.prepared, ids)
-    signals = [np.array(s) for s in store.record_signals(table)]
-    labels = table.column("label_index").to_numpy().astype(np.int64)
+    data = load_training_records(opts.prepared, opts.feed_records)
+    signals, labels = data.signals, data.labels
     length = store.preprocess_config(opts.prepared).segment_length
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a 1-CPU sweep trial's worker
     try:
-        rows = {"numpy_slicing": stats.rates(_crop_step(InMemoryRecords(signals, labels), len(labels), length,
-                                                        opts.batch_size), opts.repeats, opts.warmup),
+        rows = {"numpy_slicing": stats.rates(_crop_step(data.shard(), len(labels), length, opts.batch_size),
+                                             opts.repeats, opts.warmup),
                 "dataloader": stats.rates(_dataloader_step(signals, labels, length, opts.batch_size),
                                           opts.repeats, opts.warmup)}
-        notes = [f"data: {len(labels)} training records ({sum(map(len, signals)) * 4 / 2**20:.0f} MiB), "
-                 f"{CROPS} crops of {length} samples per record per pass; {selection}",
-                 f"batch size {opts.batch_size}, one torch thread; every path crops with preprocess.random_crops"]
+        notes = [f"data: {data.describe()}; {CROPS} crops of {length} samples per record per pass",
+                 f"batch size {opts.batch_size}, one torch thread; (c) crops each record with "
+                 "preprocess.random_crops in its Dataset, every other path with feed.crop_batches (records read "
+                 "in place from pyarrow, crops mixed in a crop shuffle buffer)"]
         if ray_available():
             _ray_rows(opts, rows, notes, length)
         else:

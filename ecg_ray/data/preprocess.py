@@ -12,7 +12,9 @@ inference agree on what a window is:
   record's end when the stride leaves its tail uncovered; a record shorter than
   one window is zero-padded (and flagged);
 - ``random_crops`` (training): ``k`` windows at uniformly random offsets, fresh
-  each epoch, from a generator seeded by the caller.
+  each epoch, from a generator seeded by the caller. For many records at once
+  (the training feed) ``crop_offsets`` draws the offsets and ``cut_windows``
+  copies the windows out of the records' concatenated samples.
 """
 
 from __future__ import annotations
@@ -138,16 +140,36 @@ def segment(signal: np.ndarray, length: int, hop: int, pad: bool) -> tuple[np.nd
     return np.lib.stride_tricks.sliding_window_view(signal, length)[starts].copy(), False
 
 
+def crop_offsets(lengths: np.ndarray, length: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(record of each crop, its start)`` for ``k`` crops of every record: starts
+    uniform over the record's valid range, ``0`` for a record of ``length`` samples
+    or fewer (it is zero-padded by ``cut_windows``). Crops are listed record by record."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rec = np.repeat(np.arange(len(lengths)), k)
+    room = np.maximum(lengths[rec] - length + 1, 1)
+    return rec, rng.integers(0, room, dtype=np.int64) if len(rec) else np.zeros(0, np.int64)
+
+
+def cut_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rec: np.ndarray,
+                offsets: np.ndarray, length: int) -> np.ndarray:
+    """Windows ``(len(rec), length)`` float32 from records stored one after the other
+    in ``flat`` (record ``r``: ``flat[starts[r]:starts[r] + lengths[r]]``): window ``j``
+    is record ``rec[j]`` from sample ``offsets[j]``, zero-padded past the record's end."""
+    out = np.empty((len(rec), length), dtype=np.float32)
+    starts, lengths = np.asarray(starts).tolist(), np.asarray(lengths).tolist()
+    for j, (r, o) in enumerate(zip(np.asarray(rec).tolist(), np.asarray(offsets).tolist())):
+        n = max(min(length, lengths[r] - o), 0)
+        out[j, :n] = flat[starts[r] + o:starts[r] + o + n]
+        out[j, n:] = 0
+    return out
+
+
 def random_crops(signal: np.ndarray, length: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """``k`` windows of ``length`` samples at uniformly random offsets (float32,
     shape ``(k, length)``); a signal shorter than ``length`` is zero-padded."""
-    n = len(signal)
-    out = np.zeros((k, length), dtype=np.float32)
-    if n <= length:
-        out[:, :n] = signal
-        return out
-    starts = rng.integers(0, n - length + 1, size=k)
-    return np.lib.stride_tricks.sliding_window_view(signal, length)[starts].astype(np.float32)
+    n = np.array([len(signal)])
+    rec, offsets = crop_offsets(n, length, k, rng)
+    return cut_windows(np.asarray(signal), np.zeros(1, np.int64), n, rec, offsets, length)
 
 
 def filter_record(signal: np.ndarray, fs: float, cfg: PreprocessConfig, record: str = "?") -> np.ndarray:

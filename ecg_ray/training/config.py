@@ -39,7 +39,7 @@ FIELD_HELP = {
     "max_records": "cap on training records",
     "cpus_per_worker": "CPUs (and torch threads) per worker (train default: all cores shared by the workers)",
     "torch_threads": "0: one per CPU of the worker",
-    "shuffle_buffer": "training records in the local shuffle buffer",
+    "shuffle_buffer": "training records whose crops the crop shuffle buffer mixes",
 }
 
 

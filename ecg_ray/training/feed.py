@@ -11,8 +11,10 @@ and no filter, instead of every file filtered by record id.
 Worker side:
 - ``crop_batches`` streams the worker's shard of training records and draws
   ``crops_per_record`` fresh random windows from each one every epoch
-  (``preprocess.random_crops``, seeded by (seed, epoch, rank): reproducible),
-  shuffles the crops of a chunk of records and yields exactly ``steps``
+  (``preprocess.crop_offsets``/``cut_windows``, seeded by (seed, epoch, rank):
+  reproducible), mixes them in a crop shuffle buffer that spans about
+  ``shuffle_buffer`` records (records are read in place, only crops are copied)
+  and yields exactly ``steps``
   equal-size ``(x, y)`` batches — every rank the same number, so DDP never waits
   on a rank that ran out or skipped. ``imbalance=sampler`` draws each chunk's
   records with probability proportional to their class weight (same count).
@@ -33,7 +35,7 @@ import torch
 from .. import CLASSES
 from ..data import store
 from ..data.dataset import PreparedDataset, select_records  # noqa: F401  (select_records: re-exported)
-from ..data.preprocess import n_windows, random_crops, segment
+from ..data.preprocess import crop_offsets, cut_windows, n_windows, segment, window_starts
 
 #: Materialize when the selected records take less than this share of the object store.
 MATERIALIZE_FRACTION = 0.4
@@ -83,14 +85,14 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     cells = store.cell_dirs(prepared, store.read_manifest(prepared), val_fold)
     if cells is not None:  # split layout: each side reads its own folders, filtered only under a record cap
         def read(dirs, ids):
-            part = ray.data.read_parquet([str(d) for d in dirs], columns=COLUMNS)
+            part = ray.data.read_parquet([str(d) for d in dirs]).select_columns(COLUMNS)
             if max_records:
                 part = part.filter(expr=col("record_id").is_in(list(ids)))
             return part.materialize() if materialize else part
 
         return read(cells[0], train_ids), read(cells[1], val_ids), info
 
-    ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS), columns=COLUMNS)
+    ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS)).select_columns(COLUMNS)
     ds = ds.filter(expr=col("record_id").is_in(list(train_ids) + list(val_ids)))
     if materialize:
         ds = ds.materialize()
@@ -117,42 +119,106 @@ def _signals(column: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(x, dtype=np.float32) for x in column]
 
 
+def chunk_records(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(samples, start of each record in them, record lengths, labels)`` of a chunk
+    of records: a pyarrow table (``list<float32>`` or float32 bytes: read in place,
+    no per-record objects) or a numpy dict as ``iter_batches`` gives them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(batch, pa.Table):
+        labels = batch.column("label_index").to_numpy().astype(np.int64)
+        column = batch.column("signal").combine_chunks()
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            offsets = np.frombuffer(column.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(column.type)
+                                    else np.int32)[column.offset:column.offset + len(column) + 1]
+            flat = np.frombuffer(column.buffers()[2], dtype=np.float32, count=int(offsets[-1]) // 4)
+            return flat, offsets[:-1] // 4, np.diff(offsets) // 4, labels
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    else:
+        labels = np.asarray(batch["label_index"]).astype(np.int64)
+        signals = _signals(batch["signal"])
+        lengths = np.array([len(x) for x in signals], dtype=np.int64)
+        flat = np.concatenate(signals) if signals else np.zeros(0, np.float32)
+    return flat, np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64), lengths, labels
+
+
+class CropShuffleBuffer:
+    """Crops from the last chunks of records, handed out as batches drawn at random:
+    crops of one record land in different batches and neighbouring records mix.
+    Only crops are copied (never whole records): one copy in, one out."""
+
+    def __init__(self, length: int, capacity: int, rng: np.random.Generator):
+        self.x = np.empty((0, length), dtype=np.float32)
+        self.y = np.empty(0, dtype=np.int64)
+        self.n, self.capacity, self.rng = 0, capacity, rng
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.n + len(y) > len(self.y):  # grow (amortized: at most a few times per run)
+            size = max(self.n + len(y), 2 * len(self.y))
+            grown_x = np.empty((size, self.x.shape[1]), dtype=np.float32)
+            grown_x[:self.n] = self.x[:self.n]
+            grown_y = np.empty(size, dtype=np.int64)
+            grown_y[:self.n] = self.y[:self.n]
+            self.x, self.y = grown_x, grown_y
+        self.x[self.n:self.n + len(y)] = x
+        self.y[self.n:self.n + len(y)] = y
+        self.n += len(y)
+
+    def ready(self, batch_size: int, draining: bool) -> bool:
+        return self.n >= batch_size and (draining or self.n >= self.capacity + batch_size)
+
+    def take(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        n, take = self.n, self.rng.choice(self.n, batch_size, replace=False)
+        x, y = self.x[take], self.y[take]
+        holes = take[take < n - batch_size]  # refill them from the tail, then drop the tail
+        tail = np.setdiff1d(np.arange(n - batch_size, n), take, assume_unique=True)
+        self.x[holes], self.y[holes] = self.x[tail], self.y[tail]
+        self.n -= batch_size
+        return x, y
+
+
 def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, steps: int, seed: int,
                  epoch: int, rank: int, sample_rates: np.ndarray | None = None, shuffle_buffer: int = 1024,
                  device="cpu", mode: str = "random"):
     """Yield exactly ``steps`` batches ``(x (B, L) float32, y (B,) int64)`` of
     fresh random crops from the records of ``shard`` (see module docstring).
-    ``mode="fixed"``: every record's non-overlapping windows instead, the same each
-    epoch (the old recipe, kept to measure what random crops add)."""
+
+    Records arrive in chunks (pyarrow, read in place); each chunk's crops go into a
+    ``CropShuffleBuffer`` holding the crops of about ``shuffle_buffer`` records, and
+    batches are drawn from it at random. ``mode="fixed"``: every record's
+    non-overlapping windows instead, the same each epoch (the old recipe, kept to
+    measure what random crops add)."""
     rng = np.random.default_rng([seed, epoch, rank])
-    xs, ys, buffered, done = [], [], 0, 0
+    pool = CropShuffleBuffer(length, max(shuffle_buffer, 1) * crops_per_record, rng)
+    done = 0
     while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
-        for batch in shard.iter_batches(batch_size=RECORDS_PER_CHUNK, batch_format="numpy",
-                                        local_shuffle_buffer_size=shuffle_buffer or None,
-                                        local_shuffle_seed=int(rng.integers(2**31))):
-            signals, labels = _signals(batch["signal"]), batch["label_index"].astype(np.int64)
+        read = 0
+        for batch in shard.iter_batches(batch_size=RECORDS_PER_CHUNK, batch_format="pyarrow"):
+            flat, starts, lengths, labels = chunk_records(batch)
+            read += len(labels)
             pick = np.arange(len(labels))
             if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
                 weight = sample_rates[labels]
                 pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
             if mode == "fixed":
-                cut = [segment(signals[i], length, length, pad=True)[0] for i in pick]
-                crops, y = np.concatenate(cut).astype(np.float32), np.repeat(labels[pick], [len(c) for c in cut])
+                cuts = [window_starts(int(lengths[i]), length, length) for i in pick]
+                rec, offsets = np.repeat(pick, [len(c) for c in cuts]), np.concatenate(cuts)
             else:
-                crops = np.concatenate([random_crops(signals[i], length, crops_per_record, rng) for i in pick])
-                y = np.repeat(labels[pick], crops_per_record)
-            order = rng.permutation(len(y))
-            xs.append(crops[order])
-            ys.append(y[order])
-            buffered += len(y)
-            while buffered >= batch_size and done < steps:
-                x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-                xs, ys = [x_all[batch_size:]], [y_all[batch_size:]]
-                buffered -= batch_size
+                rec, offsets = crop_offsets(lengths[pick], length, crops_per_record, rng)
+                rec = pick[rec]
+            pool.add(cut_windows(flat, starts, lengths, rec, offsets, length), labels[rec])
+            while pool.ready(batch_size, draining=False) and done < steps:
                 done += 1
-                yield _to_device(x_all[:batch_size], device), _to_device(y_all[:batch_size], device)
+                yield tuple(_to_device(a, device) for a in pool.take(batch_size))
             if done >= steps:
                 return
+        if not read:
+            raise ValueError(f"rank {rank}: its shard of training records is empty (fewer records than workers?)")
+        while pool.ready(batch_size, draining=True) and done < steps:  # end of the shard
+            done += 1
+            yield tuple(_to_device(a, device) for a in pool.take(batch_size))
 
 
 def _to_device(array: np.ndarray, device) -> torch.Tensor:
