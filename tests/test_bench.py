@@ -199,8 +199,9 @@ def test_render_document_tables_ratios_and_targets():
     train_result = {"rows": {"cnn_only": {"parameters": 1000, "bare": _s(20, 19, 21), "trainer": _s(15, 14, 16)},
                              "resnet": {"parameters": 2000, "bare": _s(10), "trainer": _s(9.5)}},
                     "segments": 100, "notes": []}
+    startup_result = {"rows": {"trainer": _s(9.5, 9.1, 11.0), "tune_trial": _s(14.2)}, "notes": ["1 CPU"]}
     doc = {"sections": {"feed": _record(feed_result), "train": _record(train_result),
-                        "gpu": _record(skipped="no CUDA device")}}
+                        "gpu": _record(skipped="no CUDA device"), "startup": _record(startup_result)}}
     md = render_document(doc)
     assert "| (c) torch DataLoader, in-memory records cropped in the Dataset — reference | 100 | 90 | 110 | 1.00× |" in md
     assert "| sweep path: dataset shard in a TorchTrainer worker → crop_batches | 40 | 30 | 45 | 0.40× |" in md
@@ -209,7 +210,8 @@ def test_render_document_tables_ratios_and_targets():
     assert "| cnn_only | 1,000 | 20 | 19 | 21 | 15 | 14 | 16 | 0.75 | — | +25% | +1.67 |" in md
     assert "**NOT met** for cnn_only (25%)" in md and "resnet (5%)" not in md
     assert "Skipped: no CUDA device." in md and "`ecg-ray bench --sections x`" in md
-    assert md.index("## 1. Data feed") < md.index("## 2. Training") < md.index("## 5. GPU")
+    assert md.index("## 1. Data feed") < md.index("## 2. Training") < md.index("## 5. GPU") < md.index("## 7. Start")
+    assert "| TorchTrainer.fit(), no datasets | 9.5 | 9.1 | 11 |" in md and "| one Tune trial" in md
 
 
 def test_run_bench_keeps_sections_it_did_not_run(tmp_path, monkeypatch):

@@ -30,8 +30,9 @@ SECTIONS = {
     "asha": ("4. ASHA savings: ASHA vs the exhaustive grid", "asha"),
     "gpu": ("5. GPU: training throughput on CUDA", "train"),
     "scale": ("6. Scale: prepare and the sweep feed at 1×, 4×, 10× the records; one two-week record", "scale"),
+    "startup": ("7. Start-up: what a Ray Train run and a Tune trial cost before training", "startup"),
 }
-NEEDS_DATA = ("feed", "train", "asha", "gpu")
+NEEDS_DATA = ("feed", "train", "asha", "gpu", "startup")
 JSON_NAME, MD_NAME = "benchmarks.json", "benchmarks.md"
 
 

@@ -189,5 +189,5 @@ def render(result: dict, context: dict) -> str:
             "**met** for every model" if not short else "**NOT met** for " + ", ".join(short)))
     fastest = fastest_bare(result)
     if fastest:
-        out.append(f"- fastest model (bare): {fastest[0]} at {fmt(fastest[1])} segments/s")
+        out.append(f"- fastest model (bare): {fastest[0]} at {fmt(fastest[1])} crops/s")
     return "\n".join(out)
