@@ -206,7 +206,7 @@ def test_render_document_tables_ratios_and_targets():
     assert "| (c) torch DataLoader, in-memory records cropped in the Dataset — reference | 100 | 90 | 110 | 1.00× |" in md
     assert "| sweep path: dataset shard in a TorchTrainer worker → crop_batches | 40 | 30 | 45 | 0.40× |" in md
     assert "sweep path ≥ 1.0× of (c): 0.40× — **NOT met**" in md
-    assert "fastest model's training rate (cnn_only, bare torch 20 segments/s): sweep path is 2× that" in md
+    assert "fastest model's training rate (cnn_only, bare torch 20 crops/s): sweep path is 2× that" in md
     assert "| cnn_only | 1,000 | 20 | 19 | 21 | 15 | 14 | 16 | 0.75 | — | +25% | +1.67 |" in md
     assert "**NOT met** for cnn_only (25%)" in md and "resnet (5%)" not in md
     assert "Skipped: no CUDA device." in md and "`ecg-ray bench --sections x`" in md

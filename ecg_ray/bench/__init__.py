@@ -1,13 +1,16 @@
 """``ecg-ray bench``: the project's benchmarks, each section in its own module.
 
-- ``feed``: segments/s a training loop receives (numpy, DataLoader, Ray Data
-  streaming / materialized, the sweep's TorchTrainer shard), no model;
-- ``train``: forward+backward segments/s per architecture, TorchTrainer vs a
-  bare torch loop on the same batches (Ray Train's overhead);
+- ``feed``: training crops/s a training loop receives (in-memory records,
+  DataLoader, Ray Data streaming / materialized, the sweep's TorchTrainer
+  shard), no model;
+- ``train``: forward+backward crops/s per architecture, TorchTrainer vs a bare
+  torch loop on the same crops, in interleaved rounds (Ray Train's overhead);
 - ``prepare``: wall time and records/s of ``ecg-ray prepare`` per process count;
 - ``asha``: the real sweep with ASHA vs exhaustive (FIFO): trial-epochs, wall
   time, best config and F1;
-- ``gpu``: ``train`` on a CUDA device, skipped without one.
+- ``gpu``: ``train`` on a CUDA device, skipped without one;
+- ``scale``: prepare and the feed at 1×/4×/10× the records, long records;
+- ``startup``: the fixed cost of a Ray Train run and of a Tune trial.
 
 ``runner`` orders them and writes ``benchmarks.json`` + ``benchmarks.md``;
 ``stats`` holds the median/min/max and table helpers. Ray is imported only by

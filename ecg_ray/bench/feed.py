@@ -184,7 +184,7 @@ def render(result: dict, context: dict) -> str:
     ref = rows.get(REFERENCE)
     table = [[label, *summary_cells(rows.get(key)), fmt_ratio(stats.ratio(rows.get(key), ref))]
              for key, label in ROWS if key in rows]
-    out = [markdown_table(["path", "segments/s (median)", "min", "max", "× (c)"], table)]
+    out = [markdown_table(["path", "crops/s (median)", "min", "max", "× (c)"], table)]
     out += [f"- {n}" for n in result.get("notes", [])]
     sweep = rows.get(SWEEP_PATH)
     if sweep:
@@ -195,6 +195,6 @@ def render(result: dict, context: dict) -> str:
         if fastest:
             name, rate = fastest
             out.append(f"- target: feed far above the fastest model's training rate ({name}, bare torch "
-                       f"{fmt(rate)} segments/s): sweep path is {sweep['median'] / rate:.0f}× that — "
+                       f"{fmt(rate)} crops/s): sweep path is {sweep['median'] / rate:.0f}× that — "
                        + ("**met**" if sweep["median"] >= 5 * rate else "**NOT met** (< 5×)"))
     return "\n".join(out)

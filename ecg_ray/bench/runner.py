@@ -24,7 +24,7 @@ from . import machine
 
 #: name → (heading, module); the order of the report.
 SECTIONS = {
-    "feed": ("1. Data feed: segments/s delivered to a training loop, no model", "feed"),
+    "feed": ("1. Data feed: training crops/s delivered to a training loop, no model", "feed"),
     "train": ("2. Training throughput per architecture: TorchTrainer vs bare torch (CPU)", "train"),
     "prepare": ("3. prepare: wall time and records/s per process count", "prepare"),
     "asha": ("4. ASHA savings: ASHA vs the exhaustive grid", "asha"),

@@ -73,6 +73,7 @@ def run(opts) -> dict:
 
     from ..training.feed import load_datasets
     from ..training.trainer import init_ray
+    from ..tuning.sweep import TRIAL_DRIVER_RESOURCES
 
     init_ray()
     datasets = load_datasets(opts.prepared, None, materialize=None, max_records=opts.train_records)
@@ -84,7 +85,7 @@ def run(opts) -> dict:
         tune.report({"done": 1})
 
     def tune_once():
-        tune.Tuner(tune.with_resources(trial, {"CPU": 0}),
+        tune.Tuner(tune.with_resources(trial, TRIAL_DRIVER_RESOURCES),
                    run_config=tune.RunConfig(name=f"tune_{next(runs)}", storage_path=storage, verbose=0)).fit()
 
     try:
