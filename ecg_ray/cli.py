@@ -74,7 +74,8 @@ def cmd_prepare(args) -> int:
 
         init_ray(args.address)
     prepare(args.source, records, args.out, _preprocess_config(args), split, labels_path=args.labels,
-            workers=args.workers, force=args.force, window_s=args.window, use_ray=args.ray)
+            workers=args.workers, force=args.force, window_s=args.window, use_ray=args.ray,
+            split_layout=args.split_layout)
     return 0
 
 
@@ -517,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fan the records out as Ray tasks (the cluster of --address / $RAY_ADDRESS, else a local "
                         "Ray) instead of a local process pool; same output")
     p.add_argument("--address", default=None, help="Ray cluster address for --ray")
+    p.add_argument("--split-layout", action="store_true",
+                   help="store one folder per split x fold (signals as float32 bytes) so a run streams only its "
+                        "own records: for corpora larger than the object store")
     p.add_argument("--force", action="store_true", help="redo even if the output is up to date")
     p.set_defaults(func=cmd_prepare)
 

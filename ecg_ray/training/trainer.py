@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,9 +69,14 @@ def data_config() -> DataConfig:
     rank gets as many records); validation reaches every worker whole and each
     scores every world-th record, so none is dropped. ``preserve_order`` is set
     here, in the options Train applies to the shards, rather than in a
-    DataContext of the driver, which a trial's TorchTrainer does not see."""
-    options = DataConfig.default_ingest_options()
-    options.preserve_order = True
+    DataContext of the driver, which a trial's TorchTrainer does not see. (Built
+    here rather than by ``DataConfig.default_ingest_options()``, which passes the
+    deprecated ``exclude_resources`` and warns on every trial.)"""
+    from ray.data import DataContext, ExecutionOptions
+
+    current = DataContext.get_current().execution_options
+    options = ExecutionOptions(resource_limits=current.resource_limits, preserve_order=True,
+                               verbose_progress=current.verbose_progress)
     return DataConfig(datasets_to_split=["train"], execution_options=options)
 
 
@@ -121,6 +127,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Ray Data's logging config as Ray documents it ("Configuring logging" in Ray Data's
+#: monitoring guide), with the console at WARNING: the split coordinators that feed
+#: Train workers are Ray actors and would print three INFO lines per dataset per epoch.
+RAY_DATA_LOGGING = {
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"ray": {"format": "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"}},
+    "handlers": {
+        "file": {"class": "ray.data._internal.logging.SessionFileHandler", "formatter": "ray",
+                 "filename": "ray-data.log"},
+        "console": {"class": "ray._private.log.PlainRayHandler", "formatter": "ray", "level": "WARNING"},
+    },
+    "loggers": {"ray.data": {"level": "DEBUG", "handlers": ["file", "console"], "propagate": False}},
+}
+
+
+def quiet_ray_data_env() -> dict:
+    """Env vars that keep Ray Data's INFO lines off every worker's console (they stay
+    in each session's ``ray-data.log``); none with ``$ECG_RAY_VERBOSE``."""
+    if os.environ.get("ECG_RAY_VERBOSE"):
+        return {}
+    import yaml
+
+    path, text = Path(tempfile.gettempdir()) / "ecg_ray" / "ray_data_logging.yaml", yaml.safe_dump(RAY_DATA_LOGGING)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return {"RAY_DATA_LOGGING_CONFIG": str(path)}
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or a running cluster) or start a local Ray."""
     if ray.is_initialized():
@@ -140,7 +177,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # GCS port is chosen here and every worker is told the address explicitly.
         port = _free_port()
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-        runtime_env = {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
+        runtime_env = {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}",
+                                    **quiet_ray_data_env()}}
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=None, _temp_dir=temp_dir,
              runtime_env=runtime_env,
              log_to_driver=True, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
