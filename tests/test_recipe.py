@@ -263,3 +263,22 @@ def test_fixed_mode_cuts_every_non_overlapping_window_the_same_each_epoch():
     first = sorted(map(tuple, torch.cat([x for x, _ in a])[:, ::50].tolist()))
     assert first == sorted(map(tuple, torch.cat([x for x, _ in b])[:, ::50].tolist()))  # same windows
     assert not torch.equal(a[0][0], b[0][0])  # in another order
+
+
+def test_bf16_step_keeps_float32_weights_and_matches_fp32_loss():
+    from ecg_ray.models import build_model
+    from ecg_ray.training.step import train_step
+
+    x, y = torch.randn(8, 1, 3000, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3] * 2)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = build_model("cnn_only")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        before = [p.detach().clone() for p in model.parameters()]
+        losses[precision], _ = train_step(model, torch.nn.CrossEntropyLoss(), optimizer, x, y, 1.0, precision)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    with pytest.raises(ValueError, match="precision: choose from fp32, bf16"):
+        TrainConfig(precision="fp16")

@@ -66,7 +66,7 @@ def bare_rates(cfg, data: TrainRecords, device: torch.device, repeats: int, warm
         for x, y in crop_batches(shard, length=length, crops_per_record=cfg.crops_per_record,
                                  batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=0,
                                  shuffle_buffer=cfg.shuffle_buffer, device=device):
-            train_step(model, loss_fn, optimizer, x, y, cfg.grad_clip)  # the worker's step, loss.item() included
+            train_step(model, loss_fn, optimizer, x, y, cfg.grad_clip, cfg.precision)  # the worker's step
             seen += len(y)
         if device.type == "cuda":
             torch.cuda.synchronize()

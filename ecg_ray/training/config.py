@@ -13,6 +13,7 @@ from .augment import AUGMENT_NAMES, parse_augment
 from .imbalance import CLASS_WEIGHTINGS, IMBALANCE_NAMES
 from .metrics import AGGREGATES
 from .schedule import SCHEDULES
+from .step import PRECISIONS
 
 
 #: One line per field for ``--help`` (the CLI's flags are generated from the dataclass).
@@ -40,6 +41,7 @@ FIELD_HELP = {
     "cpus_per_worker": "CPUs (and torch threads) per worker (train default: all cores shared by the workers)",
     "torch_threads": "0: one per CPU of the worker",
     "shuffle_buffer": "training records whose crops the crop shuffle buffer mixes",
+    "precision": "fp32 | bf16 (bf16 autocast of forward and loss; meant for CUDA, slow on most CPUs)",
 }
 
 
@@ -78,6 +80,7 @@ class TrainConfig:
     gpus_per_worker: float | None = None  # fractional GPUs (sweeps pack trials)
     torch_threads: int = 0  # 0: one per CPU of the worker
     shuffle_buffer: int = 1024
+    precision: str = "fp32"  # or "bf16": autocast of forward and loss (training.step.PRECISIONS)
 
     def __post_init__(self):
         self.augment = parse_augment(self.augment)
@@ -99,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup: a share of the steps in [0, 1), got {self.warmup}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.crop_mode not in ("random", "fixed"):
             raise ValueError(f"crop_mode: random or fixed, got {self.crop_mode!r}")
         if self.crops_per_record < 1:

@@ -176,7 +176,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                                  sample_rates=sample_rates, shuffle_buffer=cfg.shuffle_buffer, device=device,
                                  mode=cfg.crop_mode):
             batch_loss, batch_correct = train_step(model, loss_fn, optimizer, augment(x, generator), y,
-                                                   cfg.grad_clip)
+                                                   cfg.grad_clip, cfg.precision)
             if scheduler is not None and per_step(cfg.schedule):
                 scheduler.step()
             loss_sum += batch_loss
