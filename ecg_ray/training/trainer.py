@@ -158,8 +158,10 @@ def quiet_ray_data_env() -> dict:
     return {"RAY_DATA_LOGGING_CONFIG": str(path)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or a running cluster) or start a local Ray."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, worker_logs: bool = True) -> None:
+    """Connect to ``address`` (or a running cluster) or start a local Ray. ``worker_logs``:
+    forward what Ray's workers and actors print to this console (off for sweeps: they
+    stay in the session's log files)."""
     if ray.is_initialized():
         return
     ctx = ray.data.DataContext.get_current()
@@ -181,7 +183,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                                     **quiet_ray_data_env()}}
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=None, _temp_dir=temp_dir,
              runtime_env=runtime_env,
-             log_to_driver=True, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
+             log_to_driver=worker_logs, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
              configure_logging=True, logging_level=level)
     logging.getLogger("ray.data").setLevel(level if os.environ.get("ECG_RAY_VERBOSE") else "ERROR")
 
