@@ -92,27 +92,36 @@ class LocalCluster:
                 "--include-dashboard", "true", "--disable-usage-stats", *_agent_ports()]
         out = ray_cli(head, self.env, self.logs, timeout=180)
         assert out.returncode == 0, out.stdout[-3000:]
-        for i in range(n_workers):
-            self.add_node(f"n{i}")
+        self.add_nodes([f"n{i}" for i in range(n_workers)])
         return self
 
-    def add_node(self, name: str, tries: int = 3) -> str:
-        """Start a 1-CPU worker node and wait until its raylet has stayed up 20 s: on a
-        busy machine a raylet can die a few seconds after `ray start` returns (its
-        dashboard agent too slow to come up); then it is started again. (Never judged
-        by a slow `ray status`: killing a node that is up would lose its trials.)"""
-        temp = self.root / name
+    def add_node(self, name: str) -> str:
+        return self.add_nodes([name])[0]
+
+    def add_nodes(self, names: list[str], tries: int = 3) -> list[str]:
+        """Start 1-CPU worker nodes and wait until each raylet has stayed up 20 s (one wait
+        for all of them): on a busy machine a raylet can die a few seconds after `ray
+        start` returns (its dashboard agent too slow to come up); such a node is started
+        again. (Never judged by a slow `ray status`: killing a node that is up would lose
+        its trials.)"""
+        pending = list(names)
         for _ in range(tries):
-            start = ["start", "--address", f"127.0.0.1:{self.gcs_port}", "--node-ip-address", "127.0.0.1",
-                     "--num-cpus", "1", "--temp-dir", str(temp), "--disable-usage-stats", *_agent_ports()]
-            out = ray_cli(start, self.env, self.logs, timeout=180)
-            assert out.returncode == 0, out.stdout[-3000:]
+            for name in pending:
+                start = ["start", "--address", f"127.0.0.1:{self.gcs_port}", "--node-ip-address", "127.0.0.1",
+                         "--num-cpus", "1", "--temp-dir", str(self.root / name), "--disable-usage-stats",
+                         *_agent_ports()]
+                out = ray_cli(start, self.env, self.logs, timeout=180)
+                assert out.returncode == 0, out.stdout[-3000:]
             time.sleep(20)
-            if self.raylet(name) is not None:
-                self.nodes[name] = temp
-                return name
-            self.kill_node(name)  # what is left of it
-        raise AssertionError(f"worker node {name} did not come up in {tries} tries: see {temp}")
+            for name in list(pending):
+                if self.raylet(name) is not None:
+                    self.nodes[name] = self.root / name
+                    pending.remove(name)
+                else:
+                    self.kill_node(name)  # what is left of it
+            if not pending:
+                return list(names)
+        raise AssertionError(f"worker node(s) {', '.join(pending)} did not come up in {tries} tries: see {self.root}")
 
     def raylet(self, name: str):
         """The raylet process of worker node ``name`` (found by its temp folder)."""
