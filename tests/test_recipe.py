@@ -38,7 +38,7 @@ class FakeShard:
             self.signals[i] = np.full(n, float(i), np.float32) + rng.normal(0, 1e-3, n).astype(np.float32)
 
     def iter_batches(self, batch_size, batch_format="numpy", local_shuffle_buffer_size=None,
-                     local_shuffle_seed=None):
+                     local_shuffle_seed=None, prefetch_batches=0):
         order = np.arange(len(self.ids))
         if local_shuffle_buffer_size:
             order = np.random.default_rng(local_shuffle_seed).permutation(order)

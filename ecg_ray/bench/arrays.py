@@ -95,7 +95,7 @@ class InMemoryRecords:
         self.table = pa.table({"label_index": pa.array(np.asarray(labels)),
                                "signal": pa.array(list(signals), pa.list_(pa.float32()))})
 
-    def iter_batches(self, batch_size, batch_format="pyarrow"):
+    def iter_batches(self, batch_size, batch_format="pyarrow", prefetch_batches=0):
         assert batch_format == "pyarrow", batch_format
         for i in range(0, self.table.num_rows, batch_size):
             yield self.table.slice(i, batch_size)

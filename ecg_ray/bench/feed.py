@@ -60,7 +60,7 @@ def _collate(items):
     return torch.cat([x for x, _ in items]), torch.cat([y for _, y in items])
 
 
-def _crop_step(source, n_records: int, length: int, batch_size: int):
+def _crop_step(source, n_records: int, length: int, batch_size: int, prefetch: bool = False):
     from ..training.feed import crop_batches, steps_per_epoch
 
     steps = steps_per_epoch(n_records, 1, CROPS, batch_size)
@@ -69,7 +69,7 @@ def _crop_step(source, n_records: int, length: int, batch_size: int):
     def step() -> int:
         return sum(len(y) for _, y in crop_batches(source, length=length, crops_per_record=CROPS,
                                                    batch_size=batch_size, steps=steps, seed=0,
-                                                   epoch=next(epochs), rank=0))
+                                                   epoch=next(epochs), rank=0, prefetch=prefetch))
     return step
 
 
@@ -101,7 +101,8 @@ def feed_loop(config: dict):
         t0, n = time.perf_counter(), 0
         for _, y in crop_batches(shard, length=config["length"], crops_per_record=CROPS,
                                  batch_size=config["batch_size"], steps=steps, seed=0, epoch=epoch, rank=0,
-                                 shuffle_buffer=config["shuffle_buffer"], device=device):
+                                 shuffle_buffer=config["shuffle_buffer"], device=device,
+                                 prefetch=config["prefetch"]):
             n += len(y)
         rates.append(n / (time.perf_counter() - t0))
     return rates[config["warmup"]:]
@@ -120,7 +121,7 @@ def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
             feed_loop, scaling_config=scaling_config(TrainConfig()),  # one worker, 1 CPU: a sweep trial
             train_loop_config={"warmup": opts.warmup, "repeats": opts.repeats, "batch_size": opts.batch_size,
                                "shuffle_buffer": TrainConfig().shuffle_buffer, "records": info.train_records,
-                               "length": info.segment_length},
+                               "length": info.segment_length, "prefetch": not info.materialized},
             datasets={"train": train_ds, "val": val_ds}, dataset_config=data_config(),
             run_config=RunConfig(name="feed", storage_path=storage))
         return list(trainer.fit().return_value)
@@ -135,8 +136,8 @@ def _ray_rows(opts, rows: dict, notes: list[str], length: int) -> None:
     init_ray()
     bs = opts.batch_size
     train_ds, _, info = load_datasets(opts.prepared, None, materialize=False, max_records=opts.feed_records)
-    rows["ray_streaming"] = stats.rates(_crop_step(train_ds, info.train_records, length, bs), opts.repeats,
-                                        opts.warmup)
+    rows["ray_streaming"] = stats.rates(_crop_step(train_ds, info.train_records, length, bs, prefetch=True),
+                                        opts.repeats, opts.warmup)
     train_ds, _, info = load_datasets(opts.prepared, None, materialize=True, max_records=opts.feed_records)
     rows["ray_materialized"] = stats.rates(_crop_step(train_ds, info.train_records, length, bs), opts.repeats,
                                            opts.warmup)
@@ -163,7 +164,9 @@ def run(opts) -> dict:
         notes = [f"data: {data.describe()}; {CROPS} crops of {length} samples per record per pass",
                  f"batch size {opts.batch_size}, one torch thread; (c) crops each record with "
                  "preprocess.random_crops in its Dataset, every other path with feed.crop_batches (records read "
-                 "in place from pyarrow, crops mixed in a crop shuffle buffer)"]
+                 "in place from pyarrow in chunks of 1,024, crops mixed in a crop shuffle buffer); Ray's prefetch "
+                 "thread only for (a), streamed from storage (for data in the object store it only contends for the "
+                 "GIL)"]
         if ray_available():
             _ray_rows(opts, rows, notes, length)
         else:

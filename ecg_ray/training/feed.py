@@ -40,8 +40,8 @@ from ..data.preprocess import crop_offsets, cut_windows, n_windows, segment, win
 #: Materialize when the selected records take less than this share of the object store.
 MATERIALIZE_FRACTION = 0.4
 COLUMNS = ["record_id", "label_index", "signal"]
-#: Training records per chunk: the crops of one chunk are shuffled together.
-RECORDS_PER_CHUNK = 256
+#: Training records per chunk read from the shard (their crops go into the shuffle buffer).
+RECORDS_PER_CHUNK = 1024
 
 
 @dataclass
@@ -181,7 +181,7 @@ class CropShuffleBuffer:
 
 def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, steps: int, seed: int,
                  epoch: int, rank: int, sample_rates: np.ndarray | None = None, shuffle_buffer: int = 1024,
-                 device="cpu", mode: str = "random"):
+                 device="cpu", mode: str = "random", prefetch: bool = False):
     """Yield exactly ``steps`` batches ``(x (B, L) float32, y (B,) int64)`` of
     fresh random crops from the records of ``shard`` (see module docstring).
 
@@ -189,13 +189,16 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
     ``CropShuffleBuffer`` holding the crops of about ``shuffle_buffer`` records, and
     batches are drawn from it at random. ``mode="fixed"``: every record's
     non-overlapping windows instead, the same each epoch (the old recipe, kept to
-    measure what random crops add)."""
+    measure what random crops add). ``prefetch``: read the next chunk in Ray's
+    background thread — for data streamed from storage; for records already in the
+    object store the thread only contends for the GIL (measured 2-4x slower)."""
     rng = np.random.default_rng([seed, epoch, rank])
     pool = CropShuffleBuffer(length, max(shuffle_buffer, 1) * crops_per_record, rng)
     done = 0
     while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
         read = 0
-        for batch in shard.iter_batches(batch_size=RECORDS_PER_CHUNK, batch_format="pyarrow"):
+        for batch in shard.iter_batches(batch_size=RECORDS_PER_CHUNK, batch_format="pyarrow",
+                                        prefetch_batches=int(prefetch)):
             flat, starts, lengths, labels = chunk_records(batch)
             read += len(labels)
             pick = np.arange(len(labels))

@@ -93,6 +93,7 @@ def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess:
         train_loop_per_worker,
         train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts,
                            "train_records": info.train_records, "train_fixed_windows": info.train_fixed_windows,
+                           "materialized": info.materialized,
                            "provenance": provenance(PreprocessConfig.from_dict(preprocess).hash)},
         scaling_config=scaling_config(cfg),
         datasets={"train": train_ds, "val": val_ds},

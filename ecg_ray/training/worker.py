@@ -174,7 +174,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for x, y in crop_batches(train_shard, length=length, crops_per_record=cfg.crops_per_record,
                                  batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=rank,
                                  sample_rates=sample_rates, shuffle_buffer=cfg.shuffle_buffer, device=device,
-                                 mode=cfg.crop_mode):
+                                 mode=cfg.crop_mode, prefetch=not loop_config.get("materialized", True)):
             batch_loss, batch_correct = train_step(model, loss_fn, optimizer, augment(x, generator), y,
                                                    cfg.grad_clip, cfg.precision)
             if scheduler is not None and per_step(cfg.schedule):
