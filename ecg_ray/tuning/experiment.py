@@ -293,7 +293,7 @@ def _scan_trial_dirs(store: _Store, root: str) -> list[tuple[str, str]]:
             continue
         m = re.match(r"^\w*?_([0-9a-f]{5}_\d{5})_", name)
         rows = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
-        trial_id = rows[-1].get("trial_id") if rows else (m.group(1) if m else name)
+        trial_id = (rows[-1].get("trial_id") if rows else None) or (m.group(1) if m else name)
         if trial_id not in found or len(rows) > found[trial_id][0]:
             found[trial_id] = (len(rows), folder)
     return [(trial_id, folder) for trial_id, (_, folder) in found.items()]
