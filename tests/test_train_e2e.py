@@ -30,7 +30,12 @@ def _train(prepared, out, *extra):
 
 @pytest.mark.e2e
 def test_train_one_epoch_writes_run_folder_and_is_deterministic(prepared_small, tmp_path):
-    first = _train(prepared_small, tmp_path / "a", "--augment", "all", "--imbalance", "sampler")
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the same run twice, at the same time (two local Rays): equal numbers whatever the timing
+    args = ("--augment", "all", "--imbalance", "sampler")
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda out: _train(prepared_small, out, *args), [tmp_path / "a", tmp_path / "b"])
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["epochs"] == 1 and 0 <= summary["val_f1_cinc"] <= 1
@@ -53,7 +58,6 @@ def test_train_one_epoch_writes_run_folder_and_is_deterministic(prepared_small, 
     model = model_from_checkpoint(load_checkpoint(run))
     assert model(torch.zeros(2, 3000)).shape == (2, 4)
 
-    second = _train(prepared_small, tmp_path / "b", "--augment", "all", "--imbalance", "sampler")
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "history.json").read_text())
     for key in ("train_loss", "val_loss", "val_f1_cinc", "val_auroc_macro"):
