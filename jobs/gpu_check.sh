@@ -13,6 +13,8 @@
 # from the checkpoint, none lost or repeated: the resume-on-GPU defect); the same train
 # in fp32 and bf16; `ecg-ray bench --sections gpu` (TorchTrainer vs bare torch on CUDA).
 # Each step's exit status goes to OUT/summary.txt; the script goes on after a failure.
+# GPU_CHECK_CPU=1 runs the same steps without a GPU (no --use-gpu, no GPU share per trial,
+# a 3-epoch kill/resume run): a dry run of the script itself on a CPU machine.
 set -uo pipefail
 records=${1:?raw records folder (REFERENCE.csv with .hea/.mat files)}
 out=${2:-results/gpu}
@@ -20,6 +22,8 @@ work=${GPU_CHECK_WORK:-/tmp/ecg_gpu_check}
 mkdir -p "$out" "$work"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 ecg=(python3 -m ecg_ray.cli)
+gpu=(--use-gpu --cpus-per-worker 4) share=(--gpus-per-trial 0.25 --max-concurrent 4) epochs=4
+if [ -n "${GPU_CHECK_CPU:-}" ]; then gpu=(--cpus-per-worker 1) share=(--max-concurrent 2) epochs=3; fi
 ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1 || true; }
 step() {  # step NAME COMMAND...: run, log to OUT/NAME.log, record the exit status
   local name=$1; shift
@@ -33,17 +37,17 @@ step() {  # step NAME COMMAND...: run, log to OUT/NAME.log, record the exit stat
 
 step device bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader;
   python3 -c "import torch, ray; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda,
-  torch.cuda.get_device_name(0), \"ray\", ray.__version__)"'
+  torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA device\", \"ray\", ray.__version__)"'
 step prepare "${ecg[@]}" prepare --data-dir "$records" --out "$work/prepared" --workers 8
 prepared=$work/prepared
 
 # 4 trials on one GPU: stage 1 of the smoke grid, 2 epochs, trials of 0.25 GPU + 1 CPU
 step sweep_quarter_gpu "${ecg[@]}" sweep search_spaces/smoke.yaml --data "$prepared" --storage "$work/runs" \
-  --gpus-per-trial 0.25 --max-concurrent 4 --stage1-only --set scheduler.max_t=2
+  "${share[@]}" --stage1-only --set scheduler.max_t=2
 ray_stop
 
 # a 1-GPU train killed once its first checkpoint exists, then resumed
-train=("${ecg[@]}" train --data "$prepared" --model resnet_stages --num-epochs 4 --use-gpu --cpus-per-worker 4)
+train=("${ecg[@]}" train --data "$prepared" --model resnet_stages --num-epochs "$epochs" "${gpu[@]}")
 "${train[@]}" --out "$work/train_kill" > "$out/train_killed.log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do
@@ -57,13 +61,13 @@ step train_resumed "${train[@]}" --out "$work/train_kill" --resume
 python3 - "$work/train_kill/history.json" <<'EOF' 2>&1 | tee -a "$out/summary.txt"
 import json, sys
 epochs = [h["epoch"] for h in json.load(open(sys.argv[1]))]
-print("resume epochs", epochs, "OK" if epochs == list(range(len(epochs))) and len(epochs) == 4 else "NOT OK")
+print("resume epochs", epochs, "OK" if epochs == list(range(len(epochs))) and len(epochs) >= 3 else "NOT OK")
 EOF
 ray_stop
 
 for precision in fp32 bf16; do
-  step "train_$precision" "${ecg[@]}" train --data "$prepared" --model resnet_stages --num-epochs 2 --use-gpu \
-    --cpus-per-worker 4 --precision "$precision" --out "$work/train_$precision"
+  step "train_$precision" "${ecg[@]}" train --data "$prepared" --model resnet_stages --num-epochs 2 "${gpu[@]}" \
+    --precision "$precision" --out "$work/train_$precision"
   ray_stop
 done
 python3 - "$work" <<'EOF' 2>&1 | tee -a "$out/summary.txt"

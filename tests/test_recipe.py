@@ -233,6 +233,7 @@ def test_schedules_warm_up_then_decay_to_near_zero(name):
     assert 15 <= peak <= 22 and max(lrs) == pytest.approx(2e-3, rel=0.01)
     assert lrs[0] < 0.5 * max(lrs) and lrs[-1] < 0.05 * max(lrs)
     assert np.all(np.diff(lrs[peak:]) <= 1e-12)
+    assert opt.param_groups[0]["lr"] <= lrs[-1] + 1e-12  # after the last step too (what the last epoch reports)
 
 
 def test_every_config_field_is_a_cli_flag_and_defaults_stay_the_configs():

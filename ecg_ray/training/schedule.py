@@ -27,8 +27,11 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, total_steps:
         raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
     total_steps = max(int(total_steps), 1)
     if name == "onecycle":
+        # one step more than the run takes: torch's OneCycleLR reaches its floor after
+        # total_steps - 1 steps and its last step wraps the cosine back up (the lr an
+        # epoch reports at the end of a run came out at the warm-up's level)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps + 1,
             pct_start=max(min(warmup, 0.99), 0.01), anneal_strategy="cos")
     if name == "cosine":
         warm = max(int(round(warmup * total_steps)), 1)
