@@ -78,15 +78,16 @@ def test_crop_batches_equal_full_batches_and_reproducible():
         assert torch.all(padded_tail == 0)  # short records zero-padded
 
 
-def test_chunk_records_reads_lists_bytes_and_numpy_alike():
+def test_chunk_records_reads_lists_and_bytes_alike():
     shard = FakeShard(lengths=[900, 3000, 12, 4500], labels=[0, 1, 2, 3])
-    table = next(shard.iter_batches(2, batch_format="pyarrow"))  # a slice of the first two rows
+    table = next(shard.iter_batches(2, batch_format="pyarrow"))  # the first two rows
     as_bytes = table.set_column(2, "signal", pa.array([np.asarray(x).tobytes() for x in shard.signals[:2]],
                                                       pa.binary()))
-    numpy_batch = next(shard.iter_batches(2))
-    for batch in (table, as_bytes, numpy_batch, pa.concat_tables([table.slice(1), table.slice(0, 1)])):
+    whole = next(shard.iter_batches(4, batch_format="pyarrow"))
+    for batch in (table, as_bytes, pa.concat_tables([table.slice(1), table.slice(0, 1)]), whole.slice(1, 2),
+                  as_bytes.slice(1, 1)):
         flat, starts, lengths, labels = chunk_records(batch)
-        assert flat.dtype == np.float32 and len(labels) == len(lengths) == 2
+        assert flat.dtype == np.float32 and len(labels) == len(lengths) == batch.num_rows
         for s, n, y in zip(starts, lengths, labels):
             rec = int(round(float(flat[s])))  # record number carried in its samples
             np.testing.assert_array_equal(flat[s:s + n], shard.signals[rec])

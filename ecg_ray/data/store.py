@@ -156,12 +156,24 @@ def signal_matrix(table: pa.Table) -> np.ndarray:
     return column.values.to_numpy(zero_copy_only=False).reshape(-1, length)
 
 
+def signal_buffer(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """``(samples, offsets)`` of a record table's ``signal`` column, read in place:
+    record ``i`` is ``samples[offsets[i]:offsets[i + 1]]`` (float32). Takes both the
+    ``list<float32>`` column and the split layout's float32 bytes."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        offsets = np.frombuffer(column.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(column.type)
+                                else np.int32)[column.offset:column.offset + len(column) + 1]
+        return (np.frombuffer(column.buffers()[2], dtype=np.float32, count=int(offsets[-1]) // 4),
+                offsets.astype(np.int64) // 4)
+    return column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy().astype(np.int64)
+
+
 def record_signals(table: pa.Table) -> list[np.ndarray]:
     """The ``signal`` column of a record table as one float32 array per record
     (zero-copy views of the Arrow buffer)."""
-    column = table.column("signal").combine_chunks()
-    values = column.values.to_numpy(zero_copy_only=False)
-    offsets = column.offsets.to_numpy()
+    values, offsets = signal_buffer(table.column("signal"))
     return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
 

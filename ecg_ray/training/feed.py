@@ -121,27 +121,10 @@ def _signals(column: np.ndarray) -> list[np.ndarray]:
 
 def chunk_records(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(samples, start of each record in them, record lengths, labels)`` of a chunk
-    of records: a pyarrow table (``list<float32>`` or float32 bytes: read in place,
-    no per-record objects) or a numpy dict as ``iter_batches`` gives them."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(batch, pa.Table):
-        labels = batch.column("label_index").to_numpy().astype(np.int64)
-        column = batch.column("signal").combine_chunks()
-        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-            offsets = np.frombuffer(column.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(column.type)
-                                    else np.int32)[column.offset:column.offset + len(column) + 1]
-            flat = np.frombuffer(column.buffers()[2], dtype=np.float32, count=int(offsets[-1]) // 4)
-            return flat, offsets[:-1] // 4, np.diff(offsets) // 4, labels
-        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
-        flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    else:
-        labels = np.asarray(batch["label_index"]).astype(np.int64)
-        signals = _signals(batch["signal"])
-        lengths = np.array([len(x) for x in signals], dtype=np.int64)
-        flat = np.concatenate(signals) if signals else np.zeros(0, np.float32)
-    return flat, np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64), lengths, labels
+    of records as ``iter_batches(batch_format="pyarrow")`` gives it, read in place
+    (``store.signal_buffer``: no per-record objects)."""
+    flat, offsets = store.signal_buffer(batch.column("signal"))
+    return flat, offsets[:-1], np.diff(offsets), batch.column("label_index").to_numpy().astype(np.int64)
 
 
 class CropShuffleBuffer:
