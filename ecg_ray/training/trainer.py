@@ -32,9 +32,14 @@ from .feed import FeedInfo, load_datasets
 from .worker import train_loop_per_worker
 
 
+def verbose() -> bool:
+    """``$ECG_RAY_VERBOSE``: Ray's own console output (INFO lines, worker logs, Tune's tables) on."""
+    return bool(os.environ.get("ECG_RAY_VERBOSE"))
+
+
 def log_level() -> str:
     """Ray's console chatter: WARNING unless $ECG_RAY_VERBOSE is set."""
-    return "INFO" if os.environ.get("ECG_RAY_VERBOSE") else "WARNING"
+    return "INFO" if verbose() else "WARNING"
 
 
 def check_gpus_per_worker(gpus: float, num_workers: int) -> float:
@@ -146,7 +151,7 @@ RAY_DATA_LOGGING = {
 def quiet_ray_data_env() -> dict:
     """Env vars that keep Ray Data's INFO lines off every worker's console (they stay
     in each session's ``ray-data.log``); none with ``$ECG_RAY_VERBOSE``."""
-    if os.environ.get("ECG_RAY_VERBOSE"):
+    if verbose():
         return {}
     import yaml
 
@@ -186,7 +191,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_log
              runtime_env=runtime_env,
              log_to_driver=worker_logs, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
              configure_logging=True, logging_level=level)
-    logging.getLogger("ray.data").setLevel(level if os.environ.get("ECG_RAY_VERBOSE") else "ERROR")
+    logging.getLogger("ray.data").setLevel(level if verbose() else "ERROR")
 
 
 def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | None = None,

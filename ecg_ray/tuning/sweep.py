@@ -34,7 +34,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..training.config import TrainConfig
 from ..training.feed import load_datasets
-from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer
+from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer, verbose as ray_verbose
 from .search_space import SCHEDULER_DEFAULTS, SweepSpec, to_tune
 
 TIME_ATTR = "epochs_done"
@@ -168,9 +168,6 @@ class EpochLines(tune.Callback):
 def make_tuner(trainable, spec: SweepSpec, storage: str, param_space: dict, max_concurrent: int,
                verbose: int | None = None, reuse_actors: bool = False) -> tune.Tuner:
     """A new sweep's ``Tuner``: at most ``max_concurrent`` trials run at once."""
-    verbose = verbose if verbose is not None else (1 if os.environ.get("ECG_RAY_VERBOSE") else 0)
-    if not verbose:  # Tune's new console output prints a settings box even when silent; the legacy one does not
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -181,7 +178,7 @@ def make_tuner(trainable, spec: SweepSpec, storage: str, param_space: dict, max_
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=verbose, callbacks=[EpochLines()],
+            verbose=verbose if verbose is not None else int(ray_verbose()), callbacks=[EpochLines()],
         ),
     )
 
@@ -195,8 +192,12 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     gpus = spec.resources.get("gpus_per_trial", 0) if gpus_per_trial is None else gpus_per_trial
     param_space = trial_param_space(spec, gpus)  # refuses GPU shares DDP cannot use, before any work
     # the console is the driver's: one line per trial-epoch (EpochLines); what trials, Train
-    # workers and Ray's own actors print stays in the session logs unless $ECG_RAY_VERBOSE
-    init_ray(address, worker_logs=bool(os.environ.get("ECG_RAY_VERBOSE")))
+    # workers and Ray's own actors print stays in the session logs unless $ECG_RAY_VERBOSE.
+    # Tune's new console output prints a settings box even at verbose=0 (for a new and a
+    # restored sweep alike); the legacy one is silent there.
+    init_ray(address, worker_logs=ray_verbose())
+    if not ray_verbose():
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     check_storage(storage, alive_nodes(), shared_roots())
     storage = storage if "://" in storage else str(Path(storage).resolve())
     path = experiment_dir(storage, spec.name)
