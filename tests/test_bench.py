@@ -144,7 +144,8 @@ def test_feed_reference_paths_deliver_two_crops_per_record(prepared_small, small
 def test_bare_training_loop_rates(prepared_small):
     data = load_training_records(prepared_small, max_records=40)
     keep = np.concatenate([np.flatnonzero(data.labels == c)[:4] for c in range(4)])  # every class
-    small = type(data)([data.signals[i] for i in keep], data.labels[keep], [data.records[i] for i in keep], "test")
+    small = type(data)([data.signals[i] for i in keep], data.labels[keep], [data.records[i] for i in keep], "test",
+                       data.segment_length)
     opts = BenchOptions(repeats=2, warmup=1, batch_size=8, threads=1)
     cfg = train.bench_config("cnn_only", opts)
     assert cfg.num_epochs == 2 and cfg.patience == 0 and cfg.torch_threads == 1  # one round: warm-up + 1
@@ -154,7 +155,7 @@ def test_bare_training_loop_rates(prepared_small):
     finally:
         torch.set_num_threads(old)
     assert len(rates) == 2 and all(r > 0 for r in rates)
-    assert train.steps_per_epoch_of(small, 8) == 32  # 16 records x 2 crops, full batches of 8
+    assert train.steps_per_epoch_of(small, 8, 2) == 32  # 16 records x 2 crops, full batches of 8
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only skip")

@@ -107,6 +107,7 @@ class TrainRecords:
     labels: np.ndarray  # int64 (n,)
     records: list[str]
     selection: str
+    segment_length: int  # the model's input window, from the prepared dataset's manifest
 
     @property
     def class_counts(self) -> list[int]:
@@ -128,4 +129,5 @@ def load_training_records(prepared: Path, max_records: int | None = None, seed: 
         raise ValueError(f"{prepared}: no records for the {len(ids)} selected training ids")
     signals = [np.array(x) for x in store.record_signals(table)]
     return TrainRecords(signals, table.column("label_index").to_numpy().astype(np.int64),
-                        table.column("record_id").to_pylist(), selection)
+                        table.column("record_id").to_pylist(), selection,
+                        store.preprocess_config(prepared).segment_length)

@@ -149,11 +149,8 @@ def _ray_rows(opts, rows: dict, notes: list[str], length: int) -> None:
 
 
 def run(opts) -> dict:
-    from ..data import store
-
     data = load_training_records(opts.prepared, opts.feed_records)
-    signals, labels = data.signals, data.labels
-    length = store.preprocess_config(opts.prepared).segment_length
+    signals, labels, length = data.signals, data.labels, data.segment_length
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a 1-CPU sweep trial's worker
     try:

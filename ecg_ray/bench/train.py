@@ -47,7 +47,6 @@ def bench_config(name: str, opts, use_gpu: bool = False, num_epochs: int | None 
 
 def bare_rates(cfg, data: TrainRecords, device: torch.device, repeats: int, warmup: int) -> list[float]:
     """Crops/s of each epoch of a plain torch loop over ``crop_batches`` (after ``warmup`` epochs)."""
-    from ..data.preprocess import PreprocessConfig
     from ..models import build_model
     from ..training.feed import crop_batches, steps_per_epoch
     from ..training.imbalance import build_loss
@@ -59,11 +58,11 @@ def bare_rates(cfg, data: TrainRecords, device: torch.device, repeats: int, warm
     loss_fn = build_loss(cfg.imbalance, data.class_counts).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = steps_per_epoch(len(data.labels), 1, cfg.crops_per_record, cfg.batch_size)
-    shard, length = data.shard(), PreprocessConfig().segment_length
+    shard = data.shard()
     rates = []
     for epoch in range(warmup + repeats):
         seen, t0 = 0, time.perf_counter()
-        for x, y in crop_batches(shard, length=length, crops_per_record=cfg.crops_per_record,
+        for x, y in crop_batches(shard, length=data.segment_length, crops_per_record=cfg.crops_per_record,
                                  batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=0,
                                  shuffle_buffer=cfg.shuffle_buffer, device=device):
             train_step(model, loss_fn, optimizer, x, y, cfg.grad_clip, cfg.precision)  # the worker's step
@@ -94,10 +93,12 @@ def trainer_rates(cfg, datasets, preprocess: dict, warmup: int) -> list[float]:
 def _measure(opts, device: torch.device, use_ray: bool) -> dict:
     from ..data import store
     from ..models import build_model, count_parameters, model_names
+    from ..training.config import TrainConfig
 
     data = load_training_records(opts.prepared, opts.train_records)
-    crops = steps_per_epoch_of(data, opts.batch_size)
-    notes = [f"data: {data.describe()}; {crops:,} crops per epoch (2 per record, full batches)",
+    per_record = TrainConfig().crops_per_record  # what bench_config leaves at the default
+    crops = steps_per_epoch_of(data, opts.batch_size, per_record)
+    notes = [f"data: {data.describe()}; {crops:,} crops per epoch ({per_record} per record, full batches)",
              f"batch size {opts.batch_size}, {opts.threads} torch thread(s) on both sides, weighted loss, "
              f"no augmentation; {opts.repeats} interleaved rounds, each a bare run and a TorchTrainer run of "
              f"{opts.warmup} untimed + 1 timed epoch"]
@@ -136,7 +137,7 @@ def _measure(opts, device: torch.device, use_ray: bool) -> dict:
     return {"device": str(device), "rows": rows, "segments": crops, "notes": notes}
 
 
-def steps_per_epoch_of(data: TrainRecords, batch_size: int, crops_per_record: int = 2) -> int:
+def steps_per_epoch_of(data: TrainRecords, batch_size: int, crops_per_record: int) -> int:
     """Crops one epoch trains on (full batches of ``crops_per_record`` crops per record)."""
     from ..training.feed import steps_per_epoch
 
