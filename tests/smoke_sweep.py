@@ -85,7 +85,8 @@ def trial_files(experiment: Path, trial_id: str) -> tuple[str, list[str]]:
 
 def epoch_rows(experiment: Path) -> dict[str, list[dict]]:
     """trial id → its reported epochs (result.json rows, each with its node id), read
-    while the sweep runs."""
+    while the sweep runs. A trial Tune reran in a new folder after a resume has two:
+    the one with more rows is kept (as ``experiment._scan_trial_dirs`` does)."""
     out = {}
     for d in experiment.glob("run_trial_*"):
         text = (d / "result.json").read_text() if (d / "result.json").is_file() else ""
@@ -95,7 +96,9 @@ def epoch_rows(experiment: Path) -> dict[str, list[dict]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:  # a line being written
                 break
-        out["_".join(d.name.split("_")[2:4])] = rows  # run_trial_<experiment>_<number>_...
+        key = "_".join(d.name.split("_")[2:4])  # run_trial_<experiment>_<number>_...
+        if len(rows) >= len(out.get(key, [])):
+            out[key] = rows
     return out
 
 
