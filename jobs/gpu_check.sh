@@ -51,17 +51,17 @@ train=("${ecg[@]}" train --data "$prepared" --model resnet_stages --num-epochs "
 "${train[@]}" --out "$work/train_kill" > "$out/train_killed.log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do
-  ls "$work"/train_kill/ray_train/checkpoint_* > /dev/null 2>&1 && break
+  ls -d "$work"/train_kill/ray_train/checkpoint_*/ > /dev/null 2>&1 && break  # folders: not the manager's snapshot file
   sleep 1
 done
 kill -9 "$pid" 2> /dev/null; ray_stop
-echo "train_killed after $(ls -d "$work"/train_kill/ray_train/checkpoint_* 2> /dev/null | wc -l) checkpoint(s)" \
+echo "train_killed after $(ls -d "$work"/train_kill/ray_train/checkpoint_*/ 2> /dev/null | wc -l) checkpoint(s)" \
   | tee -a "$out/summary.txt"
 step train_resumed "${train[@]}" --out "$work/train_kill" --resume
-python3 - "$work/train_kill/history.json" <<'EOF' 2>&1 | tee -a "$out/summary.txt"
+python3 - "$work/train_kill/history.json" "$epochs" <<'EOF' 2>&1 | tee -a "$out/summary.txt"
 import json, sys
 epochs = [h["epoch"] for h in json.load(open(sys.argv[1]))]
-print("resume epochs", epochs, "OK" if epochs == list(range(len(epochs))) and len(epochs) >= 3 else "NOT OK")
+print("resume epochs", epochs, "OK" if epochs == list(range(int(sys.argv[2]))) else "NOT OK")
 EOF
 ray_stop
 
