@@ -180,6 +180,19 @@ def tune_grid(sweep_dir):
     return tune.Tuner.restore(str(sweep_dir), trainable=run_trial).get_results()
 
 
+def test_checkpoint_history_fills_dropped_epochs_but_adds_none_tune_never_saw():
+    from ecg_ray.tuning.experiment import _merge_history
+
+    history = [{"epoch": e, "val_f1_cinc": 0.1 * (e + 1)} for e in range(3)]  # the Train checkpoint's
+    # ASHA stopped the trial after epoch 1; its worker still checkpointed epoch 2
+    stopped = _merge_history("t", history, [{"epoch": 0, "val_f1_cinc": 0.1}, {"epoch": 1, "val_f1_cinc": 0.2}])
+    assert [r["epoch"] for r in stopped] == [0, 1]
+    # restarted from its checkpoint: result.json holds only the epoch after the restart
+    restarted = _merge_history("t", history, [{"epoch": 2, "val_f1_cinc": 0.35}])
+    assert [r["epoch"] for r in restarted] == [0, 1, 2] and restarted[-1]["val_f1_cinc"] == 0.35
+    assert _merge_history("t", history, []) == _merge_history("t", history, history)  # no report yet: all of it
+
+
 def test_a_trial_rerun_in_a_new_folder_is_read_once(tmp_path):
     """Tune reruns a trial caught before its first report under the same id in a new
     folder on resume; without a saved experiment state the folder with reports wins."""

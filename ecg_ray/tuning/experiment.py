@@ -155,6 +155,18 @@ def _epoch_rows(trial_id: str, results: list[dict]) -> list[dict]:
     return [{"trial_id": trial_id, **by_epoch[e]} for e in sorted(by_epoch)]
 
 
+def _merge_history(trial_id: str, history: list[dict], results: list[dict]) -> list[dict]:
+    """Epoch rows of a trial from its ``result.json`` reports, with the checkpoint's
+    ``history`` filling epochs a restart dropped from ``result.json``: only epochs up
+    to the last one Tune recorded. A trial that ASHA stopped can still finish and
+    checkpoint one more epoch before its worker is killed; Tune never saw it."""
+    reported = _epoch_rows(trial_id, results)
+    if reported:
+        last = reported[-1]["epoch"]
+        history = [h for h in history if h.get("epoch", last + 1) <= last]
+    return _epoch_rows(trial_id, history + results)
+
+
 def _checkpoint_history(store: "_Store", root: str, trial_id: str) -> list[dict]:
     """The per-epoch metrics kept in the trial's latest Train checkpoint.
 
@@ -370,7 +382,7 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
         folder = trial.path if not store.uri else trial.path.split("://", 1)[-1]
         results = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
         # reports in result.json win; the checkpoint fills epochs a restart dropped from it
-        epochs = _epoch_rows(trial.trial_id, _checkpoint_history(store, root, trial.trial_id) + results)
+        epochs = _merge_history(trial.trial_id, _checkpoint_history(store, root, trial.trial_id), results)
         error = ""
         if trial.status == "ERROR":
             error = _last_error_line(store.read_text(store.join(folder, "error.txt"))) or "error"
