@@ -20,6 +20,7 @@ from ecg_ray.data import physionet2017, prepare as prepare_module, store
 from ecg_ray.data.errors import RecordError
 from ecg_ray.data.prepare import prepare
 from ecg_ray.data.preprocess import PreprocessConfig, filter_record, filter_record_chunked
+from ecg_ray.data.shards import RecordFiles
 from ecg_ray.data.splits import fold_records
 
 CFG = PreprocessConfig()
@@ -151,12 +152,52 @@ def test_feed_reads_only_the_runs_cells_of_a_split_layout(folder, tmp_path, monk
     prepare("cinc2017", folder, tmp_path / "split", workers=1, split_layout=True, log=quiet)
     manifest = store.read_manifest(tmp_path / "split")
     monkeypatch.setattr(ray.data, "read_parquet", _Read)
-    train_ds, val_ds, info = load_datasets(tmp_path / "split", val_fold=2, materialize=False,
-                                           max_records=max_records)
     train_dirs, val_dirs = store.cell_dirs(tmp_path / "split", manifest, 2)
-    assert train_ds.paths == [str(d) for d in train_dirs] and val_ds.paths == [str(d) for d in val_dirs]
-    assert train_ds.filtered == val_ds.filtered == bool(max_records)
-    assert not info.materialized and not train_ds.materialized
+    for materialize in (True, False):
+        train_ds, val_ds, info = load_datasets(tmp_path / "split", val_fold=2, materialize=materialize,
+                                               max_records=max_records)
+        assert val_ds.paths == [str(d) for d in val_dirs] and val_ds.filtered == bool(max_records)
+        assert info.materialized == val_ds.materialized == materialize
+        if materialize:
+            assert train_ds.paths == [str(d) for d in train_dirs] and train_ds.filtered == bool(max_records)
+        else:  # streamed: the ranks read the training cells' files themselves (no Ray Data)
+            assert isinstance(train_ds, RecordFiles)
+            assert sorted({str(Path(f).parent) for f in train_ds.files}) == sorted(map(str, train_dirs))
+            assert (train_ds.record_ids is not None) == bool(max_records)
+
+
+def test_record_shards_split_the_training_cells_between_ranks(folder, tmp_path):
+    """Streamed training records: ranks read disjoint row groups that together are the
+    run's training records; a record cap keeps exactly its records; the order is new each
+    epoch and the same for the same (seed, epoch); more ranks than row groups is an error."""
+    from ecg_ray.data.errors import DataError
+    from ecg_ray.training.feed import crop_batches
+
+    prepare("cinc2017", folder, tmp_path / "split", workers=1, split_layout=True, log=quiet)
+    manifest = store.read_manifest(tmp_path / "split")
+    train_dirs, _ = store.cell_dirs(tmp_path / "split", manifest, None)
+    want, _ = fold_records(manifest["splits"], None)
+    files = RecordFiles.from_dirs(train_dirs)
+
+    def ids(shard, epoch=0, prefetch=True):
+        shard.epoch = epoch
+        return [r for t in shard.iter_batches(3, prefetch=prefetch) for r in t.column("record_id").to_pylist()]
+
+    groups = len(files.row_groups())
+    assert groups >= 2
+    parts = [ids(files.shard(rank, 2, seed=1)) for rank in (0, 1)]
+    assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(want)
+    shard = files.shard(0, 1, seed=1)
+    orders = {tuple(ids(shard, epoch)) for epoch in range(6)}
+    assert len(orders) > 1 and ids(shard, 4) == ids(shard, 4, prefetch=False)
+    capped = RecordFiles.from_dirs(train_dirs, want[:3])
+    assert sorted(ids(capped.shard(0, 1))) == sorted(want[:3])
+    with pytest.raises(DataError, match="row groups"):
+        files.shard(groups, groups + 1)
+
+    batches = list(crop_batches(files.shard(0, 1), length=CFG.segment_length, crops_per_record=2, batch_size=4,
+                                steps=5, seed=0, epoch=0, rank=0, prefetch=True))
+    assert len(batches) == 5 and all(x.shape == (4, CFG.segment_length) for x, _ in batches)
 
 
 def test_signal_bytes_round_trip_and_the_feed_reads_them(prepared_small):

@@ -91,9 +91,9 @@ def feed_loop(config: dict):
     import ray.train
     import ray.train.torch
 
-    from ..training.feed import crop_batches, steps_per_epoch
+    from ..training.feed import crop_batches, steps_per_epoch, train_shard
 
-    shard = ray.train.get_dataset_shard("train")
+    shard = train_shard(config, 0, 1, 0)
     device = ray.train.torch.get_device()
     steps = steps_per_epoch(config["records"], 1, CROPS, config["batch_size"])
     rates = []
@@ -113,16 +113,18 @@ def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
     from ray.train.torch import TorchTrainer
 
     from ..training.config import TrainConfig
+    from ..training.feed import trainer_datasets
     from ..training.trainer import data_config, scaling_config
 
     storage = tempfile.mkdtemp(prefix="ecg_bench_feed_")
+    datasets, files = trainer_datasets(train_ds, val_ds)
     try:
         trainer = TorchTrainer(
             feed_loop, scaling_config=scaling_config(TrainConfig()),  # one worker, 1 CPU: a sweep trial
             train_loop_config={"warmup": opts.warmup, "repeats": opts.repeats, "batch_size": opts.batch_size,
                                "shuffle_buffer": TrainConfig().shuffle_buffer, "records": info.train_records,
-                               "length": info.segment_length, "prefetch": not info.materialized},
-            datasets={"train": train_ds, "val": val_ds}, dataset_config=data_config(),
+                               "length": info.segment_length, "prefetch": not info.materialized, **files},
+            datasets=datasets, dataset_config=data_config(),
             run_config=RunConfig(name="feed", storage_path=storage))
         return list(trainer.fit().return_value)
     finally:

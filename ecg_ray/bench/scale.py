@@ -57,6 +57,12 @@ def _parts() -> set[str]:
     return {p.strip() for p in os.environ.get("ECG_RAY_SCALE_PARTS", "prepare,feed,long").split(",")}
 
 
+def _prepare_repeats() -> int:
+    """Runs of ``prepare`` per scale (``$ECG_RAY_SCALE_PREPARE_REPEATS``, default 1): the
+    run with the median wall time is reported, every wall time beside it."""
+    return max(int(os.environ.get("ECG_RAY_SCALE_PREPARE_REPEATS", "1")), 1)
+
+
 def _long_days() -> float:
     return float(os.environ.get("ECG_RAY_SCALE_LONG_DAYS", LONG_DAYS))
 
@@ -299,8 +305,13 @@ def run(opts) -> dict:
             layouts = ["flat", "split"] if s == 1 else ["split"]
             for layout in layouts:
                 out = work / f"prepared_x{s}_{layout}"
-                _log(f"prepare {s}x ({layout} layout) …")
-                row = watched(["prepare", folder, out, workers, layout])
+                runs = []
+                for i in range(_prepare_repeats()):  # each from scratch
+                    shutil.rmtree(out, ignore_errors=True)
+                    _log(f"prepare {s}x ({layout} layout), run {i + 1} …")
+                    runs.append(watched(["prepare", folder, out, workers, layout]))
+                row = sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+                row["wall_runs"] = [r["wall_s"] for r in runs]
                 result["prepare"][f"{s}x_{layout}"] = {"scale": s, "layout": layout, **row}
                 _log(f"  {row['wall_s']} s, {row['records_per_s']} records/s, peak PSS {row['peak_pss_mib']} MiB")
                 if s not in keep:
@@ -328,7 +339,24 @@ def run(opts) -> dict:
             shutil.rmtree(work / "long_out")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return _carry_over(result, opts)
+
+
+def _carry_over(result: dict, opts) -> dict:
+    """Rows this run did not measure (a part or a scale left out) kept from the previous
+    result in ``--out``, each marked with the date of the run that measured it."""
+    from .runner import JSON_NAME, read_existing
+
+    old = read_existing(Path(opts.out) / JSON_NAME)["sections"].get("scale", {})
+    for part in ("prepare", "feed", "long"):
+        for key, row in old.get("result", {}).get(part, {}).items():
+            if key not in result[part]:
+                result[part][key] = {**row, "from_run": row.get("from_run", old.get("date"))}
     return result
+
+
+def _label(row: dict, label: str) -> str:
+    return f"{label} (run of {row['from_run'][:10]})" if row.get("from_run") else label
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -347,7 +375,7 @@ def render(result: dict, context: dict) -> str:
     for key, r in prep.items():
         t_ratio = r["wall_s"] / base["wall_s"] if base else None
         m_ratio = r["peak_pss_mib"] / base["peak_pss_mib"] if base else None
-        table.append([f"{r['scale']}×", r["layout"], f"{r['records']:,}", fmt(r["wall_s"]), fmt(r["pool_s"]),
+        table.append([_label(r, f"{r['scale']}×"), r["layout"], f"{r['records']:,}", fmt(r["wall_s"]), fmt(r["pool_s"]),
                       fmt(r.get("layout_s")), fmt(r["records_per_s"]),
                       f"{t_ratio:.2f}× (scale {r['scale']}×)" if t_ratio else "—",
                       _mib(r["peak_pss_mib"]), _mib(r["peak_rss_mib"]), _mib(r["peak_process_rss_mib"]),
@@ -355,7 +383,12 @@ def render(result: dict, context: dict) -> str:
     out.append(markdown_table(["scale", "layout", "records", "wall s", "pool s", "regroup s", "records/s",
                                "wall / 1× split", "peak PSS MiB", "peak RSS sum MiB", "largest process MiB",
                                "PSS / 1× split", "parquet MiB"], table))
-    out.append(f"- `prepare` with {result['workers']} processes, once per scale, from scratch; the replicas are "
+    n = max((len(r.get("wall_runs", [1])) for r in prep.values()), default=1)
+    out.append(f"- `prepare` with {result['workers']} processes, from scratch, "
+               + (f"{n} runs per scale: the run with the median wall time (all: "
+                  + "; ".join(f"{k} " + ", ".join(map(str, r["wall_runs"])) for k, r in prep.items() if "wall_runs" in r)
+                  + " s)" if n > 1 else "once per scale")
+               + "; the replicas are "
                "symlinks to the real files under new ids. PSS counts shared pages once (the honest total); "
                "RSS summed over the tree counts them in every process.")
     if base and prep:
@@ -371,7 +404,7 @@ def render(result: dict, context: dict) -> str:
         for key, r in feed.items():
             ref = feed.get(f"{r['scale']}x_split_materialized")
             ratio = r["crops_per_s"]["median"] / ref["crops_per_s"]["median"] if ref else None
-            rows.append([f"{r['scale']}×", r["layout"], r["kind"], f"{r['train_records']:,}", _mib(r["data_mib"]),
+            rows.append([_label(r, f"{r['scale']}×"), r["layout"], r["kind"], f"{r['train_records']:,}", _mib(r["data_mib"]),
                          _mib(r["store_mib"]), fmt(r["crops_per_s"]["median"]), fmt(r["crops_per_s"]["min"]),
                          fmt(r["crops_per_s"]["max"]), f"{ratio:.2f}×" if ratio else "—", fmt(r["load_s"]),
                          _mib(r["peak_pss_mib"]), _mib(r["peak_rss_mib"])])
@@ -380,8 +413,9 @@ def render(result: dict, context: dict) -> str:
                                     "peak RSS sum MiB"], rows)]
         out.append("- the sweep path: `load_datasets` → dataset shard in a one-worker `TorchTrainer` (1 CPU, as a "
                    "trial) → `crop_batches`, 2 crops per record per epoch; one epoch per repeat after warm-up. "
-                   "Streaming re-reads parquet every epoch; the flat layout reads every file and filters by record "
-                   "id, the split layout reads only the training cells.")
+                   "Streaming re-reads parquet every epoch: from the split layout the rank reads its own row "
+                   "groups of the training cells with pyarrow (`data.shards`, no Ray Data); from the flat layout "
+                   "Ray Data reads every file and filters by record id.")
         for key, r in feed.items():
             ref = feed.get(f"{r['scale']}x_split_materialized")
             if r["kind"] == "streaming" and r["layout"] == "split" and ref:
@@ -392,7 +426,7 @@ def render(result: dict, context: dict) -> str:
     if long:
         rows = []
         for label, r in long.items():
-            rows.append([label, fmt(r["records"]), fmt(r["long_parts"]), fmt(r["wall_s"]), _mib(r["peak_pss_mib"]),
+            rows.append([_label(r, label), fmt(r["records"]), fmt(r["long_parts"]), fmt(r["wall_s"]), _mib(r["peak_pss_mib"]),
                          _mib(r["peak_process_rss_mib"]), _mib(r["out_mib"])])
             whole = r.get("whole_record_path")
             if whole:

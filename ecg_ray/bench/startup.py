@@ -32,11 +32,10 @@ ROWS = [("trainer", "TorchTrainer.fit(), no datasets"),
 
 
 def _empty_loop(config: dict):
-    import ray.train
+    from ..training.feed import record_chunks, train_shard
 
-    shard = ray.train.get_dataset_shard("train") if config.get("data") else None
-    if shard is not None:
-        next(iter(shard.iter_batches(batch_size=1, batch_format="pyarrow")), None)
+    if config.get("data"):
+        next(iter(record_chunks(train_shard(config, 0, 1, 0), 0, False)), None)
 
 
 def _fit(datasets, storage: str, name: str) -> None:
@@ -44,12 +43,14 @@ def _fit(datasets, storage: str, name: str) -> None:
     from ray.train.torch import TorchTrainer
 
     from ..training.config import TrainConfig
+    from ..training.feed import trainer_datasets
     from ..training.trainer import data_config, scaling_config
 
-    kwargs = {}
+    kwargs, files = {}, {}
     if datasets is not None:
-        kwargs = {"datasets": {"train": datasets[0], "val": datasets[1]}, "dataset_config": data_config()}
-    TorchTrainer(_empty_loop, train_loop_config={"data": datasets is not None},
+        sets, files = trainer_datasets(datasets[0], datasets[1])
+        kwargs = {"datasets": sets, "dataset_config": data_config()}
+    TorchTrainer(_empty_loop, train_loop_config={"data": datasets is not None, **files},
                  scaling_config=scaling_config(TrainConfig()), run_config=RunConfig(name=name, storage_path=storage),
                  **kwargs).fit()
 

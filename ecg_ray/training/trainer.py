@@ -28,7 +28,7 @@ from ..artifacts import Run, provenance
 from ..data.preprocess import PreprocessConfig
 from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
-from .feed import FeedInfo, load_datasets
+from .feed import FeedInfo, load_datasets, trainer_datasets
 from .worker import train_loop_per_worker
 
 
@@ -94,14 +94,15 @@ def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess:
     # queued behind others) that fails trials which would have started. Ray passes this
     # variable from the process that builds the trainer to its controller.
     os.environ.setdefault(WORKER_START_TIMEOUT_ENV, "600")
+    datasets, files = trainer_datasets(train_ds, val_ds)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts,
                            "train_records": info.train_records, "train_fixed_windows": info.train_fixed_windows,
-                           "materialized": info.materialized,
+                           "materialized": info.materialized, **files,
                            "provenance": provenance(PreprocessConfig.from_dict(preprocess).hash)},
         scaling_config=scaling_config(cfg),
-        datasets={"train": train_ds, "val": val_ds},
+        datasets=datasets,
         dataset_config=data_config(),
         run_config=RunConfig(
             name=name, storage_path=storage_path, callbacks=list(callbacks),

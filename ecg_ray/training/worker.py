@@ -31,7 +31,7 @@ from ..models import batched_logits, build_model, freeze
 from .augment import build_augmenter, make_generator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .feed import crop_batches, steps_per_epoch, window_batches
+from .feed import crop_batches, steps_per_epoch, train_shard, window_batches
 from .imbalance import build_loss, class_weights
 from .metrics import score_records
 from .schedule import build_scheduler, per_step
@@ -164,14 +164,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     loss_fn = build_loss(cfg.imbalance, class_counts, gamma=cfg.focal_gamma, weighting=cfg.class_weighting).to(device)
     augment = build_augmenter(cfg.augment, p=cfg.augment_p)
     sample_rates = class_weights(class_counts, cfg.class_weighting) if cfg.imbalance == "sampler" else None
-    train_shard = ray.train.get_dataset_shard("train")
+    shard = train_shard(loop_config, rank, world, cfg.seed)
     val_shard = ray.train.get_dataset_shard("val")
 
     for epoch in range(start_epoch, cfg.num_epochs):
         model.train()
         generator = make_generator(cfg.seed * 1000 + epoch * 10 + rank, device)
         loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-        for x, y in crop_batches(train_shard, length=length, crops_per_record=cfg.crops_per_record,
+        for x, y in crop_batches(shard, length=length, crops_per_record=cfg.crops_per_record,
                                  batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=rank,
                                  sample_rates=sample_rates, shuffle_buffer=cfg.shuffle_buffer, device=device,
                                  mode=cfg.crop_mode, prefetch=not loop_config.get("materialized", True)):
