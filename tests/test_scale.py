@@ -194,6 +194,8 @@ def test_record_shards_split_the_training_cells_between_ranks(folder, tmp_path):
     assert sorted(ids(capped.shard(0, 1))) == sorted(want[:3])
     with pytest.raises(DataError, match="row groups"):
         files.shard(groups, groups + 1)
+    with pytest.raises(DataError, match="not found on this node"):  # e.g. a node-local folder on a cluster
+        RecordFiles((str(tmp_path / "elsewhere" / "part-0.parquet"),)).shard(0, 1)
 
     batches = list(crop_batches(files.shard(0, 1), length=CFG.segment_length, crops_per_record=2, batch_size=4,
                                 steps=5, seed=0, epoch=0, rank=0, prefetch=True))

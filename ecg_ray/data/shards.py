@@ -43,7 +43,7 @@ class RecordFiles:
 
     @classmethod
     def from_dirs(cls, dirs, record_ids=None, columns=COLUMNS) -> "RecordFiles":
-        dirs = [Path(d) for d in dirs]
+        dirs = [Path(d).resolve() for d in dirs]  # workers run in other folders
         files = tuple(str(f) for d in dirs for f in sorted(d.glob("*.parquet")))
         if not files:
             raise DataError(f"no parquet files in {', '.join(map(str, dirs)) or '(no folders)'}")
@@ -51,7 +51,7 @@ class RecordFiles:
 
     def row_groups(self) -> list[tuple[str, int]]:
         """Every ``(file, row group)`` of the set, in file order."""
-        return [(f, g) for f in self.files for g in range(pq.ParquetFile(f).num_row_groups)]
+        return [(f, g) for f in self.files for g in range(_open(f).num_row_groups)]
 
     def shard(self, rank: int, world: int, seed: int = 0) -> "RecordShard":
         units = self.row_groups()
@@ -75,7 +75,7 @@ class RecordShard:
     def _read(self, unit: tuple[str, int]) -> pa.Table:
         path, group = unit
         if path not in self._readers:
-            self._readers[path] = pq.ParquetFile(path)
+            self._readers[path] = _open(path)
         table = self._readers[path].read_row_group(group, columns=list(self.files.columns))
         if self.keep is not None:
             table = table.filter(pc.is_in(table.column("record_id"), value_set=self.keep))
@@ -98,6 +98,13 @@ class RecordShard:
                 if nxt is not None:
                     pending = pool.submit(self._read, nxt)
                 yield from _slices(table, batch_size)
+
+
+def _open(path: str) -> pq.ParquetFile:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: prepared records not found on this node: on a multi-node cluster the "
+                        "prepared folder must be on storage every node mounts at the same path")
+    return pq.ParquetFile(path)
 
 
 def _slices(table: pa.Table, size: int):

@@ -76,8 +76,9 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     index = data.index
     train_ids, val_ids = data.select(val_fold, max_records)
     length = data.manifest["preprocess"]["segment_length"]
-    in_train = np.isin(index["record_id"], train_ids)
-    in_val = np.isin(index["record_id"], val_ids)
+    ids = index["record_id"].astype(str)  # unicode, not object: np.isin would compare every pair (n x m)
+    in_train = np.isin(ids, np.asarray(train_ids, dtype=str))
+    in_val = np.isin(ids, np.asarray(val_ids, dtype=str))
     class_counts = np.bincount(index["label_index"][in_train], minlength=len(CLASSES)).tolist()
     n_bytes = int(index["n_samples"][in_train | in_val].sum() * 4 + (in_train | in_val).sum() * 64)
     if materialize is None:
@@ -172,7 +173,8 @@ class CropShuffleBuffer:
 
 def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, steps: int, seed: int,
                  epoch: int, rank: int, sample_rates: np.ndarray | None = None, shuffle_buffer: int = 1024,
-                 device="cpu", mode: str = "random", prefetch: bool = False):
+                 device="cpu", mode: str = "random", prefetch: bool = False,
+                 records_per_chunk: int = RECORDS_PER_CHUNK):
     """Yield exactly ``steps`` batches ``(x (B, L) float32, y (B,) int64)`` of
     fresh random crops from the records of ``shard`` (see module docstring).
 
@@ -188,7 +190,7 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
     done = 0
     while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
         read = 0
-        for batch in record_chunks(shard, epoch, prefetch):
+        for batch in record_chunks(shard, epoch, prefetch, records_per_chunk):
             flat, starts, lengths, labels = chunk_records(batch)
             read += len(labels)
             pick = np.arange(len(labels))
@@ -214,13 +216,13 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
             yield tuple(_to_device(a, device) for a in pool.take(batch_size))
 
 
-def record_chunks(shard, epoch: int, prefetch: bool):
-    """A shard's records in chunks of at most ``RECORDS_PER_CHUNK`` (pyarrow tables):
-    a Ray Data shard, or a rank's own parquet row groups (``shards.RecordShard``)."""
+def record_chunks(shard, epoch: int, prefetch: bool, size: int = RECORDS_PER_CHUNK):
+    """A shard's records in chunks of at most ``size`` (pyarrow tables): a Ray Data
+    shard, or a rank's own parquet row groups (``shards.RecordShard``)."""
     if isinstance(shard, RecordShard):
         shard.epoch = epoch
-        return shard.iter_batches(RECORDS_PER_CHUNK, prefetch=prefetch)
-    return shard.iter_batches(batch_size=RECORDS_PER_CHUNK, batch_format="pyarrow", prefetch_batches=int(prefetch))
+        return shard.iter_batches(size, prefetch=prefetch)
+    return shard.iter_batches(batch_size=size, batch_format="pyarrow", prefetch_batches=int(prefetch))
 
 
 def train_shard(loop_config: dict, rank: int, world: int, seed: int):
