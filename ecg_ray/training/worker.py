@@ -87,9 +87,15 @@ def window_logits(model, dataset, device, length: int, hop: int, rank: int = 0, 
 
 def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int) -> dict:
     """Metrics on the validation records: each rank scores every world-th record,
-    the parts are gathered, every rank gets the same numbers."""
+    the parts are gathered, every rank gets the same numbers. Every rank first takes
+    rank 0's buffers (BatchNorm statistics): DDP sends them at each forward, so after
+    the epoch's last step each rank holds its own update, and only rank 0's model is
+    checkpointed."""
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    if world > 1 and dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     ids, y, logits, codes = window_logits(model, dataset, device, length, hop, rank, world)
     parts = _gather((ids, y, logits, codes))
     offsets = np.cumsum([0] + [len(p[0]) for p in parts])
@@ -191,6 +197,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             train_acc=totals[1] / max(totals[2], 1), segments_per_s=totals[2] / max(seconds, 1e-9),
             epoch_seconds=seconds, lr=optimizer.param_groups[0]["lr"],
             node_id=ray.get_runtime_context().get_node_id(),  # where rank 0 ran: a retry shows a new node
+            workers=world,
         )
         if scheduler is not None and not per_step(cfg.schedule):
             scheduler.step(metrics[HEADLINE])
