@@ -111,5 +111,10 @@ def test_stage2_section_becomes_a_fixed_budget_grid_around_stage1s_best():
     full = stage2_from(load_spec(SPECS / "smoke.yaml", ["stage2={}"]))
     assert set(k for k, v in full.param_space.items() if isinstance(v, dict)) == {"model", "imbalance", "augment", "seed"}
     assert full.param_space["num_epochs"] == spec.scheduler["max_t"]
+    assert full.resources == spec.resources  # stage 1's resources unless stage2.resources overrides them
+    wide = stage2_from(load_spec(SPECS / "smoke.yaml", ["stage2={resources: {num_workers: 2}}"]))
+    assert wide.resources == {**spec.resources, "num_workers": 2}
     with pytest.raises(SpecError, match="stage2"):
         load_spec(SPECS / "smoke.yaml", ["stage2={seeds: [0], epochs: 3}"])
+    with pytest.raises(SpecError, match="resources.workers"):
+        load_spec(SPECS / "smoke.yaml", ["stage2={resources: {workers: 2}}"])

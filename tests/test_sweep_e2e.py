@@ -7,9 +7,11 @@ driver stopped once a trial finished and the job submitted again with --resume
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from smoke_sweep import epoch_rows, trial_files
+from smoke_sweep import SMALL_RECORDS, epoch_rows, trial_files
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +47,33 @@ def test_a_lost_node_s_trial_resumes_from_its_checkpoint_on_another_node(smoke_s
     trials, _ = load_experiment(stage2)
     row = trials.set_index("trial_id").loc[killed["trial"]]
     assert row["status"] == "TERMINATED" and bool(row["retried"]) and row["nodes"] == 2
+
+
+def test_stage2_trials_are_ddp_on_two_workers_and_report_what_one_process_scores(smoke_sweep):
+    """Stage 2 (``stage2.resources: {num_workers: 2, cpus_per_trial: 2}``) ran every trial as
+    DDP over 2 workers x 1 CPU (gloo, a rank on each worker node). The trial killed with its
+    node and resumed is scored again here, in one process, from its last checkpoint: the
+    validation metrics its two ranks gathered are that scoring's (the record-level NLL,
+    continuous in every probability)."""
+    if not smoke_sweep.resumed:
+        pytest.skip("$ECG_RAY_TEST_SWEEP given: no stage 2 was run in this session")
+    from ecg_ray.data.dataset import PreparedDataset
+    from ecg_ray.training.calibration import checkpoint_window_logits
+    from ecg_ray.training.checkpoint import load_checkpoint
+    from ecg_ray.training.metrics import score_records
+
+    stage2 = smoke_sweep.experiment.parent / "smoke_stage2_b2"
+    _, trials = _results(stage2)
+    assert all(t.last_result["workers"] == 2 for t in trials.values())
+    trial = smoke_sweep.node_kill["trial"]
+    payload = max((load_checkpoint(d) for d in (stage2 / f"train_{trial}").glob("checkpoint_*") if d.is_dir()),
+                  key=lambda p: p["epoch"])
+    assert payload["epoch"] == 1 and payload["config"]["num_workers"] == 2
+    prepared = json.loads((stage2 / "ecg_ray_sweep.json").read_text())["prepared"]
+    _, val_ids = PreparedDataset(prepared).select(None, SMALL_RECORDS)
+    y, logits, codes = checkpoint_window_logits(payload, prepared, val_ids)
+    single = score_records(y, logits, codes, payload["config"]["aggregate"])
+    assert len(y) == len(val_ids) and payload["metrics"]["val_loss"] == pytest.approx(single["val_loss"], abs=1e-6)
 
 
 def test_killed_asha_sweep_resumes_without_rerunning_finished_trials(smoke_sweep):

@@ -28,7 +28,7 @@ RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "num_workers", "max_concurr
 TOP_KEYS = {"name", "description", "data", "metric", "mode", "scheduler", "resources",
             "max_failures", "num_samples", "param_space", "stage2"}
 #: ``stage2``: the fixed-budget confirmation after the ASHA search (``tuning.stages``).
-STAGE2_KEYS = {"factors", "seeds", "budget"}
+STAGE2_KEYS = {"factors", "seeds", "budget", "resources"}  # resources: overrides for stage 2 only
 
 
 class SpecError(ValueError):
@@ -159,6 +159,10 @@ def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
         if not isinstance(block, dict):
             raise SpecError(f"{path}: {section} must be a mapping")
         unknown = sorted(set(block) - allowed)
+        if section == "stage2" and not isinstance(block.get("resources") or {}, dict):
+            raise SpecError(f"{path}: stage2.resources must be a mapping")
+        unknown += [f"resources.{k}" for k in sorted(set(block.get("resources") or {}) - RESOURCE_KEYS)
+                    if section == "stage2"]
         if unknown:
             raise SpecError(f"{path}: unknown key {(section + '.') if section else ''}{unknown[0]} "
                             f"(allowed: {', '.join(sorted(allowed))})")

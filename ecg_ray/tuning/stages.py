@@ -78,7 +78,9 @@ def spec_dict(spec: SweepSpec) -> dict:
 def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
     """The stage-2 spec a sweep spec's ``stage2`` section asks for: ``factors``
     (default: every ``grid_search`` entry but ``seed``), ``seeds`` (default
-    ``[0, 1, 2]``), ``budget`` (default: stage 1's ``scheduler.max_t``). Sampled
+    ``[0, 1, 2]``), ``budget`` (default: stage 1's ``scheduler.max_t``),
+    ``resources`` (stage 1's, with these keys replaced: e.g. more workers per
+    trial, as stage 2 has fewer trials and no pruning). Sampled
     entries that are not factors are fixed at stage 1's best trial
     (``best_config``): the factorial then runs *around* stage 1's choice."""
     section = spec.stage2 or {}
@@ -88,6 +90,7 @@ def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
     seeds = section.get("seeds") or [0, 1, 2]
     budget = section.get("budget") or int(spec.scheduler.get("max_t", 20))
     base = spec_dict(spec)
+    base["resources"] = {**(base.get("resources") or {}), **(section.get("resources") or {})}
     base["param_space"] = {k: v for k, v in base["param_space"].items() if k != "seed"}
     for key, value in list(base["param_space"].items()):
         sampled = isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS
