@@ -8,15 +8,16 @@ logits, and its prediction is their argmax.
 Per-class F1 is sklearn's ``2·precision·recall / (precision + recall)``, which
 equals the challenge's ``2·TP / (predicted-as-class + truly-class)``; a class
 neither present nor predicted has F1 0 (challenge formula 0/0, read as 0).
-Metric keys use ``CLASS_KEYS`` (``~`` is written ``noisy``).
+Metric keys use ``CLASS_KEYS`` (``~`` is written ``noisy``). sklearn is imported
+inside the scoring functions: every sweep trial's driver and Ray Train controller
+import this module (through ``TrainConfig``) and never score, and sklearn costs a
+process about a second to import.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, multilabel_confusion_matrix,
-                             precision_score, recall_score, roc_auc_score)
 
 from ecg_ray import CINC_CLASSES, CLASS_KEYS, CLASSES
 
@@ -33,6 +34,8 @@ def _mean_by(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray
 
 def confusion(y_true, y_pred) -> list[list[int]]:
     """4×4 confusion matrix, rows = true class, columns = predicted, class order."""
+    from sklearn.metrics import confusion_matrix  # imported here, not at the top: see module docstring
+
     return confusion_matrix(y_true, y_pred, labels=LABELS).tolist()
 
 
@@ -46,6 +49,9 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
     ``spec_k`` (TN / (TN + FP)), ``ppv_k`` (precision: TP / predicted-as-k). Undefined values (a class absent, or the only
     class present) are NaN, except F1 (0, see module docstring).
     """
+    from sklearn.metrics import (accuracy_score, f1_score, multilabel_confusion_matrix, precision_score,
+                                 recall_score, roc_auc_score)
+
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     y_pred = probs.argmax(1)
