@@ -158,6 +158,21 @@ def test_bare_training_loop_rates(prepared_small):
     assert train.steps_per_epoch_of(small, 8, 2) == 32  # 16 records x 2 crops, full batches of 8
 
 
+def test_shuffle_section_arms_differ_only_in_record_order(prepared_small):
+    """The shuffle check's two arms see the same records: the full-shuffle arm in a new
+    order each pass; its chunk/buffer span the share of the records a full run's does."""
+    from ecg_ray.bench import shuffle
+
+    assert shuffle.scaled_window(shuffle.FULL_SPLIT) == 1024 and shuffle.scaled_window(1000) == 194
+    assert shuffle.scaled_window(3) == 1 and shuffle.scaled_window(10**6) == 1024
+    data = load_training_records(prepared_small, max_records=40)
+    stored = [r for t in data.shard().iter_batches(7) for r in t.column("label_index").to_pylist()]
+    mixed = shuffle.ShuffledRecords(data.signals, data.labels, seed=0)
+    passes = [[r for t in mixed.iter_batches(7) for r in t.column("signal").to_pylist()] for _ in range(2)]
+    assert stored == data.labels.tolist() and passes[0] != passes[1]
+    assert sorted(map(len, passes[0])) == sorted(map(len, data.signals))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only skip")
 def test_gpu_section_skips_without_cuda():
     assert "no CUDA device" in train.run_gpu(BenchOptions())["skipped"]

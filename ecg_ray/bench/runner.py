@@ -31,8 +31,9 @@ SECTIONS = {
     "gpu": ("5. GPU: training throughput on CUDA", "train"),
     "scale": ("6. Scale: prepare and the sweep feed at 1×, 4×, 10× the records; one two-week record", "scale"),
     "startup": ("7. Start-up: what a Ray Train run and a Tune trial cost before training", "startup"),
+    "shuffle": ("8. Shuffle quality: the feed's local crop shuffle vs a full shuffle, loss and F1", "shuffle"),
 }
-NEEDS_DATA = ("feed", "train", "asha", "gpu", "startup")
+NEEDS_DATA = ("feed", "train", "asha", "gpu", "startup", "shuffle")
 JSON_NAME, MD_NAME = "benchmarks.json", "benchmarks.md"
 
 

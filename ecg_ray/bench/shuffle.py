@@ -1,0 +1,147 @@
+"""Section ``shuffle``: does the feed's local shuffle cost training quality? (issue #14)
+
+The sweep's feed never shuffles the whole training set: it reads records in
+stored order, a chunk at a time, and mixes only the crops of about
+``shuffle_buffer`` records (``feed.CropShuffleBuffer``). This section trains the
+same model from the same initial weights on the same records, with the same
+number of steps, two ways per seed:
+
+- **stored order**: the records as a shard gives them (the product's feed);
+- **full shuffle**: the records permuted globally every epoch, then the same
+  crop buffer (what a perfect shuffle would give);
+
+and compares the per-epoch training loss and the validation F1(N,A,O) at the
+end, paired by seed. On fewer records than the full training split the chunk
+and the buffer shrink in proportion (``scaled_window``), so the buffer spans the
+same share of the records as in a full run (1,024 of 5,268: about a fifth);
+otherwise one chunk would hold every record and both arms would be the same. No Ray: both arms run the worker's own step
+(``step.train_step``) on records in memory, one process, ``--threads`` torch
+threads. ``--repeats`` seeds, ``$ECG_RAY_SHUFFLE_EPOCHS`` epochs (default 6),
+``--models``' first model (default ``cnn_only``), ``--train-records`` records.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from . import stats
+from .arrays import InMemoryRecords, load_training_records
+from .stats import fmt, markdown_table
+
+ARMS = ("stored", "shuffled")
+#: The full training split of PhysioNet 2017 (records), which the feed's chunk and buffer sizes meet.
+FULL_SPLIT = 5268
+
+
+def scaled_window(n_records: int, full: int = FULL_SPLIT) -> int:
+    """Records per chunk and per shuffle buffer that span the same share of ``n_records``
+    as ``feed.RECORDS_PER_CHUNK`` does of the full split."""
+    from ..training.feed import RECORDS_PER_CHUNK
+
+    return max(1, min(RECORDS_PER_CHUNK, round(RECORDS_PER_CHUNK * n_records / full)))
+
+
+def _epochs() -> int:
+    return int(os.environ.get("ECG_RAY_SHUFFLE_EPOCHS", "6"))
+
+
+class ShuffledRecords(InMemoryRecords):
+    """``InMemoryRecords`` whose record order is a new permutation at every pass."""
+
+    def __init__(self, signals, labels, seed: int):
+        super().__init__(signals, labels)
+        self.rng = np.random.default_rng(seed)
+
+    def iter_batches(self, batch_size, batch_format="pyarrow", prefetch_batches=0):
+        table = self.table.take(self.rng.permutation(self.table.num_rows))
+        for i in range(0, table.num_rows, batch_size):
+            yield table.slice(i, batch_size)
+
+
+def _validation(prepared, max_records):
+    """The run's validation records: ``(labels, windows, record of each window)``."""
+    from ..data import store
+    from ..data.dataset import PreparedDataset
+    from ..data.preprocess import segment
+
+    _, val_ids = PreparedDataset(prepared).select(None, max_records)
+    table = store.load_records(prepared, val_ids)
+    cfg = store.preprocess_config(prepared)
+    windows = [segment(s, cfg.segment_length, cfg.hop, pad=True)[0] for s in store.record_signals(table)]
+    codes = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
+    return (table.column("label_index").to_numpy().astype(np.int64), np.concatenate(windows).astype(np.float32),
+            codes)
+
+
+def train_arm(cfg, data, shard, val, epochs: int, window: int) -> dict:
+    """Train ``cfg.model`` for ``epochs`` on ``shard``: per-epoch loss, final validation F1."""
+    from ..models import batched_logits, build_model
+    from ..training.feed import crop_batches, steps_per_epoch
+    from ..training.imbalance import build_loss
+    from ..training.metrics import score_records
+    from ..training.step import train_step
+    from .. import HEADLINE
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, **cfg.model_params).train()
+    loss_fn = build_loss(cfg.imbalance, data.class_counts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = steps_per_epoch(len(data.labels), 1, cfg.crops_per_record, cfg.batch_size)
+    losses, t0 = [], time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        total, n = 0.0, 0
+        for x, y in crop_batches(shard, length=data.segment_length, crops_per_record=cfg.crops_per_record,
+                                 batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=0,
+                                 shuffle_buffer=window, records_per_chunk=window):
+            loss, _ = train_step(model, loss_fn, optimizer, x, y, cfg.grad_clip, cfg.precision)
+            total, n = total + loss, n + len(y)  # loss: summed over the batch
+        losses.append(total / n)
+    y, windows, codes = val
+    model.eval()
+    metrics = score_records(y, batched_logits(model, windows, 512, torch.device("cpu")), codes, cfg.aggregate)
+    return {"train_loss": losses, "val_f1": metrics[HEADLINE], "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run(opts) -> dict:
+    from ..training.config import TrainConfig
+
+    torch.set_num_threads(opts.threads)
+    model = (opts.models or ["cnn_only"])[0]
+    data = load_training_records(opts.prepared, opts.train_records)
+    val = _validation(opts.prepared, opts.train_records)
+    epochs, runs, window = _epochs(), {arm: [] for arm in ARMS}, scaled_window(len(data.labels))
+    for seed in range(opts.repeats):
+        cfg = TrainConfig(model=model, seed=seed, batch_size=opts.batch_size, augment=[], num_epochs=epochs,
+                          max_records=opts.train_records)
+        for arm in ARMS:
+            shard = data.shard() if arm == "stored" else ShuffledRecords(data.signals, data.labels, seed)
+            print(f"bench shuffle: {model} seed {seed} {arm} …", flush=True)
+            runs[arm].append(train_arm(cfg, data, shard, val, epochs, window))
+    deltas = [s["val_f1"] - f["val_f1"] for s, f in zip(runs["stored"], runs["shuffled"])]
+    notes = [f"{model}, {epochs} epochs, {data.describe()}, {len(val[0])} validation records; "
+             f"{opts.repeats} seeds, {opts.threads} torch thread(s); chunks of {window} records and a crop "
+             f"buffer of {window} records' crops ({window / len(data.labels):.0%} of the records; a full run: "
+             f"{TrainConfig().shuffle_buffer} of {FULL_SPLIT}); the recipe's defaults otherwise, no augmentation"]
+    return {"model": model, "epochs": epochs, "runs": runs, "delta_f1": stats.summarize(deltas), "notes": notes}
+
+
+def render(result: dict, context: dict) -> str:
+    runs, epochs = result["runs"], result["epochs"]
+    head = ["arm", *[f"loss ep {e + 1}" for e in range(epochs)], "val F1(N,A,O) (mean)", "per seed"]
+    rows = []
+    for arm in ARMS:
+        curves = np.array([r["train_loss"] for r in runs[arm]])
+        f1 = [r["val_f1"] for r in runs[arm]]
+        rows.append([arm, *[fmt(v, 3) for v in curves.mean(0)], fmt(np.mean(f1), 3),
+                     ", ".join(fmt(v, 3) for v in f1)])
+    d = result["delta_f1"]
+    out = [markdown_table(head, rows),
+           f"- ΔF1 stored − shuffled, paired by seed: median {fmt(d['median'], 3)} "
+           f"(min {fmt(d['min'], 3)}, max {fmt(d['max'], 3)}); training loss is the mean over seeds"]
+    out += [f"- {n}" for n in result.get("notes", [])]
+    return "\n".join(out)
