@@ -112,6 +112,15 @@ def prepared_small(small_cinc_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def prepared_small_split(small_cinc_dir, tmp_path_factory) -> Path:
+    """``prepared_small``'s records in the split layout (one folder per split x fold):
+    what a run that streams reads, each rank its own row groups (``data.shards``)."""
+    out = tmp_path_factory.mktemp("prepared_small_split")
+    _prepare_quietly("cinc2017", small_cinc_dir, out, workers=min(2, os.cpu_count() or 1), split_layout=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def smoke_sweep(request, tmp_path_factory):
     """The session's one real two-stage sweep on a local 3-node cluster, its driver
     killed once and resumed, a node lost (see smoke_sweep.py)."""

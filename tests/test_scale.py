@@ -156,14 +156,14 @@ def test_feed_reads_only_the_runs_cells_of_a_split_layout(folder, tmp_path, monk
     for materialize in (True, False):
         train_ds, val_ds, info = load_datasets(tmp_path / "split", val_fold=2, materialize=materialize,
                                                max_records=max_records)
-        assert val_ds.paths == [str(d) for d in val_dirs] and val_ds.filtered == bool(max_records)
-        assert info.materialized == val_ds.materialized == materialize
-        if materialize:
-            assert train_ds.paths == [str(d) for d in train_dirs] and train_ds.filtered == bool(max_records)
-        else:  # streamed: the ranks read the training cells' files themselves (no Ray Data)
-            assert isinstance(train_ds, RecordFiles)
-            assert sorted({str(Path(f).parent) for f in train_ds.files}) == sorted(map(str, train_dirs))
-            assert (train_ds.record_ids is not None) == bool(max_records)
+        assert info.materialized == materialize
+        for ds, dirs in ((train_ds, train_dirs), (val_ds, val_dirs)):
+            if materialize:
+                assert ds.paths == [str(d) for d in dirs] and ds.filtered == bool(max_records) and ds.materialized
+            else:  # streamed: the workers read the cells' files themselves (no Ray Data)
+                assert isinstance(ds, RecordFiles)
+                assert sorted({str(Path(f).parent) for f in ds.files}) == sorted(str(d.resolve()) for d in dirs)
+                assert (ds.record_ids is not None) == bool(max_records)
 
 
 def test_record_shards_split_the_training_cells_between_ranks(folder, tmp_path):

@@ -85,21 +85,23 @@ def test_record_selection_is_stratified_and_disjoint(prepared_small):
 
 
 @pytest.mark.e2e
-def test_two_gloo_workers_with_sampler_match_a_single_process_scoring(prepared_small, tmp_path):
+def test_two_gloo_workers_with_sampler_match_a_single_process_scoring(prepared_small_split, tmp_path):
     """DDP on CPU: 2 workers x 1 CPU, class-balanced resampling (ranks must take the same number of
-    equal batches or the all-reduce hangs), validation split over both ranks and gathered: the
+    equal batches or the all-reduce hangs), the training records streamed from the split layout
+    (each rank reads its own row groups), validation split over both ranks and gathered: the
     reported metrics equal a single-process scoring of the same checkpoint on the same records."""
     from ecg_ray.training.calibration import checkpoint_window_logits
     from ecg_ray.training.metrics import score_records
 
-    run = tmp_path / "ddp"
-    out = _train(prepared_small, run, "--num-workers", "2", "--imbalance", "sampler", "--no-calibrate")
+    run, prepared = tmp_path / "ddp", prepared_small_split
+    out = _train(prepared, run, "--num-workers", "2", "--imbalance", "sampler", "--no-calibrate", "--no-materialize")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "2 worker(s)" in out.stdout + out.stderr
+    assert "2 worker(s)" in out.stdout + out.stderr and "data streamed" in out.stderr
     payload = load_checkpoint(run)
     assert payload["config"]["num_workers"] == 2 and "temperature" not in payload
-    _, val_ids, _ = select_records(prepared_small, None, max_records=60)
-    y, logits, codes = checkpoint_window_logits(payload, prepared_small, val_ids)
+    assert json.loads((run / "results.json").read_text())["data"]["materialized"] is False
+    _, val_ids, _ = select_records(prepared, None, max_records=60)
+    y, logits, codes = checkpoint_window_logits(payload, prepared, val_ids)
     single = score_records(y, logits, codes, payload["config"]["aggregate"])
     assert len(y) == len(val_ids)  # every validation record scored once: none dropped by the split
     # the record-level NLL is continuous in every probability: equal means the gathered

@@ -38,6 +38,8 @@ FIELD_HELP = {
     "freeze": "'frontend' to freeze the initialised front end",
     "val_fold": "hold out this fold (default: the saved train/val split)",
     "max_records": "cap on training records",
+    "materialize": "keep the records in the object store (default: when they fit in 40%% of it); "
+                   "--no-materialize streams them from parquet every epoch",
     "cpus_per_worker": "CPUs (and torch threads) per worker (train default: all cores shared by the workers)",
     "torch_threads": "0: one per CPU of the worker",
     "shuffle_buffer": "training records whose crops the crop shuffle buffer mixes",
@@ -74,6 +76,7 @@ class TrainConfig:
     freeze: str | None = None  # "frontend" to freeze the initialised front end
     val_fold: int | None = None  # None: saved train/val split; k: fold k held out
     max_records: int | None = None  # cap on training records (small runs)
+    materialize: bool | None = None  # None: when they fit (feed.load_datasets); a sweep's data.materialize
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0

@@ -5,11 +5,12 @@ Driver side (``load_datasets``): the prepared *whole records* are read once with
 expression, and materialized in the object store when they fit (then reused by
 every epoch and, in a sweep, by every trial). When they do not fit they stream
 from parquet each epoch. With the split layout (``store.cell_dirs``) each side
-reads only its own cell folders, and streamed training records skip Ray Data:
-``load_datasets`` returns a ``shards.RecordFiles`` set, ``trainer_datasets``
-passes it to the workers, and each rank reads its own row groups
-(``train_shard``): Ray Data's per-epoch read ran at 0.03-0.12x the
-materialized rate (results/scale.md).
+reads only its own cell folders, and streamed records skip Ray Data:
+``load_datasets`` returns ``shards.RecordFiles`` sets, ``trainer_datasets``
+passes them to the workers, each training rank reads its own row groups
+(``train_shard``) and every rank the validation records (``val_records``).
+Ray Data's per-epoch read ran at 0.03-0.12x the materialized rate
+(results/scale.md), and its read tasks wait for a CPU the workers hold.
 
 Worker side:
 - ``crop_batches`` streams the worker's shard of training records and draws
@@ -97,9 +98,11 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
 
         if materialize:
             return read(cells[0], train_ids), read(cells[1], val_ids), info
-        # streamed: each training rank reads its own row groups with pyarrow (``data.shards``)
-        train = RecordFiles.from_dirs(cells[0], train_ids if max_records else None, COLUMNS)
-        return train, read(cells[1], val_ids), info
+        # streamed: the workers read with pyarrow (``data.shards``), each training rank its own row
+        # groups, every rank all validation records; no Ray Data task then waits for a CPU that
+        # the training workers hold (with every CPU booked, a streamed Ray Data read never starts)
+        return tuple(RecordFiles.from_dirs(d, ids if max_records else None, COLUMNS)
+                     for d, ids in ((cells[0], train_ids), (cells[1], val_ids))) + (info,)
 
     ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS)).select_columns(COLUMNS)
     ds = ds.filter(expr=col("record_id").is_in(list(train_ids) + list(val_ids)))
@@ -236,12 +239,26 @@ def train_shard(loop_config: dict, rank: int, world: int, seed: int):
     return ray.train.get_dataset_shard("train")
 
 
+def val_records(loop_config: dict):
+    """The validation records every rank reads (``window_batches`` takes its share)."""
+    files = loop_config.get("val_files")
+    if files is not None:
+        return files.shard(0, 1)  # the same order on every rank
+    import ray.train
+
+    return ray.train.get_dataset_shard("val")
+
+
 def trainer_datasets(train, val) -> tuple[dict, dict]:
     """``(datasets, loop-config entries)`` of a TorchTrainer for ``load_datasets``' output:
-    Ray Datasets go to Train's ``datasets``, a ``RecordFiles`` set through the loop config."""
-    if isinstance(train, RecordFiles):
-        return {"val": val}, {"train_files": train}
-    return {"train": train, "val": val}, {}
+    Ray Datasets go to Train's ``datasets``, ``RecordFiles`` sets through the loop config."""
+    datasets, files = {}, {}
+    for name, part in (("train", train), ("val", val)):
+        if isinstance(part, RecordFiles):
+            files[f"{name}_files"] = part
+        else:
+            datasets[name] = part
+    return datasets, files
 
 
 def _to_device(array: np.ndarray, device) -> torch.Tensor:
@@ -257,7 +274,12 @@ def window_batches(dataset, *, length: int, hop: int, rank: int = 0, world: int 
     """Yield ``(record ids, labels, windows (n, L) float32, record of each window)``
     per batch of records; this rank's share is every ``world``-th record."""
     seen = 0
-    for batch in dataset.iter_batches(batch_size=records_per_batch, batch_format="numpy"):
+    if isinstance(dataset, RecordShard):
+        batches = ({name: t.column(name).to_numpy(zero_copy_only=False) for name in COLUMNS}
+                   for t in dataset.iter_batches(records_per_batch, prefetch=False))
+    else:
+        batches = dataset.iter_batches(batch_size=records_per_batch, batch_format="numpy")
+    for batch in batches:
         signals = _signals(batch["signal"])
         mine = [i for i in range(len(signals)) if (seen + i) % world == rank]
         seen += len(signals)

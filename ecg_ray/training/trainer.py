@@ -215,7 +215,8 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     init_ray(address)
-    train_ds, val_ds, info = load_datasets(prepared, cfg.val_fold, max_records=cfg.max_records)
+    train_ds, val_ds, info = load_datasets(prepared, cfg.val_fold, materialize=cfg.materialize,
+                                           max_records=cfg.max_records)
     print(f"train: {cfg.model} on {info.train_records} records ({info.train_segments} segments), "
           f"validating on {info.val_records} records; data {'materialized' if info.materialized else 'streamed'}",
           file=sys.stderr, flush=True)

@@ -31,7 +31,7 @@ from ..models import batched_logits, build_model, freeze
 from .augment import build_augmenter, make_generator
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .feed import crop_batches, steps_per_epoch, train_shard, window_batches
+from .feed import crop_batches, steps_per_epoch, train_shard, val_records, window_batches
 from .imbalance import build_loss, class_weights
 from .metrics import score_records
 from .schedule import build_scheduler, per_step
@@ -171,7 +171,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     augment = build_augmenter(cfg.augment, p=cfg.augment_p)
     sample_rates = class_weights(class_counts, cfg.class_weighting) if cfg.imbalance == "sampler" else None
     shard = train_shard(loop_config, rank, world, cfg.seed)
-    val_shard = ray.train.get_dataset_shard("val")
+    val_shard = val_records(loop_config)
 
     for epoch in range(start_epoch, cfg.num_epochs):
         model.train()
