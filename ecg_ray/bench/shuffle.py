@@ -127,7 +127,9 @@ def run(opts) -> dict:
              f"{opts.repeats} seeds, {opts.threads} torch thread(s); chunks of {window} records and a crop "
              f"buffer of {window} records' crops ({window / len(data.labels):.0%} of the records; a full run: "
              f"{TrainConfig().shuffle_buffer} of {FULL_SPLIT}); the recipe's defaults otherwise, no augmentation"]
-    return {"model": model, "epochs": epochs, "runs": runs, "delta_f1": stats.summarize(deltas), "notes": notes}
+    env = {k: v for k, v in os.environ.items() if k == "ECG_RAY_SHUFFLE_EPOCHS"}
+    return {"model": model, "epochs": epochs, "runs": runs, "delta_f1": stats.summarize(deltas), "notes": notes,
+            "env": env}
 
 
 def render(result: dict, context: dict) -> str:
@@ -140,7 +142,8 @@ def render(result: dict, context: dict) -> str:
         rows.append([arm, *[fmt(v, 3) for v in curves.mean(0)], fmt(np.mean(f1), 3),
                      ", ".join(fmt(v, 3) for v in f1)])
     d = result["delta_f1"]
-    out = [markdown_table(head, rows),
+    out = [" ".join(f"Environment: `{k}={v}`" for k, v in result.get("env", {}).items()), ""] * bool(result.get("env"))
+    out += [markdown_table(head, rows),
            f"- ΔF1 stored − shuffled, paired by seed: median {fmt(d['median'], 3)} "
            f"(min {fmt(d['min'], 3)}, max {fmt(d['max'], 3)}); training loss is the mean over seeds"]
     out += [f"- {n}" for n in result.get("notes", [])]
