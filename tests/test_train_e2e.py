@@ -111,3 +111,12 @@ def test_two_gloo_workers_with_sampler_match_a_single_process_scoring(prepared_s
     # flip for a record or window or two, nothing more
     for key in ("val_f1_cinc", "val_accuracy", "val_seg_f1_cinc", "val_auroc_macro"):
         assert payload["metrics"][key] == pytest.approx(single[key], abs=0.02), key
+
+    # --resume of the finished run: Train restores its last checkpoint, no epoch is trained again,
+    # and the last epoch is reported once more (a sweep trial restored there ends on its real result)
+    history = json.loads((run / "history.json").read_text())
+    again = _train(prepared, run, "--num-workers", "2", "--imbalance", "sampler", "--no-calibrate",
+                   "--no-materialize", "--resume")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert again.stderr.count("epoch   1 ") == 1 and "epoch   2" not in again.stderr
+    assert json.loads((run / "history.json").read_text()) == history

@@ -166,6 +166,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start_epoch = payload["epoch"] + 1
         best = max(h[HEADLINE] for h in history)
         since_best = start_epoch - 1 - max(h["epoch"] for h in history if h[HEADLINE] == best)
+        if start_epoch >= cfg.num_epochs or history[-1].get("early_stopped"):
+            # Restored after its last epoch: a sweep's driver killed between that epoch's report and
+            # its own record of it restarts the trial from the old record. Report the epoch again, so
+            # Tune ends on the run's real result (every rank: a report is collective).
+            ray.train.report(history[-1])
+            return
 
     loss_fn = build_loss(cfg.imbalance, class_counts, gamma=cfg.focal_gamma, weighting=cfg.class_weighting).to(device)
     augment = build_augmenter(cfg.augment, p=cfg.augment_p)
