@@ -237,6 +237,19 @@ def test_schedules_warm_up_then_decay_to_near_zero(name):
     assert opt.param_groups[0]["lr"] <= lrs[-1] + 1e-12  # after the last step too (what the last epoch reports)
 
 
+@pytest.mark.parametrize("name", ["onecycle", "cosine"])
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 7])
+def test_schedules_of_a_few_steps_run(name, total):
+    """A tiny run (a few records, 2 epochs: 4 steps) steps through its schedule: onecycle's
+    warm-up of under two steps divided by zero inside torch."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+    sched = build_scheduler(name, opt, total_steps=total, warmup=0.2)
+    for _ in range(total):
+        opt.step()
+        sched.step()
+        assert 0 <= opt.param_groups[0]["lr"] <= 2e-3 + 1e-12
+
+
 def test_every_config_field_is_a_cli_flag_and_defaults_stay_the_configs():
     from ecg_ray.cli import _config_overrides, build_parser
 

@@ -30,9 +30,12 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, total_steps:
         # one step more than the run takes: torch's OneCycleLR reaches its floor after
         # total_steps - 1 steps and its last step wraps the cosine back up (the lr an
         # epoch reports at the end of a run came out at the warm-up's level)
+        # (a warm-up must also span more than one of them: torch divides by its length in steps - 1,
+        # so a run of a few steps gets a longer warm-up share instead of a ZeroDivisionError)
+        steps = total_steps + 1
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps + 1,
-            pct_start=max(min(warmup, 0.99), 0.01), anneal_strategy="cos")
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps,
+            pct_start=min(max(warmup, 0.01, 1.5 / steps), 0.99), anneal_strategy="cos")
     if name == "cosine":
         warm = max(int(round(warmup * total_steps)), 1)
 
