@@ -104,7 +104,8 @@ def train_arm(cfg, data, shard, val, epochs: int, window: int) -> dict:
     y, windows, codes = val
     model.eval()
     metrics = score_records(y, batched_logits(model, windows, 512, torch.device("cpu")), codes, cfg.aggregate)
-    return {"train_loss": losses, "val_f1": metrics[HEADLINE], "seconds": round(time.perf_counter() - t0, 1)}
+    return {"train_loss": losses, "val_f1": metrics[HEADLINE], "val_loss": metrics["val_loss"],
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def run(opts) -> dict:
@@ -123,28 +124,36 @@ def run(opts) -> dict:
             print(f"bench shuffle: {model} seed {seed} {arm} …", flush=True)
             runs[arm].append(train_arm(cfg, data, shard, val, epochs, window))
     deltas = [s["val_f1"] - f["val_f1"] for s, f in zip(runs["stored"], runs["shuffled"])]
+    loss_deltas = [s["val_loss"] - f["val_loss"] for s, f in zip(runs["stored"], runs["shuffled"])]
     notes = [f"{model}, {epochs} epochs, {data.describe()}, {len(val[0])} validation records; "
              f"{opts.repeats} seeds, {opts.threads} torch thread(s); chunks of {window} records and a crop "
              f"buffer of {window} records' crops ({window / len(data.labels):.0%} of the records; a full run: "
              f"{TrainConfig().shuffle_buffer} of {FULL_SPLIT}); the recipe's defaults otherwise, no augmentation"]
     env = {k: v for k, v in os.environ.items() if k == "ECG_RAY_SHUFFLE_EPOCHS"}
-    return {"model": model, "epochs": epochs, "runs": runs, "delta_f1": stats.summarize(deltas), "notes": notes,
-            "env": env}
+    return {"model": model, "epochs": epochs, "runs": runs, "delta_f1": stats.summarize(deltas),
+            "delta_val_loss": stats.summarize(loss_deltas), "notes": notes, "env": env}
 
 
 def render(result: dict, context: dict) -> str:
     runs, epochs = result["runs"], result["epochs"]
-    head = ["arm", *[f"loss ep {e + 1}" for e in range(epochs)], "val F1(N,A,O) (mean)", "per seed"]
+    head = ["arm", *[f"loss ep {e + 1}" for e in range(epochs)], "val loss (mean)", "val F1(N,A,O) (mean)",
+            "F1 per seed"]
     rows = []
     for arm in ARMS:
         curves = np.array([r["train_loss"] for r in runs[arm]])
         f1 = [r["val_f1"] for r in runs[arm]]
-        rows.append([arm, *[fmt(v, 3) for v in curves.mean(0)], fmt(np.mean(f1), 3),
+        val_loss = [r.get("val_loss") for r in runs[arm]]
+        rows.append([arm, *[fmt(v, 3) for v in curves.mean(0)],
+                     fmt(np.mean(val_loss), 3) if None not in val_loss else "—", fmt(np.mean(f1), 3),
                      ", ".join(fmt(v, 3) for v in f1)])
     d = result["delta_f1"]
     out = [" ".join(f"Environment: `{k}={v}`" for k, v in result.get("env", {}).items()), ""] * bool(result.get("env"))
     out += [markdown_table(head, rows),
            f"- ΔF1 stored − shuffled, paired by seed: median {fmt(d['median'], 3)} "
            f"(min {fmt(d['min'], 3)}, max {fmt(d['max'], 3)}); training loss is the mean over seeds"]
+    if "delta_val_loss" in result:
+        v = result["delta_val_loss"]
+        out.append(f"- Δ validation loss (record-level NLL) stored − shuffled, paired by seed: median "
+                   f"{fmt(v['median'], 3)} (min {fmt(v['min'], 3)}, max {fmt(v['max'], 3)})")
     out += [f"- {n}" for n in result.get("notes", [])]
     return "\n".join(out)
