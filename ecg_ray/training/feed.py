@@ -274,18 +274,14 @@ def window_batches(dataset, *, length: int, hop: int, rank: int = 0, world: int 
     """Yield ``(record ids, labels, windows (n, L) float32, record of each window)``
     per batch of records; this rank's share is every ``world``-th record."""
     seen = 0
-    if isinstance(dataset, RecordShard):
-        batches = ({name: t.column(name).to_numpy(zero_copy_only=False) for name in COLUMNS}
-                   for t in dataset.iter_batches(records_per_batch, prefetch=False))
-    else:
-        batches = dataset.iter_batches(batch_size=records_per_batch, batch_format="numpy")
-    for batch in batches:
-        signals = _signals(batch["signal"])
+    for batch in record_chunks(dataset, 0, False, records_per_batch):  # pyarrow, from either source
+        signals = store.record_signals(batch)
         mine = [i for i in range(len(signals)) if (seen + i) % world == rank]
         seen += len(signals)
         if not mine:
             continue
         windows = [segment(signals[i], length, hop, pad=True)[0] for i in mine]
         codes = np.repeat(np.arange(len(mine)), [len(w) for w in windows])
-        yield (np.asarray(batch["record_id"])[mine], batch["label_index"].astype(np.int64)[mine],
+        yield (batch.column("record_id").to_numpy(zero_copy_only=False)[mine],
+               batch.column("label_index").to_numpy().astype(np.int64)[mine],
                np.concatenate(windows).astype(np.float32, copy=False), codes)
