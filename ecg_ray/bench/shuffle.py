@@ -10,12 +10,13 @@ number of steps, two ways per seed:
 - **full shuffle**: the records permuted globally every epoch, then the same
   crop buffer (what a perfect shuffle would give);
 
-and compares the per-epoch training loss and the validation F1(N,A,O) at the
-end, paired by seed. On fewer records than the full training split the chunk
-and the buffer shrink in proportion (``scaled_window``), so the buffer spans the
-same share of the records as in a full run (1,024 of 5,268: about a fifth);
-otherwise one chunk would hold every record and both arms would be the same. No Ray: both arms run the worker's own step
-(``step.train_step``) on records in memory, one process, ``--threads`` torch
+and compares the per-epoch training loss and, at the end, the validation
+record-level NLL and F1(N,A,O), paired by seed. On fewer records than the full
+training split the chunk and the buffer shrink in proportion
+(``scaled_window``), so the buffer spans the same share of the records as in a
+full run (1,024 of 5,268: about a fifth); otherwise one chunk would hold every
+record and both arms would be the same. No Ray: both arms run the worker's own
+step (``step.train_step``) on records in memory, one process, ``--threads`` torch
 threads. ``--repeats`` seeds, ``$ECG_RAY_SHUFFLE_EPOCHS`` epochs (default 6),
 ``--models``' first model (default ``cnn_only``), ``--train-records`` records.
 """
