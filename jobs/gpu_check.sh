@@ -4,8 +4,12 @@
 #
 #   here:  echo /.devray/ >> .git/info/exclude
 #          bash ../shared/tools/gpu-ray/build.sh .devray HAVE   # prints INSTALL, the install line
-#          mkdir -p .devray/records && cp REFERENCE.csv + ~400 .hea/.mat files there (carry: .devray)
-#   there: INSTALL && bash jobs/gpu_check.sh .devray/records "$OUT"
+#          mkdir -p .devray/records && cp REFERENCE.csv + ~120 .hea/.mat files there (carry: .devray)
+#   there: INSTALL (plus `chmod +x` of ray/core/src/ray/{gcs/gcs_server,raylet/raylet} under
+#          /tmp/site: build.sh's unzip drops the executable bits) && bash jobs/gpu_check.sh .devray/records DIR
+#
+# With 120 records the steps before the benchmark took 7.5 min on an H200; the exact command
+# and what it gave are in results/gpu/README.md. $OUT returns at most 8 files: tar DIR into it.
 #
 # Steps, each logged to OUT (default results/gpu): the device; prepare of the carried
 # records; the smoke sweep's stage 1 with --gpus-per-trial 0.25 (4 trials share the GPU);
