@@ -83,7 +83,10 @@ class LocalCluster:
     def logs(self) -> Path:
         return self.root / "cli"
 
-    def start(self, n_workers: int = 2) -> "LocalCluster":
+    def start(self, n_workers: int = 2, settle: bool = True) -> "LocalCluster":
+        """The head and ``n_workers`` worker nodes ``n0, n1, ...``. ``settle=False`` returns
+        once they are started, before the 20-s check that they stayed up: call
+        ``settle_nodes()`` later (a job can be submitted meanwhile)."""
         self.env = _token_env({k: v for k, v in self.env.items() if k != "RAY_ADDRESS"})
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         head = ["start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.gcs_port),
@@ -95,26 +98,34 @@ class LocalCluster:
         fast = {"RAY_health_check_period_ms": "2000", "RAY_health_check_failure_threshold": "3"}
         out = ray_cli(head, {**self.env, **fast}, self.logs, timeout=180)
         assert out.returncode == 0, out.stdout[-3000:]
-        self.add_nodes([f"n{i}" for i in range(n_workers)])
+        names = [f"n{i}" for i in range(n_workers)]
+        self._start_nodes(names)
+        if settle:
+            self.settle_nodes(names)
         return self
 
     def add_node(self, name: str) -> str:
-        return self.add_nodes([name])[0]
+        self._start_nodes([name])
+        return self.settle_nodes([name])[0]
 
-    def add_nodes(self, names: list[str], tries: int = 3) -> list[str]:
-        """Start 1-CPU worker nodes and wait until each raylet has stayed up 20 s (one wait
+    def _start_nodes(self, names: list[str]) -> None:
+        for name in names:
+            start = ["start", "--address", f"127.0.0.1:{self.gcs_port}", "--node-ip-address", "127.0.0.1",
+                     "--num-cpus", "1", "--temp-dir", str(self.root / name), "--disable-usage-stats",
+                     *_agent_ports()]
+            out = ray_cli(start, self.env, self.logs, timeout=180)
+            assert out.returncode == 0, out.stdout[-3000:]
+
+    def settle_nodes(self, names: list[str], tries: int = 3) -> list[str]:
+        """Wait until each started 1-CPU worker node's raylet has stayed up 20 s (one wait
         for all of them): on a busy machine a raylet can die a few seconds after `ray
         start` returns (its dashboard agent too slow to come up); such a node is started
         again. (Never judged by a slow `ray status`: killing a node that is up would lose
         its trials.)"""
         pending = list(names)
-        for _ in range(tries):
-            for name in pending:
-                start = ["start", "--address", f"127.0.0.1:{self.gcs_port}", "--node-ip-address", "127.0.0.1",
-                         "--num-cpus", "1", "--temp-dir", str(self.root / name), "--disable-usage-stats",
-                         *_agent_ports()]
-                out = ray_cli(start, self.env, self.logs, timeout=180)
-                assert out.returncode == 0, out.stdout[-3000:]
+        for attempt in range(tries):
+            if attempt:
+                self._start_nodes(pending)
             time.sleep(20)
             for name in list(pending):
                 if self.raylet(name) is not None:
@@ -134,6 +145,18 @@ class LocalCluster:
             if cmd and cmd[0].endswith("raylet") and any(temp in part for part in cmd):
                 return proc
         return None
+
+    def process_titles(self, name: str) -> list[str]:
+        """What runs on worker node ``name``: the titles of its raylet's child processes
+        (a Ray worker renames itself ``ray::<actor class>.<method>``)."""
+        raylet = self.raylet(name)
+        titles = []
+        for proc in raylet.children(recursive=True) if raylet is not None else []:
+            try:
+                titles.append((proc.cmdline() or [""])[0])
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return titles
 
     def node_id(self, name: str) -> str | None:
         proc = self.raylet(name)

@@ -122,7 +122,7 @@ def run_on_cluster(prepared: Path, storage: Path) -> SmokeSweep:
                "--storage", str(storage), *SMALL, *STAGE2]
     job = None
     try:
-        cluster.start(2)
+        cluster.start(2, settle=False)  # settled below, while the job starts
         # One disk for 3 nodes; and the cluster's address for every process of the job: Ray
         # Train's placement-group cleaner looks its cluster up without one and, on a machine
         # running more than one Ray, fails ("Found multiple active Ray instances") and leaks
@@ -130,6 +130,7 @@ def run_on_cluster(prepared: Path, storage: Path) -> SmokeSweep:
         env_vars = {"ECG_RAY_SHARED_STORAGE": str(storage), "PYTHONUNBUFFERED": "1",
                     "RAY_ADDRESS": f"127.0.0.1:{cluster.gcs_port}"}
         job = cluster.submit(command, env_vars)
+        cluster.settle_nodes(["n0", "n1"])
         finished = _wait(lambda: _finished_some(experiment), 900, "no stage-1 trial finished in time")
         cluster.stop_job(job)
         before = {t: trial_files(experiment, t) for t in finished}
@@ -166,12 +167,14 @@ def _finished_some(experiment: Path) -> set[str]:
 
 def _kill_mid_trial(cluster, stage2: Path) -> dict | None:
     """Kill the node of a stage-2 trial that has reported its first epoch and not its
-    last: ``{trial, node_id, node, epochs_done}``, or None while there is none."""
+    last: ``{trial, node_id, node, epochs_done, processes}`` (the titles of the node's
+    processes just before), or None while there is none."""
     ids = {cluster.node_id(name): name for name in cluster.nodes}
     for trial_id, rows in epoch_rows(stage2).items():
         if len(rows) == 1 and rows[0].get("node_id") in ids:
             name = ids[rows[0]["node_id"]]
+            processes = cluster.process_titles(name)
             cluster.kill_node(name)
             return {"trial": trial_id, "node_id": rows[0]["node_id"], "node": name,
-                    "epochs_done": rows[0]["epochs_done"]}
+                    "epochs_done": rows[0]["epochs_done"], "processes": processes}
     return None

@@ -47,6 +47,10 @@ def test_a_lost_node_s_trial_resumes_from_its_checkpoint_on_another_node(smoke_s
     trials, _ = load_experiment(stage2)
     row = trials.set_index("trial_id").loc[killed["trial"]]
     assert row["status"] == "TERMINATED" and bool(row["retried"]) and row["nodes"] == 2
+    # trial drivers (and so Train's controllers) live on the head: a lost worker node takes only
+    # Train workers (a controller lost with its node leaks its workers' placement group: a hang)
+    assert any("RayTrainWorker" in title for title in killed["processes"]), killed["processes"]
+    assert not [t for t in killed["processes"] if "ImplicitFunc" in t or "TrainController" in t]
 
 
 def test_stage2_trials_are_ddp_on_two_workers_and_report_what_one_process_scores(smoke_sweep):

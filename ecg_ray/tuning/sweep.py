@@ -41,8 +41,13 @@ TIME_ATTR = "epochs_done"
 #: Resources of the trial driver: it only waits on the TorchTrainer it launched.
 #: Ray refuses an all-zero request, so it asks for a token of memory and no CPU;
 #: since that lets any number of drivers start, the sweep always bounds
-#: ``max_concurrent_trials`` (see ``trial_limit``).
-TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 64 * 2**20}
+#: ``max_concurrent_trials`` (see ``trial_limit``). It runs on the head node: Train V2
+#: puts the run's controller and placement-group cleaner on the driver's node, so a
+#: driver on a worker node that is lost takes them along, and the workers' placement
+#: group (owned by the dead controller, living as long as the job) is never removed: Ray
+#: reschedules its lost bundles onto the next node that joins and the sweep waits on
+#: those CPUs forever. On the head, losing a worker node only loses Train workers.
+TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 64 * 2**20, "node:__internal_head__": 0.001}
 #: Directories (``os.pathsep``-separated) mounted at the same path on every node
 #: (NFS, EFS): a ``--storage`` under one of them is fine on a multi-node cluster.
 SHARED_STORAGE_ENV = "ECG_RAY_SHARED_STORAGE"
