@@ -14,10 +14,18 @@ Three rows, each the wall time of a run whose training function returns at once,
 
 Divided by the epochs of a run this is what a short trial pays per epoch before
 training; it is why a 1-epoch trial on this machine takes ~30 s.
+
+The bare run is split in two: from ``fit()`` to the first line of the training
+function on the worker (controller, placement group, worker process, process group),
+and from its last line to ``fit()``'s return (the controller notices the end at its
+next poll of the workers, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, then shuts the
+group down). Two more rows rerun it with one of Train V2's knobs turned: that poll
+every 0.2 s instead of 2 s, and no ``PreemptionWatcher`` actor.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -27,18 +35,33 @@ from .machine import ray_available
 from .stats import markdown_table, summary_cells
 
 ROWS = [("trainer", "TorchTrainer.fit(), no datasets"),
+        ("trainer_until_loop", "… of which fit() → training function's first line"),
+        ("trainer_after_loop", "… of which its last line → fit() returns"),
+        ("trainer_poll_0.2", "TorchTrainer.fit(), RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2"),
+        ("trainer_no_preemption", "TorchTrainer.fit(), RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0"),
         ("trainer_data", "TorchTrainer.fit() with the run's datasets, first batch read"),
         ("tune_trial", "one Tune trial launching that TorchTrainer")]
 
 
+#: Train V2's knobs that the knob rows turn, and their values there
+KNOBS = {"trainer_poll_0.2": ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
+         "trainer_no_preemption": ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")}
+
+
 def _empty_loop(config: dict):
+    import ray.train
+
     from ..training.feed import record_chunks, train_shard
 
+    started = time.time()
     if config.get("data"):
         next(iter(record_chunks(train_shard(config, 0, 1, 0), 0, False)), None)
+    ray.train.report({"started": started, "ended": time.time()})
 
 
-def _fit(datasets, storage: str, name: str) -> None:
+def _fit(datasets, storage: str, name: str) -> dict:
+    """Fit a trainer whose loop returns at once; ``{started, ended, called, returned}``
+    in ``time.time()`` seconds (the first two read on the worker)."""
     from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
 
@@ -50,20 +73,39 @@ def _fit(datasets, storage: str, name: str) -> None:
     if datasets is not None:
         sets, files = trainer_datasets(datasets[0], datasets[1])
         kwargs = {"datasets": sets, "dataset_config": data_config()}
-    TorchTrainer(_empty_loop, train_loop_config={"data": datasets is not None, **files},
-                 scaling_config=scaling_config(TrainConfig()), run_config=RunConfig(name=name, storage_path=storage),
-                 **kwargs).fit()
+    called = time.time()
+    result = TorchTrainer(_empty_loop, train_loop_config={"data": datasets is not None, **files},
+                          scaling_config=scaling_config(TrainConfig()),
+                          run_config=RunConfig(name=name, storage_path=storage), **kwargs).fit()
+    return {**result.metrics, "called": called, "returned": time.time()}
 
 
-def _timed(fn, repeats: int, warmup: int) -> list[float]:
+def _timed(fn, repeats: int, warmup: int, marks: list | None = None) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup``; what each returned
+    goes to ``marks``."""
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        got = fn()
         out.append(time.perf_counter() - t0)
+        if marks is not None:
+            marks.append(got)
     return out
+
+
+def _with_env(name: str, value: str, fn):
+    """``fn`` run with ``$name=value`` in this process (Train V2 hands its knobs from the
+    driver's environment to the controller it starts)."""
+    def run():
+        old = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn()
+        finally:
+            os.environ.pop(name) if old is None else os.environ.__setitem__(name, old)
+    return run
 
 
 def run(opts) -> dict:
@@ -89,8 +131,15 @@ def run(opts) -> dict:
         tune.Tuner(tune.with_resources(trial, TRIAL_DRIVER_RESOURCES),
                    run_config=tune.RunConfig(name=f"tune_{next(runs)}", storage_path=storage, verbose=0)).fit()
 
+    def bare():
+        return _fit(None, storage, f"bare_{next(runs)}")
+
     try:
-        rows = {"trainer": _timed(lambda: _fit(None, storage, f"bare_{next(runs)}"), opts.repeats, opts.warmup),
+        marks = []
+        rows = {"trainer": _timed(bare, opts.repeats, opts.warmup, marks),
+                "trainer_until_loop": [m["started"] - m["called"] for m in marks],
+                "trainer_after_loop": [m["returned"] - m["ended"] for m in marks],
+                **{key: _timed(_with_env(*knob, bare), opts.repeats, opts.warmup) for key, knob in KNOBS.items()},
                 "trainer_data": _timed(lambda: _fit(datasets, storage, f"data_{next(runs)}"), opts.repeats,
                                        opts.warmup),
                 "tune_trial": _timed(tune_once, opts.repeats, opts.warmup)}
