@@ -278,7 +278,8 @@ OVERFIT_CASES = [
 def test_model_can_fit_a_real_batch(name, hp, real_segments):
     x_np, y_np = real_segments
     assert x_np.shape == (16, 1500) and np.bincount(y_np).tolist() == [4, 4, 4, 4]
-    x, y = torch.from_numpy(x_np).unsqueeze(1), torch.from_numpy(y_np)
+    # the first 2.5 s of each segment: half the compute, still real beats to tell apart
+    x, y = torch.from_numpy(x_np[:, :750]).unsqueeze(1), torch.from_numpy(y_np)
     model = _build(name, **hp).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
