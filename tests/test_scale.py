@@ -204,16 +204,15 @@ def test_record_shards_split_the_training_cells_between_ranks(folder, tmp_path):
 
 def test_signal_bytes_round_trip_and_the_feed_reads_them(prepared_small):
     """The split layout's float32-bytes signal column: the same samples after a filter
-    (sliced arrays), back to lists for ``load_records``, and in the feed's ``_signals``."""
+    (sliced arrays), back to lists for ``load_records``, and read in place (``record_signals``
+    through ``signal_buffer``, as the feed reads them)."""
     import pyarrow as pa
-
-    from ecg_ray.training.feed import _signals
 
     table = store.load_records(prepared_small).slice(0, 40)
     table = table.filter(pa.array(np.arange(40) % 3 != 0))  # offsets that do not start at 0
     as_bytes = store.signal_bytes(table)
     assert as_bytes.schema == store.BYTES_SCHEMA
     assert store.signal_lists(as_bytes).equals(table)
-    from_bytes = _signals(as_bytes.column("signal").to_numpy(zero_copy_only=False))
+    from_bytes = store.record_signals(as_bytes)
     for a, b in zip(from_bytes, store.record_signals(table)):
         assert a.dtype == np.float32 and np.array_equal(a, b)

@@ -121,16 +121,6 @@ def steps_per_epoch(train_records: int, world: int, crops_per_record: int, batch
     return max((train_records // world) * crops_per_record // batch_size, 1)
 
 
-def _signals(column: np.ndarray) -> list[np.ndarray]:
-    """A batch's variable-length ``signal`` column as a list of float32 arrays
-    (float32 bytes in the split layout: read in place)."""
-    if column.dtype != object and column.ndim == 2:
-        return list(column.astype(np.float32, copy=False))
-    if len(column) and isinstance(column[0], bytes):
-        return [np.frombuffer(x, dtype=np.float32) for x in column]
-    return [np.asarray(x, dtype=np.float32) for x in column]
-
-
 def chunk_records(batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(samples, start of each record in them, record lengths, labels)`` of a chunk
     of records as ``iter_batches(batch_format="pyarrow")`` gives it, read in place
