@@ -216,3 +216,24 @@ def test_signal_bytes_round_trip_and_the_feed_reads_them(prepared_small):
     from_bytes = store.record_signals(as_bytes)
     for a, b in zip(from_bytes, store.record_signals(table)):
         assert a.dtype == np.float32 and np.array_equal(a, b)
+
+
+def test_record_windows_reach_every_record_s_tail(prepared_small):
+    """``store.record_windows``: each record cut into overlapping windows whose last one ends
+    at the record's end (a record shorter than a window padded to one), windows in file
+    order with their record index, one label per record."""
+    ids = list(store.load_records(prepared_small, columns=["record_id"]).column("record_id").to_pylist())[:12]
+    cfg = store.preprocess_config(prepared_small)
+    got_ids, y, windows, codes = store.record_windows(prepared_small, ids, cfg)
+    table = store.load_records(prepared_small, ids)
+    assert list(got_ids) == table.column("record_id").to_pylist() and sorted(got_ids) == sorted(ids)
+    assert len(y) == len(ids) and windows.dtype == np.float32 and windows.shape[1] == cfg.segment_length
+    assert np.array_equal(np.unique(codes), np.arange(len(ids))) and np.all(np.diff(codes) >= 0)
+    for i, signal in enumerate(store.record_signals(table)):
+        mine = windows[codes == i]
+        if len(signal) >= cfg.segment_length:
+            assert np.array_equal(mine[0], signal[:cfg.segment_length])
+            assert np.array_equal(mine[-1], signal[-cfg.segment_length:])  # the tail is scored
+            assert len(mine) == int(np.ceil((len(signal) - cfg.segment_length) / cfg.hop)) + 1
+        else:
+            assert len(mine) == 1 and np.array_equal(mine[0][:len(signal)], signal)

@@ -67,15 +67,9 @@ def _validation(prepared, max_records):
     """The run's validation records: ``(labels, windows, record of each window)``."""
     from ..data import store
     from ..data.dataset import PreparedDataset
-    from ..data.preprocess import segment
 
     _, val_ids = PreparedDataset(prepared).select(None, max_records)
-    table = store.load_records(prepared, val_ids)
-    cfg = store.preprocess_config(prepared)
-    windows = [segment(s, cfg.segment_length, cfg.hop, pad=True)[0] for s in store.record_signals(table)]
-    codes = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
-    return (table.column("label_index").to_numpy().astype(np.int64), np.concatenate(windows).astype(np.float32),
-            codes)
+    return store.record_windows(prepared, val_ids, store.preprocess_config(prepared))[1:]
 
 
 def train_arm(cfg, data, shard, val, epochs: int, window: int) -> dict:

@@ -177,6 +177,18 @@ def record_signals(table: pa.Table) -> list[np.ndarray]:
     return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
 
+def record_windows(prepared: Path, record_ids: list[str], cfg: PreprocessConfig):
+    """``(record ids in file order, labels, windows, record index of each window)`` of
+    ``record_ids``: every record cut into ``cfg``'s overlapping windows up to its tail
+    (a short record padded to one window), as whole-record scoring reads them."""
+    table = load_records(prepared, record_ids)
+    windows = [segment(s, cfg.segment_length, cfg.hop, pad=True)[0] for s in record_signals(table)]
+    codes = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
+    return (np.asarray(table.column("record_id").to_pylist()),
+            table.column("label_index").to_numpy().astype(np.int64),
+            np.concatenate(windows).astype(np.float32, copy=False), codes)
+
+
 def load_records(prepared: Path, record_ids: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
     """All records (or those of ``record_ids``) as one in-memory table, no Ray."""
     if not record_files(prepared):

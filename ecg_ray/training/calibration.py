@@ -60,19 +60,14 @@ def checkpoint_window_logits(payload: dict, prepared, record_ids: list[str], bat
     model on ``record_ids`` of a prepared folder, cut with the checkpoint's own
     window config (no Ray); ``with_ids`` puts the record ids (file order) first."""
     from ..data import store
-    from ..data.preprocess import PreprocessConfig, segment
+    from ..data.preprocess import PreprocessConfig
     from ..models import batched_logits
     from .checkpoint import model_from_checkpoint
 
-    cfg = PreprocessConfig.from_dict(payload["preprocess"])
-    table = store.load_records(prepared, record_ids)
-    windows = [segment(sig, cfg.segment_length, cfg.hop, pad=True)[0] for sig in store.record_signals(table)]
-    codes = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
-    logits = batched_logits(model_from_checkpoint(payload), np.concatenate(windows), batch_size)
-    y = table.column("label_index").to_numpy().astype(np.int64)
-    if with_ids:
-        return np.asarray(table.column("record_id").to_pylist()), y, logits, codes
-    return y, logits, codes
+    ids, y, windows, codes = store.record_windows(prepared, record_ids,
+                                                  PreprocessConfig.from_dict(payload["preprocess"]))
+    logits = batched_logits(model_from_checkpoint(payload), windows, batch_size)
+    return (ids, y, logits, codes) if with_ids else (y, logits, codes)
 
 
 def calibrate_checkpoint(path, prepared, record_ids: list[str], log=print) -> dict:
