@@ -105,7 +105,7 @@ def small_arrays(prepared_small) -> TrainArrays:
 
 
 def test_training_arrays_are_the_runs_records(prepared_small, small_arrays):
-    from ecg_ray.training.feed import select_records
+    from ecg_ray.data.dataset import select_records
 
     train_ids, _, _ = select_records(prepared_small, None, 40)
     assert small_arrays.records == list(train_ids)
@@ -167,7 +167,7 @@ def test_shuffle_section_arms_differ_only_in_record_order(prepared_small):
     assert shuffle.scaled_window(3) == 1 and shuffle.scaled_window(10**6) == 1024
     data = load_training_records(prepared_small, max_records=40)
     stored = [r for t in data.shard().iter_batches(7) for r in t.column("label_index").to_pylist()]
-    mixed = shuffle.ShuffledRecords(data.signals, data.labels, seed=0)
+    mixed = data.shard(shuffle_seed=0)
     passes = [[r for t in mixed.iter_batches(7) for r in t.column("signal").to_pylist()] for _ in range(2)]
     assert stored == data.labels.tolist() and passes[0] != passes[1]
     assert sorted(map(len, passes[0])) == sorted(map(len, data.signals))

@@ -87,18 +87,21 @@ def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
 
 class InMemoryRecords:
     """Records in memory with the ``iter_batches`` a Ray shard offers: zero-copy
-    slices of one pyarrow table, in stored order."""
+    slices of one pyarrow table, in stored order, or with ``shuffle_seed`` in a new
+    random record order at every pass (the shuffle bench's full-shuffle arm)."""
 
-    def __init__(self, signals: list[np.ndarray], labels: np.ndarray):
+    def __init__(self, signals: list[np.ndarray], labels: np.ndarray, shuffle_seed: int | None = None):
         import pyarrow as pa
 
         self.table = pa.table({"label_index": pa.array(np.asarray(labels)),
                                "signal": pa.array(list(signals), pa.list_(pa.float32()))})
+        self.rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
 
     def iter_batches(self, batch_size, batch_format="pyarrow", prefetch_batches=0):
         assert batch_format == "pyarrow", batch_format
-        for i in range(0, self.table.num_rows, batch_size):
-            yield self.table.slice(i, batch_size)
+        table = self.table if self.rng is None else self.table.take(self.rng.permutation(self.table.num_rows))
+        for i in range(0, table.num_rows, batch_size):
+            yield table.slice(i, batch_size)
 
 
 @dataclass
@@ -113,8 +116,8 @@ class TrainRecords:
     def class_counts(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(CLASSES)).tolist()
 
-    def shard(self) -> InMemoryRecords:
-        return InMemoryRecords(self.signals, self.labels)
+    def shard(self, shuffle_seed: int | None = None) -> InMemoryRecords:
+        return InMemoryRecords(self.signals, self.labels, shuffle_seed)
 
     def describe(self) -> str:
         mib = sum(map(len, self.signals)) * 4 / 2**20

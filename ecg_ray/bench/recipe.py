@@ -38,7 +38,7 @@ def _val_f1(run: Path, prepared: Path, aggregate: str | None = None) -> float:
     """Validation F1(N,A,O) of a run's best checkpoint, rescored with ``aggregate`` if given."""
     from ..training.calibration import checkpoint_window_logits
     from ..training.checkpoint import load_checkpoint
-    from ..training.feed import select_records
+    from ..data.dataset import select_records
     from ..training.metrics import score_records
 
     payload = load_checkpoint(run)

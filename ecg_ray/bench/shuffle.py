@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import stats
-from .arrays import InMemoryRecords, load_training_records
+from .arrays import load_training_records
 from .stats import fmt, markdown_table
 
 ARMS = ("stored", "shuffled")
@@ -48,19 +48,6 @@ def scaled_window(n_records: int, full: int = FULL_SPLIT) -> int:
 
 def _epochs() -> int:
     return int(os.environ.get("ECG_RAY_SHUFFLE_EPOCHS", "6"))
-
-
-class ShuffledRecords(InMemoryRecords):
-    """``InMemoryRecords`` whose record order is a new permutation at every pass."""
-
-    def __init__(self, signals, labels, seed: int):
-        super().__init__(signals, labels)
-        self.rng = np.random.default_rng(seed)
-
-    def iter_batches(self, batch_size, batch_format="pyarrow", prefetch_batches=0):
-        table = self.table.take(self.rng.permutation(self.table.num_rows))
-        for i in range(0, table.num_rows, batch_size):
-            yield table.slice(i, batch_size)
 
 
 def _validation(prepared, max_records):
@@ -115,7 +102,7 @@ def run(opts) -> dict:
         cfg = TrainConfig(model=model, seed=seed, batch_size=opts.batch_size, augment=[], num_epochs=epochs,
                           max_records=opts.train_records)
         for arm in ARMS:
-            shard = data.shard() if arm == "stored" else ShuffledRecords(data.signals, data.labels, seed)
+            shard = data.shard(None if arm == "stored" else seed)
             print(f"bench shuffle: {model} seed {seed} {arm} …", flush=True)
             runs[arm].append(train_arm(cfg, data, shard, val, epochs, window))
     deltas = [s["val_f1"] - f["val_f1"] for s, f in zip(runs["stored"], runs["shuffled"])]

@@ -38,7 +38,7 @@ import torch
 
 from .. import CLASSES
 from ..data import store
-from ..data.dataset import PreparedDataset, select_records  # noqa: F401  (select_records: re-exported)
+from ..data.dataset import PreparedDataset
 from ..data.preprocess import crop_offsets, cut_windows, n_windows, segment, window_starts
 from ..data.shards import RecordFiles, RecordShard
 
