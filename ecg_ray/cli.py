@@ -494,9 +494,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI. ``command``: the subcommand about to be parsed; the ``TrainConfig`` flags
+    (whose choices import torch and the model zoo, ~2 s) are then added to it alone, so
+    ``prepare`` and the other commands start without them. None: every command, whole."""
     parser = argparse.ArgumentParser(prog="ecg-ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def config_flags(p: argparse.ArgumentParser, *args, **kwargs) -> None:
+        if command is None or command == p.prog.split()[-1]:
+            _add_config_flags(p, *args, **kwargs)
 
     p = sub.add_parser("download", help="fetch PhysioNet 2017 and MIT-BIH (checksums verified)")
     p.add_argument("--data-dir", type=Path, default=None, help="data root (default: $ECG_RAY_DATA or cache)")
@@ -534,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, "run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
-    _add_config_flags(p)
+    config_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="run a search space as an ASHA-pruned Ray Tune sweep")
@@ -629,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="folds (the saved ones if it matches their number)")
     p.add_argument("--fold-ids", default=None, help="comma list: run only these folds (e.g. 0,1)")
     p.add_argument("--exclude-test", action="store_true", help="make folds over train+val only, test untouched")
-    _add_config_flags(p, "--max-records: default all records, whatever the config's cap")
+    config_flags(p, "--max-records: default all records, whatever the config's cap")
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("final", help="train the final model on train+val (test held out) for a fixed epoch count")
@@ -637,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
     p.add_argument("--epochs", type=int, default=None, help="epoch count")
     p.add_argument("--from-crossval", type=Path, default=None, help="crossval folder: its median best epoch")
-    _add_config_flags(p, "--max-records: default all records, whatever the config's cap", skip=("num_epochs",))
+    config_flags(p, "--max-records: default all records, whatever the config's cap", skip=("num_epochs",))
     p.set_defaults(func=cmd_final)
     formats = ("table", "csv", "json", "markdown")
     p = sub.add_parser("runs", help="read a sweep (or train run folders): list, best, compare")
@@ -723,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(next((a for a in argv if not a.startswith("-")), "")).parse_args(argv)
     try:
         return args.func(args)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as e:

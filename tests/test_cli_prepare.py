@@ -49,3 +49,13 @@ def test_prepare_cli_errors_are_one_line(tmp_path):
         assert out.returncode == 2, out.stderr
         assert out.stderr.startswith("ecg-ray: error:") and needle in out.stderr
         assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_prepare_starts_without_torch(tmp_path):
+    """Only train/crossval/final build the TrainConfig flags (their choices import torch and
+    the model zoo): `prepare` and its errors come without that ~2-s import."""
+    code = ("import sys; from ecg_ray.cli import main; "
+            f"rc = main(['prepare', '--data-dir', {str(tmp_path / 'missing')!r}, '--out', {str(tmp_path / 'o')!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
