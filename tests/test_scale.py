@@ -144,22 +144,29 @@ class _Read:
 @pytest.mark.parametrize("max_records", [None, 8])
 def test_feed_reads_only_the_runs_cells_of_a_split_layout(folder, tmp_path, monkeypatch, max_records):
     """``load_datasets`` on a split-layout folder reads each side from its own cell
-    folders (``store.cell_dirs``), with no record filter unless a record cap asks for one."""
+    folders (``store.cell_dirs``), with no record filter unless a record cap asks for one;
+    materialized, the driver reads exactly the run's records and puts them in the object
+    store itself (``held_by_driver``: a lost worker node holds none of them)."""
     import ray
 
+    from ecg_ray.data.dataset import PreparedDataset
     from ecg_ray.training.feed import load_datasets
 
     prepare("cinc2017", folder, tmp_path / "split", workers=1, split_layout=True, log=quiet)
     manifest = store.read_manifest(tmp_path / "split")
     monkeypatch.setattr(ray.data, "read_parquet", _Read)
+    monkeypatch.setattr(ray.data, "from_arrow", lambda chunks: chunks)  # the tables the driver would put
     train_dirs, val_dirs = store.cell_dirs(tmp_path / "split", manifest, 2)
+    selected = PreparedDataset(tmp_path / "split").select(2, max_records)
     for materialize in (True, False):
         train_ds, val_ds, info = load_datasets(tmp_path / "split", val_fold=2, materialize=materialize,
                                                max_records=max_records)
         assert info.materialized == materialize
-        for ds, dirs in ((train_ds, train_dirs), (val_ds, val_dirs)):
+        for ds, dirs, ids in ((train_ds, train_dirs, selected[0]), (val_ds, val_dirs, selected[1])):
             if materialize:
-                assert ds.paths == [str(d) for d in dirs] and ds.filtered == bool(max_records) and ds.materialized
+                got = [r for chunk in ds for r in chunk.column("record_id").to_pylist()]
+                assert sorted(got) == sorted(ids) and len(got) == len(set(got))
+                assert ds[0].schema.names == ["record_id", "label_index", "signal"]
             else:  # streamed: the workers read the cells' files themselves (no Ray Data)
                 assert isinstance(ds, RecordFiles)
                 assert sorted({str(Path(f).parent) for f in ds.files}) == sorted(str(d.resolve()) for d in dirs)

@@ -89,31 +89,38 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     info = FeedInfo(len(train_ids), len(val_ids), int(index["n_windows"][in_train].sum()),
                     int(index["n_windows"][in_val].sum()), class_counts, length, materialize, fixed)
     cells = store.cell_dirs(prepared, store.read_manifest(prepared), val_fold)
-    if cells is not None:  # split layout: each side reads its own folders, filtered only under a record cap
-        def read(dirs, ids):
-            part = ray.data.read_parquet([str(d) for d in dirs]).select_columns(COLUMNS)
-            if max_records:
-                part = part.filter(expr=col("record_id").is_in(list(ids)))
-            return part.materialize() if materialize else part
-
-        if materialize:
-            return read(cells[0], train_ids), read(cells[1], val_ids), info
-        # streamed: the workers read with pyarrow (``data.shards``), each training rank its own row
-        # groups, every rank all validation records; no Ray Data task then waits for a CPU that
-        # the training workers hold (with every CPU booked, a streamed Ray Data read never starts)
+    if materialize:
+        files = ([store.record_files(prepared)] * 2 if cells is None else
+                 [[f for d in side for f in sorted(d.rglob("*.parquet"))] for side in cells])
+        return held_by_driver(files[0], train_ids), held_by_driver(files[1], val_ids), info
+    if cells is not None:
+        # streamed, split layout: the workers read with pyarrow (``data.shards``), each training rank
+        # its own row groups, every rank all validation records; no Ray Data task then waits for a
+        # CPU that the training workers hold (with every CPU booked, a streamed read never starts)
         return tuple(RecordFiles.from_dirs(d, ids if max_records else None, COLUMNS)
                      for d, ids in ((cells[0], train_ids), (cells[1], val_ids))) + (info,)
 
     ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS)).select_columns(COLUMNS)
     ds = ds.filter(expr=col("record_id").is_in(list(train_ids) + list(val_ids)))
-    if materialize:
-        ds = ds.materialize()
+    return (ds.filter(expr=col("record_id").is_in(list(train_ids))),
+            ds.filter(expr=col("record_id").is_in(list(val_ids))), info)
 
-    def select(ids):
-        part = ds.filter(expr=col("record_id").is_in(list(ids)))
-        return part.materialize() if materialize else part
 
-    return select(train_ids), select(val_ids), info
+def held_by_driver(files: list[Path], ids):
+    """The records ``ids`` of parquet ``files`` (in file order) as a materialized Ray
+    Dataset whose blocks this process read with pyarrow and put in the object store
+    itself: they are owned and stored on the driver's node (the head, for a job), so a
+    lost worker node loses none of them. Blocks that Ray Data tasks materialized live
+    on the worker nodes that ran them; one lost with its node must be rebuilt by a task
+    that needs a CPU, which DDP workers waiting for that block may all hold: a hang."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import ray
+
+    table = pq.read_table([str(f) for f in files], columns=COLUMNS,
+                          filters=pc.field("record_id").isin(list(ids)))
+    chunks = [table.slice(i, RECORDS_PER_CHUNK // 4) for i in range(0, table.num_rows, RECORDS_PER_CHUNK // 4)]
+    return ray.data.from_arrow(chunks or [table])
 
 
 def steps_per_epoch(train_records: int, world: int, crops_per_record: int, batch_size: int) -> int:
