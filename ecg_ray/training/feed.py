@@ -1,10 +1,11 @@
 """The data feed: prepared records (parquet) → Ray Datasets → torch batches on a worker.
 
-Driver side (``load_datasets``): the prepared *whole records* are read once with
-``ray.data.read_parquet``, filtered to the run's train/val records by a pyarrow
-expression, and materialized in the object store when they fit (then reused by
-every epoch and, in a sweep, by every trial). When they do not fit they stream
-from parquet each epoch. With the split layout (``store.cell_dirs``) each side
+Driver side (``load_datasets``): the run's train/val *whole records*, when they fit,
+are read once by the driver with pyarrow and put in the object store from there
+(``held_by_driver``: owned and stored on the driver's node, so a lost worker node
+loses none), then reused by every epoch and, in a sweep, by every trial. When they
+do not fit they stream from parquet each epoch (flat layout: ``ray.data.read_parquet``
+filtered by a pyarrow expression). With the split layout (``store.cell_dirs``) each side
 reads only its own cell folders, and streamed records skip Ray Data:
 ``load_datasets`` returns ``shards.RecordFiles`` sets, ``trainer_datasets``
 passes them to the workers, each training rank reads its own row groups
