@@ -120,7 +120,8 @@ def held_by_driver(files: list[Path], ids):
 
     table = pq.read_table([str(f) for f in files], columns=COLUMNS,
                           filters=pc.field("record_id").isin(list(ids)))
-    chunks = [table.slice(i, RECORDS_PER_CHUNK // 4) for i in range(0, table.num_rows, RECORDS_PER_CHUNK // 4)]
+    # blocks of the size the workers read (``record_chunks``), so each batch is one zero-copy block
+    chunks = [table.slice(i, RECORDS_PER_CHUNK) for i in range(0, table.num_rows, RECORDS_PER_CHUNK)]
     return ray.data.from_arrow(chunks or [table])
 
 
