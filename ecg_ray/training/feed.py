@@ -92,7 +92,7 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     cells = store.cell_dirs(prepared, store.read_manifest(prepared), val_fold)
     if materialize:
         files = ([store.record_files(prepared)] * 2 if cells is None else
-                 [[f for d in side for f in sorted(d.rglob("*.parquet"))] for side in cells])
+                 [RecordFiles.from_dirs(side).files for side in cells])
         return held_by_driver(files[0], train_ids), held_by_driver(files[1], val_ids), info
     if cells is not None:
         # streamed, split layout: the workers read with pyarrow (``data.shards``), each training rank
@@ -102,7 +102,6 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
                      for d, ids in ((cells[0], train_ids), (cells[1], val_ids))) + (info,)
 
     ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS)).select_columns(COLUMNS)
-    ds = ds.filter(expr=col("record_id").is_in(list(train_ids) + list(val_ids)))
     return (ds.filter(expr=col("record_id").is_in(list(train_ids))),
             ds.filter(expr=col("record_id").is_in(list(val_ids))), info)
 
