@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from . import stats
 from .machine import ray_available
@@ -101,12 +102,8 @@ def _with_env(name: str, value: str, fn):
     """``fn`` run with ``$name=value`` in this process (Train V2 hands its knobs from the
     driver's environment to the controller it starts)."""
     def run():
-        old = os.environ.get(name)
-        os.environ[name] = value
-        try:
+        with mock.patch.dict(os.environ, {name: value}):
             return fn()
-        finally:
-            os.environ.pop(name) if old is None else os.environ.__setitem__(name, old)
     return run
 
 
