@@ -28,6 +28,9 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     from .data.preprocess import PreprocessConfig
 
     d = PreprocessConfig()
+    p.add_argument("--fs", type=float, default=d.fs,
+                   help=f"sampling rate records are resampled to, Hz (default {d.fs:g}); "
+                        "--segment-length and --stride count samples at this rate")
     p.add_argument("--segment-length", type=int, default=d.segment_length,
                    help=f"model input window, samples at {d.fs:g} Hz (default {d.segment_length})")
     p.add_argument("--stride", type=int, default=d.stride,
@@ -41,7 +44,7 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
 def _preprocess_config(args):
     from .data.preprocess import PreprocessConfig
 
-    return PreprocessConfig(lowcut=args.lowcut, highcut=args.highcut, segment_length=args.segment_length,
+    return PreprocessConfig(fs=args.fs, lowcut=args.lowcut, highcut=args.highcut, segment_length=args.segment_length,
                             stride=args.stride or None, short_policy=args.short)
 
 

@@ -59,3 +59,21 @@ def test_prepare_starts_without_torch(tmp_path):
             "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+
+
+def test_prepare_cli_resamples_to_the_fs_asked(small_cinc_dir, tmp_path):
+    """``--fs 150``: every record is stored at 150 Hz (half the samples of its 300-Hz
+    original), and windows count samples at that rate."""
+    import wfdb
+
+    from ecg_ray.data import store
+
+    out = _cli("prepare", "--data-dir", small_cinc_dir, "--out", tmp_path / "p150", "--fs", "150",
+               "--segment-length", "1500", "--stride", "750")
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "p150" / "manifest.json").read_text())
+    assert manifest["preprocess"]["fs"] == 150 and manifest["preprocess"]["segment_length"] == 1500
+    table = store.load_records(tmp_path / "p150", columns=["record_id", "n_samples"]).to_pydict()
+    for rid, n in list(zip(table["record_id"], table["n_samples"]))[:5]:
+        raw = wfdb.rdheader(str(small_cinc_dir / rid)).sig_len
+        assert n == -(-raw // 2), (rid, raw, n)  # resample_poly(up=1, down=2): ceil(n / 2) samples
