@@ -27,11 +27,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(PROJECT_ROOT / "search_spaces" / "smoke.yaml")
 #: Shrink the smoke grid's data for tests: the grid itself stays 2 x 2 x 2; stage 2 shrinks to
 #: model x 2 seeds x 2 epochs (the suite's time budget), each trial DDP over 2 workers x 1 CPU
-#: (gloo), one on each worker node. 6 crops per record keep an epoch long enough (~7 steps) for
+#: (gloo), one on each worker node, all with the ``sampler`` strategy (per-rank Poisson resampling:
+#: the one whose ranks draw different batch sizes), so the trial killed with its node is a sampler
+#: DDP trial resumed from its checkpoint. 6 crops per record keep an epoch long enough (~7 steps) for
 #: the node-kill test to catch a trial between its two epochs.
 SMALL_RECORDS = 80
 SMALL = ["--set", f"data.max_records={SMALL_RECORDS}", "--set", "param_space.crops_per_record=6"]
-STAGE2 = ["--set", "stage2={factors: [model], seeds: [0, 1], budget: 2,"
+STAGE2 = ["--set", "stage2={factors: [model], seeds: [0, 1], budget: 2, fixed: {imbalance: sampler},"
                    " resources: {num_workers: 2, cpus_per_trial: 2}}"]
 
 

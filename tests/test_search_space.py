@@ -118,3 +118,11 @@ def test_stage2_section_becomes_a_fixed_budget_grid_around_stage1s_best():
         load_spec(SPECS / "smoke.yaml", ["stage2={seeds: [0], epochs: 3}"])
     with pytest.raises(SpecError, match="resources.workers"):
         load_spec(SPECS / "smoke.yaml", ["stage2={resources: {workers: 2}}"])
+    # stage2.fixed pins a non-factor for stage 2 instead of stage 1's best; it cannot pin a factor
+    pinned = stage2_from(load_spec(SPECS / "smoke.yaml", ["stage2={factors: [model], fixed: {imbalance: sampler}}"]),
+                         {"imbalance": "focal", "augment": "none"})
+    assert pinned.param_space["imbalance"] == "sampler" and pinned.param_space["augment"] == "none"
+    with pytest.raises(SpecError, match="both a factor"):
+        stage2_from(load_spec(SPECS / "smoke.yaml", ["stage2={factors: [model], fixed: {model: cnn_only}}"]))
+    with pytest.raises(SpecError, match="stage2.fixed must be a mapping"):
+        load_spec(SPECS / "smoke.yaml", ["stage2={fixed: [sampler]}"])

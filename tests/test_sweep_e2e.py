@@ -55,7 +55,7 @@ def test_a_lost_node_s_trial_resumes_from_its_checkpoint_on_another_node(smoke_s
 
 def test_stage2_trials_are_ddp_on_two_workers_and_report_what_one_process_scores(smoke_sweep):
     """Stage 2 (``stage2.resources: {num_workers: 2, cpus_per_trial: 2}``) ran every trial as
-    DDP over 2 workers x 1 CPU (gloo, a rank on each worker node). The trial killed with its
+    DDP over 2 workers x 1 CPU (gloo, a rank on each worker node) with the ``sampler`` strategy. The trial killed with its
     node and resumed is scored again here, in one process, from its last checkpoint: the
     validation metrics its two ranks gathered are that scoring's (the record-level NLL,
     continuous in every probability)."""
@@ -69,6 +69,7 @@ def test_stage2_trials_are_ddp_on_two_workers_and_report_what_one_process_scores
     stage2 = smoke_sweep.experiment.parent / "smoke_stage2_b2"
     _, trials = _results(stage2)
     assert all(t.last_result["workers"] == 2 for t in trials.values())
+    assert {t.config["imbalance"] for t in trials.values()} == {"sampler"}  # stage2.fixed, not stage 1's best
     trial = smoke_sweep.node_kill["trial"]
     payload = max((load_checkpoint(d) for d in (stage2 / f"train_{trial}").glob("checkpoint_*") if d.is_dir()),
                   key=lambda p: p["epoch"])
@@ -103,8 +104,8 @@ def test_killed_asha_sweep_resumes_without_rerunning_finished_trials(smoke_sweep
 
 
 def test_stage2_runs_every_arm_to_the_budget_and_prints_the_answer(smoke_sweep):
-    """Stage 2 after the (killed, resumed) ASHA search: model x 2 seeds, imbalance and
-    augmentation fixed at stage 1's best, every trial exactly 2 epochs, no pruning."""
+    """Stage 2 after the (killed, resumed) ASHA search: model x 2 seeds, augmentation fixed
+    at stage 1's best and imbalance by ``stage2.fixed``, every trial exactly 2 epochs, no pruning."""
     if not smoke_sweep.resumed:
         pytest.skip("$ECG_RAY_TEST_SWEEP given: no stage 2 was run in this session")
     stage1, trials1 = _results(smoke_sweep.experiment)
@@ -112,7 +113,7 @@ def test_stage2_runs_every_arm_to_the_budget_and_prints_the_answer(smoke_sweep):
     _, trials = _results(smoke_sweep.experiment.parent / "smoke_stage2_b2")
     assert len(trials) == 4 and {(t.config["model"], t.config["seed"]) for t in trials.values()} == {
         (m, s) for m in ("cnn_only", "cnn_lstm") for s in (0, 1)}
-    assert all(t.config["imbalance"] == best["imbalance"] for t in trials.values())
+    assert all(t.config["augment"] == best["augment"] for t in trials.values())
     assert all(t.status == "TERMINATED" and t.last_result["epochs_done"] == 2 for t in trials.values())
     out = smoke_sweep.stdout
     assert "stage 2: every arm 2 epochs, seeds [0, 1]" in out

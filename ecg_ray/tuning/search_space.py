@@ -28,7 +28,8 @@ RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "num_workers", "max_concurr
 TOP_KEYS = {"name", "description", "data", "metric", "mode", "scheduler", "resources",
             "max_failures", "num_samples", "param_space", "stage2"}
 #: ``stage2``: the fixed-budget confirmation after the ASHA search (``tuning.stages``).
-STAGE2_KEYS = {"factors", "seeds", "budget", "resources"}  # resources: overrides for stage 2 only
+#: resources: overrides for stage 2 only; fixed: param_space values for stage 2 only (instead of stage 1's best)
+STAGE2_KEYS = {"factors", "seeds", "budget", "resources", "fixed"}
 
 
 class SpecError(ValueError):
@@ -159,8 +160,9 @@ def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
         if not isinstance(block, dict):
             raise SpecError(f"{path}: {section} must be a mapping")
         unknown = sorted(set(block) - allowed)
-        if section == "stage2" and not isinstance(block.get("resources") or {}, dict):
-            raise SpecError(f"{path}: stage2.resources must be a mapping")
+        for key in ("resources", "fixed"):
+            if section == "stage2" and not isinstance(block.get(key) or {}, dict):
+                raise SpecError(f"{path}: stage2.{key} must be a mapping")
         unknown += [f"resources.{k}" for k in sorted(set(block.get("resources") or {}) - RESOURCE_KEYS)
                     if section == "stage2"]
         if unknown:

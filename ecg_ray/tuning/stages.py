@@ -80,9 +80,10 @@ def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
     (default: every ``grid_search`` entry but ``seed``), ``seeds`` (default
     ``[0, 1, 2]``), ``budget`` (default: stage 1's ``scheduler.max_t``),
     ``resources`` (stage 1's, with these keys replaced: e.g. more workers per
-    trial, as stage 2 has fewer trials and no pruning). Sampled
-    entries that are not factors are fixed at stage 1's best trial
-    (``best_config``): the factorial then runs *around* stage 1's choice."""
+    trial, as stage 2 has fewer trials and no pruning) and ``fixed`` (param_space
+    values for stage 2 only). Sampled entries that are neither factors nor in
+    ``fixed`` are fixed at stage 1's best trial (``best_config``): the factorial
+    then runs *around* stage 1's choice."""
     section = spec.stage2 or {}
     space = spec.param_space
     factors = section.get("factors") or [k for k, v in space.items() if k != "seed" and isinstance(v, dict)
@@ -97,6 +98,10 @@ def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
         if sampled and key not in factors and best_config and key in best_config:
             fixed = best_config[key]
             base["param_space"][key] = ",".join(fixed) or "none" if isinstance(fixed, list) else fixed
+    clash = sorted(set(section.get("fixed") or {}) & set(factors))
+    if clash:
+        raise SpecError(f"stage 2: {clash[0]!r} is both a factor and in stage2.fixed")
+    base["param_space"].update(section.get("fixed") or {})
     out = stage2_spec(base, factors, seeds, budget)
     out.path = spec.path
     return out
