@@ -6,8 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ecg_ray import CLASS_TO_INDEX
-from ecg_ray.training.imbalance import (IMBALANCE_NAMES, FocalLoss, balanced_sample_indices, build_loss,
+from ecg_ray.training.imbalance import (IMBALANCE_NAMES, FocalLoss, build_loss,
                                         class_weights)
 
 torch.set_num_threads(1)
@@ -82,14 +81,3 @@ def test_build_loss():
     assert set(IMBALANCE_NAMES) == {"none", "weighted", "sampler", "focal"}
 
 
-def test_balanced_sample_indices_on_real_labels(cinc_labels):
-    labels = np.array([CLASS_TO_INDEX[l] for l in cinc_labels.values()])
-    np.testing.assert_array_equal(np.bincount(labels), [4481, 669, 2132, 246])
-    idx = balanced_sample_indices(labels, 20000, np.random.default_rng(0))
-    assert idx.shape == (20000,) and idx.dtype == np.int64 and 0 <= idx.min() and idx.max() < len(labels)
-    freq = np.bincount(labels[idx], minlength=4) / idx.size
-    np.testing.assert_allclose(freq, 0.25, atol=0.02)
-    assert len(np.unique(idx[labels[idx] == 3])) > 200  # draws spread over the rare class's rows
-    default = balanced_sample_indices(labels, rng=np.random.default_rng(0))
-    assert default.size == len(labels)
-    np.testing.assert_array_equal(default, balanced_sample_indices(labels, None, np.random.default_rng(0)))

@@ -1,7 +1,7 @@
 """The training data of a prepared dataset in memory, for the benchmarks'
 reference paths: whole records (``TrainRecords``, read by ``crop_batches`` through
 ``InMemoryRecords`` as from a Ray shard: the bare training loop, the feed's
-ceiling and DataLoader rows) and fixed windows as numpy arrays (``TrainArrays``).
+ceiling and DataLoader rows).
 
 Records are chosen as a training run chooses them (``data.dataset.select_records``:
 the saved train split, optionally a label-stratified cap) so that bare and Ray
@@ -19,22 +19,6 @@ import numpy as np
 from .. import CLASSES
 from ..data import store
 from .machine import ray_available
-
-
-@dataclass
-class TrainArrays:
-    x: np.ndarray  # float32 (n, L), C-contiguous
-    y: np.ndarray  # int64 (n,)
-    records: list[str]
-    selection: str  # how the records were chosen
-
-    @property
-    def class_counts(self) -> list[int]:
-        return np.bincount(self.y, minlength=len(CLASSES)).tolist()
-
-    def describe(self) -> str:
-        return (f"{len(self.records)} training records, {len(self.y):,} segments of {self.x.shape[1]} samples "
-                f"({self.x.nbytes / 2**20:.0f} MiB)")
 
 
 def _numpy_cap(ids: list[str], labels: dict[str, str], n: int, seed: int) -> list[str]:
@@ -64,25 +48,6 @@ def training_records(prepared: Path, max_records: int | None = None, seed: int =
         train_ids = _numpy_cap(train_ids, labels, max_records, seed)
         return train_ids, "the training split, numpy stratified cap (Ray not installed: not a run's exact subset)"
     return train_ids, "the training split"
-
-
-def load_training_arrays(prepared: Path, max_records: int | None = None, seed: int = 0) -> TrainArrays:
-    """The training segments (all, or of a capped record set) in memory."""
-    ids, selection = training_records(prepared, max_records, seed)
-    table = store.load_segments(prepared, ids)
-    if table.num_rows == 0:
-        raise ValueError(f"{prepared}: no segments for the {len(ids)} selected training records")
-    x = np.array(store.signal_matrix(table), dtype=np.float32, order="C", copy=True)  # owned, writable
-    y = table.column("label_index").to_numpy().astype(np.int64)
-    return TrainArrays(x, y, ids, selection)
-
-
-def shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-    """``(x, y)`` numpy batches in a fresh random order: a bare loop's feed."""
-    order = np.random.default_rng(seed).permutation(len(y))
-    for i in range(0, len(y), batch_size):
-        idx = order[i:i + batch_size]
-        yield x[idx], y[idx]
 
 
 class InMemoryRecords:

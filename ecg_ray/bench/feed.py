@@ -176,11 +176,6 @@ def run(opts) -> dict:
             "notes": notes}
 
 
-def sweep_feed_rate(result: dict) -> float | None:
-    row = result.get("rows", {}).get(SWEEP_PATH)
-    return row["median"] if row else None
-
-
 def render(result: dict, context: dict) -> str:
     rows = result["rows"]
     ref = rows.get(REFERENCE)

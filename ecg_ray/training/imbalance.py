@@ -5,7 +5,7 @@ This module owns ``IMBALANCE_NAMES`` and what each one means:
 - ``weighted``: cross-entropy with class weights, ``inverse`` frequency or its
   square root (``sqrt``, the gentler default: a rare class is not over-called);
 - ``sampler``: plain cross-entropy on a class-balanced stream (the data feed
-  calls ``balanced_sample_indices`` each epoch);
+  resamples each chunk of records, ``training.feed``);
 - ``focal``: focal loss, by default with the class weights as alpha.
 Plain torch / numpy, no Ray.
 """
@@ -105,19 +105,3 @@ def build_loss(imbalance: str, class_counts=None, gamma: float = 2.0, focal_alph
         return FocalLoss(gamma=gamma, alpha=weights)
     return nn.CrossEntropyLoss(weight=weights)  # none / sampler: weights is None
 
-
-def balanced_sample_indices(labels: np.ndarray, n: int | None = None,
-                            rng: np.random.Generator | None = None) -> np.ndarray:
-    """Indices into ``labels`` for one class-balanced epoch: ``n`` draws (default
-    ``len(labels)``), each picking a class present in ``labels`` with equal
-    probability, then a row of that class uniformly (with replacement).
-    Returns int64 indices in draw order (already shuffled)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
-    rng = np.random.default_rng() if rng is None else rng
-    n = labels.size if n is None else int(n)
-    order = np.argsort(labels, kind="stable")  # rows grouped by class
-    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    cls = rng.integers(0, counts.size, size=n)
-    return order[starts[cls] + rng.integers(0, counts[cls])].astype(np.int64)

@@ -20,9 +20,9 @@ import pandas as pd
 from .. import CLASS_KEYS, HEADLINE
 from ..artifacts import json_safe
 from ..tables import fmt_value, render, to_markdown, to_text  # noqa: F401  (re-exported)
-from .effects import Ablation, ablation, bootstrap_interval, format_ablation, seed_stability, t_interval  # noqa: F401
+from .effects import Ablation, ablation, bootstrap_interval, seed_stability, t_interval  # noqa: F401
 from .experiment import (BEST_METRICS, FACTORS, SUMMARY_COLUMNS, _is_uri, best_trial, default_mode,  # noqa: F401
-                         filter_trials, flatten_config, is_train_run, load_experiment, load_runs, metric_column,
+                         filter_trials, flatten_config, is_train_run, load_experiment, metric_column,
                          normalize_augment, normalize_metric, select_trials)
 
 

@@ -648,31 +648,6 @@ def seed_stability(trials_df: pd.DataFrame, metric: str, config_columns=None,
     return out.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def format_ablation(result: Ablation, fmt: str = "table") -> str:
-    """The ablation as text: ``json`` (everything), ``csv`` (the level table),
-    ``table`` / ``markdown`` (levels, interaction, notes, seed stability)."""
-    if fmt == "json":
-        return json.dumps(result.to_dict(), indent=1, default=str)
-    if fmt == "csv":
-        return render(result.levels, "csv")
-    head = "### " if fmt == "markdown" else ""
-    pct = f"{result.confidence:.0%}"
-    parts = [f"{head}{result.metric} ({result.mode}) by level: mean, {pct} CI ({result.method}), rank "
-             f"over {result.n_trials} trials"
-             + (f"; left out: {', '.join(result.excluded)}" if result.excluded else ""),
-             "", render(result.levels, fmt, ".4f")]
-    if result.interaction is not None and result.interaction.size:
-        parts += ["", f"{head}{result.interaction.index.name} x {result.interaction.columns.name}: "
-                      f"mean {result.metric} per cell", "", render(result.interaction, fmt, ".4f", index=True)]
-    if result.notes:
-        parts += ["", f"{head}Notes", ""] + [f"- {n}" for n in result.notes]
-    parts += ["", f"{head}Seed stability (mean ± sd across seeds of each config)", "",
-              render(result.stability, fmt, ".4f")]
-    return "\n".join(parts)
-
-
-# -- rendering -----------------------------------------------------------------------------------
-
 _SHOW = {
     "anova": ["budget_epochs", "term", "df", "sum_sq", "F", "p", "eta_sq_partial", "n"],
     "levels": ["budget_epochs", "factor", "level", "rank", "n", "mean", "ci_low", "ci_high"],

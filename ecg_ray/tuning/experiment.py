@@ -428,24 +428,6 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, epochs_df
 
 
-def load_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Several experiments / run folders in one pair of frames (trial ids kept;
-    a ``source`` column names the folder each came from)."""
-    trials, epochs = [], []
-    for p in paths:
-        t, e = load_experiment(p)
-        t = t.assign(source=str(p))
-        trials.append(t)
-        epochs.append(e)
-    out_t = pd.concat(trials, ignore_index=True)
-    out_e = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame()
-    out_t.attrs.update(trials[0].attrs if trials else {})
-    out_t["tune_order"] = range(len(out_t))
-    return out_t, out_e
-
-
-# -- selecting -----------------------------------------------------------------------------------
-
 def metric_column(trials_df: pd.DataFrame, metric: str, scope: str = "last") -> str:
     """The ``trials_df`` column of ``metric``: a column name as is, else
     ``final_<m>`` (scope ``last``, Tune's default) or ``best_<m>`` (scope ``best``
