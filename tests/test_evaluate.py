@@ -186,5 +186,5 @@ def test_evaluate_mitbih_windows(mitdb_dir, tiny_checkpoint, tmp_path):
         (folder / f"100{ext}").symlink_to(mitdb_dir / f"100{ext}")
     result = evaluate_folder(tiny_checkpoint, folder, source="mitbih", log=lambda m: None)
     assert result["source"] == "mitbih"
-    assert result["n_records"] > 50  # 30-s windows of a 30-min record, resampled 360 → 300 Hz
+    assert result["n_records"] > 50  # 30-s windows of a 30-min record, resampled 360 → 150 Hz
     assert result["n_segments"] == 5 * result["n_records"]  # 10-s windows every 5 s in 30 s

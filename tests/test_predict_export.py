@@ -50,7 +50,7 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 def test_checkpoint_loads_with_weights_only(tiny_checkpoint):
     payload = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
     assert payload["format"] == FORMAT and payload["model"] == "cnn_only"
-    assert payload["preprocess"]["segment_length"] == 3000 and payload["classes"] == ["N", "A", "O", "~"]
+    assert payload["preprocess"]["segment_length"] == 1500 and payload["classes"] == ["N", "A", "O", "~"]
 
 
 class Sneaky:

@@ -411,8 +411,8 @@ def test_prepare_mitbih_real(mitdb_dir, tmp_path):
     assert sum(len(f) for f in fold_patients) == len(set(patient.values()))
     table = store.load_segments(out)
     assert set(table.column("record_id").to_pylist()) == set(patient)
-    assert table.column("signal").type.list_size == 3000
-    assert set(store.load_records(out).column("n_samples").to_pylist()) == {9000}  # 30 s resampled 360 → 300 Hz
+    assert table.column("signal").type.list_size == 1500
+    assert set(store.load_records(out).column("n_samples").to_pylist()) == {4500}  # 30 s resampled 360 → 150 Hz
 
 
 def test_prepare_mitbih_single_patient_is_data_error(mitdb_dir, tmp_path):

@@ -246,9 +246,9 @@ def test_config_hash_is_stable():
 
 
 def test_config_hop():
-    assert PreprocessConfig().hop == 1500
+    assert PreprocessConfig().hop == 750
     assert PreprocessConfig(stride=300).hop == 300
-    assert PreprocessConfig(stride=None).hop == 3000
+    assert PreprocessConfig(stride=None).hop == 1500
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -257,7 +257,7 @@ def test_config_hop():
     {"short_policy": "truncate"},
     {"lowcut": 0.0},
     {"lowcut": 40.0, "highcut": 30.0},
-    {"highcut": 150.0},  # not below Nyquist at 300 Hz
+    {"highcut": 150.0},  # not below Nyquist (75 Hz at the default 150 Hz)
     {"fs": 0.0},
     {"order": 0},
     {"min_std_mv": 0.0},

@@ -23,7 +23,7 @@ from ecg_ray.data.preprocess import PreprocessConfig, filter_record, filter_reco
 from ecg_ray.data.shards import RecordFiles
 from ecg_ray.data.splits import fold_records
 
-CFG = PreprocessConfig()
+CFG = PreprocessConfig(fs=300.0, segment_length=3000, stride=1500)  # the records' own rate: the chunked path
 
 
 def quiet(*args, **kwargs):
@@ -81,7 +81,7 @@ def test_long_records_are_stored_in_parts_that_concatenate_to_the_whole(folder, 
     record of its own, all parts of a record in one split, signals equal to the whole filter."""
     monkeypatch.setattr(prepare_module, "LONG_SAMPLES", 8999)
     monkeypatch.setattr(prepare_module, "PART_SAMPLES", 4000)
-    manifest = prepare("cinc2017", folder, tmp_path / "out", workers=1, log=quiet)
+    manifest = prepare("cinc2017", folder, tmp_path / "out", CFG, workers=1, log=quiet)
     table = store.load_records(tmp_path / "out")
     ids = table.column("record_id").to_pylist()
     signals = dict(zip(ids, store.record_signals(table)))

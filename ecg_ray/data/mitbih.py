@@ -6,7 +6,7 @@ a pseudo-record (``100_w0007``) labelled from the reference rhythm annotations:
 touches a stretch where the signal-quality (``~``) annotations mark MLII as
 noisy or unreadable → ~. Windows in which the rhythm changes are skipped and
 counted. The windows stay at the record's own rate (360 Hz); the shared
-preprocessing resamples them to 300 Hz like any other record.
+preprocessing resamples them to the configured rate like any other record.
 """
 
 from __future__ import annotations

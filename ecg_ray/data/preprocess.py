@@ -35,12 +35,12 @@ PREPROCESS_VERSION = 2  # 2: windows reach the record's tail; whole records stor
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    fs: float = 300.0  # target sampling rate (Hz)
+    fs: float = 150.0  # target sampling rate (Hz): the 0.5–40 Hz band needs no more; half 300 Hz's compute
     lowcut: float = 0.5  # bandpass edges (Hz), Butterworth, zero-phase
     highcut: float = 40.0
     order: int = 4
-    segment_length: int = 3000  # model input window, samples (10 s at 300 Hz)
-    stride: int | None = 1500  # samples between inference window starts; None = segment_length
+    segment_length: int = 1500  # model input window, samples (10 s at 150 Hz)
+    stride: int | None = 750  # samples between inference window starts; None = segment_length
     short_policy: str = "pad"  # "pad" (zero-pad, flagged) or "drop" records shorter than a segment
     min_std_mv: float = 1e-3  # a raw signal flatter than this (in mV) is a flat line
 

@@ -115,7 +115,7 @@ class StageResNet1D(ECGModel):
     ``channels`` of ``blocks_per_stage`` basic blocks (kernel ``kernel_size``; the
     first block of each stage subsamples by 2), global average pool, dropout,
     Linear. Defaults: stem 32 channels, stages 64→96→128→128, kernel 9: a 10-s
-    window (3000 samples) becomes 94 steps. Any input length ≥ 32 works.
+    window (1500 samples at 150 Hz) becomes 47 steps. Any input length ≥ 32 works.
     """
 
     def __init__(self, num_classes: int = 4, in_channels: int = 1, stem_channels: int = 32,

@@ -55,7 +55,7 @@ class TrainConfig:
     lr: float = 2e-3  # peak rate under onecycle / cosine
     weight_decay: float = 1e-3
     batch_size: int = 64
-    num_epochs: int = 16
+    num_epochs: int = 24
     patience: int = 0  # early stopping on val F1 (epochs without improvement); 0 = off
     imbalance: str = "weighted"
     class_weighting: str = "sqrt"  # weights of weighted / focal / sampler: inverse or sqrt(inverse) frequency
