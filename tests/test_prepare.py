@@ -337,15 +337,15 @@ def test_rerun_is_noop_unless_forced_or_changed(good_dir, tmp_path):
     assert forced["splits"] == first["splits"]
 
     sentinel.write_text("")
-    changed = prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=1500), workers=1, log=quiet)
+    changed = prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=750), workers=1, log=quiet)
     assert not sentinel.exists()
     assert changed["config_hash"] != first["config_hash"]
     assert changed["prepare_hash"] != first["prepare_hash"]
     assert changed["n_segments"] > first["n_segments"]  # 5-s windows every 5 s instead of 10-s every 5 s
-    assert store.load_segments(out).column("signal").type.list_size == 1500
+    assert store.load_segments(out).column("signal").type.list_size == 750
 
     sentinel.write_text("")
-    prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=1500), SplitConfig(seed=1),
+    prepare("cinc2017", good_dir, out, PreprocessConfig(segment_length=750), SplitConfig(seed=1),
             workers=1, log=quiet)
     assert not sentinel.exists()  # a different split is a different dataset too
 

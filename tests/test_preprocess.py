@@ -18,6 +18,8 @@ from ecg_ray.data.preprocess import (
 )
 
 FS = 300.0
+#: The 2017 records' own rate (the default resamples to 150 Hz): window arithmetic on raw lengths.
+AT_300 = PreprocessConfig(fs=300.0, segment_length=3000, stride=1500)
 T = np.arange(0, 60, 1 / FS)  # 60 s
 MID = slice(len(T) // 4, 3 * len(T) // 4)  # away from the filter's edge transients
 
@@ -164,22 +166,24 @@ def test_random_crops_pad_short_records():
 # -- preprocess_record on real data --------------------------------------------------------------
 
 def test_preprocess_record_real_shapes_and_dtype(cinc_dir):
-    signal, fs = physionet2017.read_record(cinc_dir, "A00001")  # 30 s
-    cfg = PreprocessConfig()
+    signal, fs = physionet2017.read_record(cinc_dir, "A00001")  # 30 s at 300 Hz
+    cfg = AT_300
     segments, padded = preprocess_record(signal, fs, cfg, "A00001")
     assert segments.dtype == np.float32
     starts = window_starts(len(signal), cfg.segment_length, cfg.hop)
     assert segments.shape == (len(starts), cfg.segment_length)
     assert starts[-1] + cfg.segment_length == len(signal)  # the last window ends with the record
     assert not padded
-    overlapping, _ = preprocess_record(signal, fs, PreprocessConfig(stride=750), "A00001")
+    overlapping, _ = preprocess_record(signal, fs, dataclasses.replace(AT_300, stride=750), "A00001")
     assert len(overlapping) == n_windows(len(signal), 3000, 750)
+    default, _ = preprocess_record(signal, fs, PreprocessConfig(), "A00001")  # 150 Hz: half the samples
+    assert default.shape == (n_windows(len(signal) // 2, 1500, 750), 1500)
 
 
 def test_preprocess_record_short_policies(cinc_dir):
     signal, fs = physionet2017.read_record(cinc_dir, "A00001")
     short = signal[:900]  # 3 s < one 10-s window
-    segments, padded = preprocess_record(short, fs, PreprocessConfig(short_policy="pad"), "s")
+    segments, padded = preprocess_record(short, fs, dataclasses.replace(AT_300, short_policy="pad"), "s")
     assert padded and segments.shape == (1, 3000)
     assert np.all(segments[0, 900:] == 0)
     with pytest.raises(RecordError) as e:
@@ -212,14 +216,15 @@ def test_filter_record_rejects_two_leads():
 def test_filter_record_resamples_mitbih_rate():
     x = np.random.default_rng(0).standard_normal(3600)
     y = filter_record(x, 360.0, PreprocessConfig(), "x")
-    assert len(y) == 3000
+    assert len(y) == 1500  # 10 s at the default 150 Hz
+    assert len(filter_record(x, 360.0, AT_300, "x")) == 3000
     assert y.mean() == pytest.approx(0, abs=1e-9) and y.std() == pytest.approx(1, abs=1e-9)
 
 
 # -- PreprocessConfig ----------------------------------------------------------------------------
 
-CHANGED = {"fs": 250.0, "lowcut": 1.0, "highcut": 35.0, "order": 2, "segment_length": 1500,
-           "stride": 750, "short_policy": "drop", "min_std_mv": 0.01}
+CHANGED = {"fs": 250.0, "lowcut": 1.0, "highcut": 35.0, "order": 2, "segment_length": 1000,
+           "stride": 500, "short_policy": "drop", "min_std_mv": 0.01}
 
 
 def test_changed_covers_every_field():
