@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -121,45 +120,17 @@ def prepared_small_split(small_cinc_dir, tmp_path_factory) -> Path:
     return out
 
 
-def _uses_sweep(item) -> bool:
-    return "smoke_sweep" in getattr(item, "fixturenames", ())
-
-
-def pytest_collection_modifyitems(config, items):
-    """The shared sweep's tests run last (file order kept within each group): the sweep
-    runs in the background while every other test runs (``_sweep_in_background``)."""
-    items.sort(key=_uses_sweep)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _sweep_in_background(request, tmp_path_factory):
-    """Start the session's one real sweep (``smoke_sweep.run_on_cluster``) in a thread at
-    the first test, if any selected test needs it: most of its ~9 minutes is Ray starting
-    processes and waiting on them, so the other tests run meanwhile instead of after it.
-    Yields the thread's future (None when no test needs it or ``$ECG_RAY_TEST_SWEEP`` is
-    set); the session ends only after the thread has stopped its cluster."""
-    from smoke_sweep import run_on_cluster
-
-    if os.environ.get("ECG_RAY_TEST_SWEEP") or not any(map(_uses_sweep, request.session.items)):
-        yield None
-        return
-    prepared = request.getfixturevalue("prepared_small")
-    pool = ThreadPoolExecutor(1, thread_name_prefix="smoke-sweep")
-    future = pool.submit(run_on_cluster, prepared, tmp_path_factory.mktemp("smoke_sweep"))
-    yield future
-    pool.shutdown(wait=True)  # run_on_cluster's own finally kills its cluster
-
-
 @pytest.fixture(scope="session")
-def smoke_sweep(_sweep_in_background):
+def smoke_sweep(request, tmp_path_factory):
     """The session's one real two-stage sweep on a local 3-node cluster, its driver
-    killed once and resumed, a node lost (see smoke_sweep.py); waits for it."""
-    from smoke_sweep import SmokeSweep
+    killed once and resumed, a node lost (see smoke_sweep.py)."""
+    from smoke_sweep import SmokeSweep, run_on_cluster
 
     given = os.environ.get("ECG_RAY_TEST_SWEEP")
     if given:
         return SmokeSweep(Path(given))
-    return _sweep_in_background.result()
+    prepared = request.getfixturevalue("prepared_small")
+    return run_on_cluster(prepared, tmp_path_factory.mktemp("smoke_sweep"))
 
 
 @pytest.fixture(scope="session")

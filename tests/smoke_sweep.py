@@ -6,8 +6,7 @@ real records, sent with `ray job submit` to a local 3-node cluster (see
 SIGKILLed under a running trial.
 
 Running it once keeps the suite inside its time budget; a second sweep would
-cost minutes on 2 cores. It runs in a background thread from the first test on
-(``conftest._sweep_in_background``), and the tests that read it run last. ``$ECG_RAY_TEST_SWEEP`` points at an existing
+cost minutes on 2 cores. ``$ECG_RAY_TEST_SWEEP`` points at an existing
 finished experiment instead (handy while developing; the resume test skips).
 """
 
