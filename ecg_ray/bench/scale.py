@@ -44,6 +44,10 @@ SCALES = (1, 4, 10)
 LONG_DAYS = 14.0
 FS = 300
 
+#: Real records that keep a long record company (splits need at least 5 records).
+COMPANY = 12
+MiB = 2**20
+
 
 def scale_config():
     """The preprocessing this bench measures (fixed, so its tables stay comparable): records
@@ -52,9 +56,6 @@ def scale_config():
     from ..data.preprocess import PreprocessConfig
 
     return PreprocessConfig(fs=FS, segment_length=10 * FS, stride=5 * FS)
-#: Real records that keep a long record company (splits need at least 5 records).
-COMPANY = 12
-MiB = 2**20
 
 
 def _scales() -> list[int]:
