@@ -108,13 +108,12 @@ def test_numpy_cap_is_stratified(prepared_small):
 
 
 def test_feed_reference_paths_deliver_two_crops_per_record(prepared_small):
-    table = store.load_records(prepared_small, load_training_records(prepared_small, max_records=40).records)
-    signals = [np.array(s) for s in store.record_signals(table)]
-    labels = table.column("label_index").to_numpy().astype(np.int64)
+    data = load_training_records(prepared_small, max_records=40)
+    signals, labels, length = data.signals, data.labels, data.segment_length
     n = len(labels) * feed.CROPS
-    in_memory = feed._crop_step(InMemoryRecords(signals, labels), len(labels), 3000, 16)
+    in_memory = feed._crop_step(InMemoryRecords(signals, labels), len(labels), length, 16)
     assert in_memory() == n // 16 * 16  # full batches only, as a training epoch
-    assert feed._dataloader_step(signals, labels, 3000, 16)() == n
+    assert feed._dataloader_step(signals, labels, length, 16)() == n
     rates = stats.rates(in_memory, repeats=2, warmup=0)
     assert len(rates) == 2 and min(rates) > 0
 
