@@ -297,3 +297,18 @@ def test_bf16_step_keeps_float32_weights_and_matches_fp32_loss():
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
     with pytest.raises(ValueError, match="precision: choose from fp32, bf16"):
         TrainConfig(precision="fp16")
+
+
+def test_recipe_verdict_needs_every_seed_to_agree_and_the_mean_to_clear_the_spread():
+    from ecg_ray.bench.recipe import render, verdict
+
+    assert verdict([0.03, 0.05]) == "better"  # mean 0.04 > spread 0.02, both up
+    assert verdict([-0.03, -0.05]) == "worse"
+    assert verdict([0.136, -0.013]) == "undecided"  # seeds disagree
+    assert verdict([0.01, 0.05]) == "undecided"  # mean 0.03 < spread 0.04
+    assert verdict([0.2]) == "undecided (one seed)"
+    arms = {"baseline (old recipe)": [{"seed": 0, "f1": 0.70, "seconds": 100}, {"seed": 1, "f1": 0.74, "seconds": 90}],
+            "random crops": [{"seed": 0, "f1": 0.75, "seconds": 80}, {"seed": 1, "f1": 0.80, "seconds": 80}]}
+    table = render({"epochs": 6, "seeds": [0, 1], "max_records": 800, "arms": arms}, "cmd")
+    assert "| random crops | 0.750, 0.800 | +0.050, +0.060 | +0.055 | 0.010 | better | 80 |" in table
+    assert "0.040 (seed noise)" in table

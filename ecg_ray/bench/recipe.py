@@ -1,4 +1,5 @@
-"""The training recipe, one change at a time: ``results/training/recipe.md``.
+"""The training recipe, one change at a time: ``recipe_arms.md`` / ``recipe_arms.json``
+in ``--out`` (``results/training/``; ``recipe.md`` there is the written reading).
 
 Each change of the default recipe is switched on alone on top of the old
 recipe (fixed non-overlapping windows, ReduceLROnPlateau, inverse-frequency
@@ -7,7 +8,8 @@ paired seeds (the same seeds for every arm), trained with ``train_run`` on the
 same records and scored on the same validation records; the aggregation
 change needs no training and is scored on the baseline's checkpoints. The
 table gives each arm's validation F1(N,A,O) per seed, ΔF1 against the baseline
-per seed (paired) with its mean and spread, and the wall time per run.
+per seed (paired) with its mean and spread, the verdict (``verdict``) and the
+wall time per run.
 
     python -m ecg_ray.bench.recipe --data PREPARED --out results/training --max-records 800 --epochs 5
 """
@@ -86,6 +88,17 @@ def run(prepared: Path, out: Path, work: Path, epochs: int, seeds: list[int], ma
     return {"epochs": epochs, "seeds": seeds, "max_records": max_records, "arms": rows}
 
 
+def verdict(deltas: list[float]) -> str:
+    """The paired test the table applies: a change is decided only when every seed moves
+    the same way and the mean ΔF1 is larger than the spread between seeds."""
+    if len(deltas) < 2:
+        return "undecided (one seed)"
+    mean, spread = float(np.mean(deltas)), max(deltas) - min(deltas)
+    if abs(mean) > spread and (min(deltas) > 0 or max(deltas) < 0):
+        return "better" if mean > 0 else "worse"
+    return "undecided"
+
+
 def render(result: dict, command: str) -> str:
     arms = result["arms"]
     base = {r["seed"]: r["f1"] for r in arms["baseline (old recipe)"]}
@@ -95,21 +108,26 @@ def render(result: dict, command: str) -> str:
              f"{result['max_records'] or 'all'} training records, scored on the validation records "
              "(recording level, best epoch); the aggregation arm rescores the baseline's checkpoints.", "",
              f"Command: `{command}`", "",
-             "| arm | val F1(N,A,O) per seed | ΔF1 vs baseline per seed | mean ΔF1 | spread (max−min) | wall s per run |",
-             "|---|---|---|---|---|---|"]
+             "| arm | val F1(N,A,O) per seed | ΔF1 vs baseline per seed | mean ΔF1 | spread (max−min) | verdict "
+             "| wall s per run |",
+             "|---|---|---|---|---|---|---|"]
     for name, runs in arms.items():
         if len(runs) < len(result["seeds"]) and "thread" not in name:
             name += f" ({len(runs)} seed{'s' if len(runs) != 1 else ''} only: no spread)"
         f1 = [r["f1"] for r in runs]
         delta = [r["f1"] - base[r["seed"]] for r in runs]
         wall = np.mean([r["seconds"] for r in runs])
-        lines.append(f"| {name} | {', '.join(f'{v:.3f}' for v in f1)} | "
-                     f"{', '.join(f'{d:+.3f}' for d in delta) if name != 'baseline (old recipe)' else '—'} | "
-                     f"{np.mean(delta):+.3f} | {max(delta) - min(delta):.3f} | {wall:.0f} |")
+        if name.startswith("baseline"):  # its row: the seed-to-seed spread of F1 itself, the noise floor
+            lines.append(f"| {name} | {', '.join(f'{v:.3f}' for v in f1)} | — | — | "
+                         f"{max(f1) - min(f1):.3f} (seed noise) | — | {wall:.0f} |")
+            continue
+        lines.append(f"| {name} | {', '.join(f'{v:.3f}' for v in f1)} | {', '.join(f'{d:+.3f}' for d in delta)} | "
+                     f"{np.mean(delta):+.3f} | {max(delta) - min(delta):.3f} | {verdict(delta)} | {wall:.0f} |")
     if "new recipe, 1 torch thread" in arms:
         lines += ["", "The new recipe's runs use every core (2 torch threads here); the 1-thread arm is one seed "
                   "of the same recipe, for wall time."]
-    lines += ["", "With two seeds a mean ΔF1 smaller than its spread is inside the noise: undecided."]
+    lines += ["", "Verdict (`bench.recipe.verdict`): decided only when every seed moves the same way and the "
+              "mean ΔF1 is larger than its spread; otherwise inside the noise: undecided."]
     return "\n".join(lines) + "\n"
 
 
@@ -130,9 +148,9 @@ def main(argv=None) -> int:
     result = run(args.data, args.out, args.work, args.epochs, [int(s) for s in args.seeds.split(",")],
                  args.max_records or None, args.changes_only, args.render_only)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "recipe.json").write_text(json.dumps(result, indent=1))
-    (args.out / "recipe.md").write_text(render(result, command))
-    print((args.out / "recipe.md").read_text())
+    (args.out / "recipe_arms.json").write_text(json.dumps(result, indent=1))
+    (args.out / "recipe_arms.md").write_text(render(result, command))
+    print((args.out / "recipe_arms.md").read_text())
     return 0
 
 
