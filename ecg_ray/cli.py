@@ -14,11 +14,11 @@ from pathlib import Path
 
 from . import CLASS_KEYS, HEADLINE
 from .data.errors import DataError
-from .data.sources import NAMES as SOURCES
+from .data.sources import DEFAULT_SOURCE, NAMES as SOURCES
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=SOURCES, default="cinc2017")
+    p.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE)
     p.add_argument("--data-dir", type=Path, default=None,
                    help="records folder, or a data root holding cinc2017/ and mitdb/ "
                         "(default: $ECG_RAY_DATA, else the download cache)")
@@ -117,7 +117,7 @@ def _prepared_for_spec(spec, data: Path | None, data_dir: Path | None) -> Path:
     prepared = data or spec.data.get("prepared")
     if prepared:
         return Path(prepared)
-    source = spec.data.get("source", "cinc2017")
+    source = spec.data.get("source", DEFAULT_SOURCE)
     records = resolve_records_dir(source, data_dir or spec.data.get("data_dir"))
     return ensure_prepared(source, records, PreprocessConfig(**spec.data.get("preprocess", {})))
 
@@ -483,7 +483,7 @@ def cmd_bench(args) -> int:
     from .bench import BenchOptions, command_line, run_bench
 
     raw = {"prepare", "scale"} & set(args.sections)
-    records = resolve_records_dir("cinc2017", args.data_dir) if raw else None
+    records = resolve_records_dir(DEFAULT_SOURCE, args.data_dir) if raw else None
     opts = BenchOptions(
         sections=args.sections, prepared=args.data, records_dir=records, out=args.out, repeats=args.repeats,
         warmup=args.warmup, batch_size=args.batch_size, feed_records=args.feed_records or None,
@@ -572,7 +572,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="checkpoint → recording-level metrics (one JSON object) on a records folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder, export archive or .ts")
-    p.add_argument("--source", choices=SOURCES, default="cinc2017")
+    p.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE)
     p.add_argument("--data-dir", type=Path, default=None, help="records folder (default: $ECG_RAY_DATA / cache)")
     p.add_argument("--labels", type=Path, default=None, help="label file (default: REFERENCE.csv beside records)")
     p.add_argument("--predictions", type=Path, default=None, help="write record,label,probabilities CSV here")

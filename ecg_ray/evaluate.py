@@ -35,7 +35,7 @@ import numpy as np
 from . import CLASS_KEYS, CLASS_TO_INDEX, CLASSES
 from .artifacts import json_safe
 from .data.errors import DataError, RecordError
-from .data.sources import get_source
+from .data.sources import DEFAULT_SOURCE, get_source
 from .predict import Predictor, load_predictor
 from .training.calibration import expected_calibration_error
 from .training.metrics import (bootstrap_f1, classification_metrics, confusion, f1_by_length, record_probabilities,
@@ -82,7 +82,7 @@ def _items(src, data_dir: Path, labels_path: Path | None, window_s: float, wante
         skip(RecordError(name, "listed in split but not in the folder", str(data_dir)))
 
 
-def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, source: str = "cinc2017",
+def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, source: str = DEFAULT_SOURCE,
                     batch_size: int = 256, records: list[str] | None = None, window_s: float = 30.0,
                     return_predictions: bool = False, reliability: Path | None = None, log=_stderr):
     """Score a model on a records folder; returns the JSON dict (see module doc),

@@ -376,13 +376,13 @@ def _pick_record(manifest: dict, prepared, wanted: str | None) -> tuple[str | No
 def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, out: Path, notes: list) -> str:
     from .data.errors import DataError
     from .data.preprocess import PreprocessConfig
-    from .data.sources import get_source
+    from .data.sources import DEFAULT_SOURCE, get_source
 
     cfg = PreprocessConfig.from_dict(manifest["preprocess"]) if manifest.get("preprocess") else PreprocessConfig()
     if records_dir is None and manifest.get("data_dir"):
         records_dir = manifest["data_dir"]
     records_dir = Path(records_dir) if records_dir else None
-    src = get_source(manifest.get("source", "cinc2017"))
+    src = get_source(manifest.get("source", DEFAULT_SOURCE))
     drawable = bool(records_dir) and not src.grouped  # whole recordings, not windows cut from them
     record, label = _pick_record(manifest, prepared, record)
     if record is None and drawable:

@@ -104,6 +104,8 @@ class MitBih(Source):
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (Cinc2017(), MitBih())}
+#: The source a prepared folder or a command means when it names none (manifests before the registry).
+DEFAULT_SOURCE = "cinc2017"
 NAMES: tuple[str, ...] = tuple(SOURCES)
 
 

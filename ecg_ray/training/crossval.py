@@ -49,7 +49,7 @@ from ..artifacts import Run, json_safe, provenance, write_json
 from ..data import store
 from ..data.dataset import PreparedDataset
 from ..data.errors import DataError
-from ..data.sources import get_source
+from ..data.sources import DEFAULT_SOURCE, get_source
 from ..tables import to_markdown
 from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
@@ -85,7 +85,7 @@ def dataset_view(prepared: Path, view: Path, splits: dict, note: str) -> Path:
 
 def _groups(manifest: dict, ids: list[str]) -> list[str] | None:
     """The record (patient) of each item for a grouped source (MIT-BIH windows), else None."""
-    src = get_source(manifest.get("source", "cinc2017"))
+    src = get_source(manifest.get("source", DEFAULT_SOURCE))
     return [src.group_of(r) for r in ids] if src.grouped else None
 
 

@@ -32,6 +32,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from .. import HEADLINE
 from ..training.config import TrainConfig
 from ..training.feed import load_datasets
 from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer, verbose as ray_verbose
@@ -163,7 +164,7 @@ class EpochLines(tune.Callback):
         augment = cfg.get("augment")
         augment = ",".join(augment) or "none" if isinstance(augment, list) else augment
         print(f"{trial.trial_id}  {cfg.get('model')}/{cfg.get('imbalance')}/{augment} seed {cfg.get('seed')}  "
-              f"epoch {int(result.get('epochs_done', 0))}  F1(N,A,O) {result.get('val_f1_cinc', float('nan')):.3f}  "
+              f"epoch {int(result.get('epochs_done', 0))}  F1(N,A,O) {result.get(HEADLINE, float('nan')):.3f}  "
               f"AUROC {result.get('val_auroc_macro', float('nan')):.3f}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
