@@ -31,10 +31,3 @@ $ECG explain --checkpoint $REL/$NAME --record "$CINC/A00010" --out results/expla
 rm -rf results/explain/cases
 $ECG explain --checkpoint $REL/$NAME --data-dir "$CINC" --cases 2 --records-from-split test \
     --prepared "$PREPARED" --out results/explain/cases
-# The tracked tree stays under 12 MB (a GPU check carries it whole): the explain figures are
-# stored as 256-colour palette PNGs (a third of the size; plots lose nothing visible).
-.venv/bin/python -c "
-import glob
-from PIL import Image
-for f in glob.glob('results/explain/**/*.png', recursive=True):
-    Image.open(f).convert('RGB').quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(f, optimize=True)"

@@ -210,3 +210,18 @@ def test_report_on_real_sweep(sweep_dir, sweep, tmp_path, capsys):
     assert f"tensorboard --logdir {sweep_dir}" in text
     assert pd.read_csv(out / "trials.csv")["trial_id"].tolist() == trials["trial_id"].tolist()
     assert (out / "ablation.json").is_file() and (out / "epochs.csv").is_file()
+
+
+def test_palette_save_keeps_the_picture_in_256_colours(tmp_path):
+    """Explain pages are committed in bulk: ``save(palette=True)`` stores them as palette PNGs."""
+    from PIL import Image
+
+    fig = plots._figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.imshow(np.linspace(0, 1, 400).reshape(20, 20), cmap="viridis")
+    full, small = plots.save(fig, tmp_path / "rgb.png"), plots.save(fig, tmp_path / "palette.png", palette=True)
+    with Image.open(full) as a, Image.open(small) as b:
+        assert a.mode in ("RGB", "RGBA") and b.mode == "P" and a.size == b.size
+        diff = np.abs(np.asarray(a.convert("RGB"), dtype=int) - np.asarray(b.convert("RGB"), dtype=int))
+    assert np.percentile(diff, 99) <= 8  # the colours a plot uses survive
+    assert small.stat().st_size < full.stat().st_size

@@ -67,7 +67,7 @@ def explanation_figure(e: Explanation, label: str | None = None, row_s: float = 
 
 
 def plot_explanation(e: Explanation, out, label: str | None = None, row_s: float = 10.0):
-    return save(explanation_figure(e, label, row_s), out)
+    return save(explanation_figure(e, label, row_s), out, palette=True)
 
 
 @_styled
@@ -87,4 +87,4 @@ def deletion_figure(curves: DeletionCurves, title: str | None = None) -> Figure:
 
 
 def plot_deletion(curves: DeletionCurves, out, title: str | None = None):
-    return save(deletion_figure(curves, title), out)
+    return save(deletion_figure(curves, title), out, palette=True)
