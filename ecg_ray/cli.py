@@ -536,7 +536,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="the model zoo: parameters and CPU throughput")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--length", type=int, default=1500)
+    p.add_argument("--length", type=int, default=3000)
     p.add_argument("--iters", type=int, default=3)
     p.set_defaults(func=cmd_models)
 

@@ -29,11 +29,11 @@ SMOKE = str(PROJECT_ROOT / "search_spaces" / "smoke.yaml")
 #: model x 2 seeds x 2 epochs (the suite's time budget), each trial DDP over 2 workers x 1 CPU
 #: (gloo), one on each worker node, all with the ``sampler`` strategy (per-rank Poisson resampling:
 #: the one whose ranks draw different batch sizes), so the trial killed with its node is a sampler
-#: DDP trial resumed from its checkpoint. 12 crops per record keep an epoch long enough (~15 steps:
-#: at 150 Hz a step costs half what it did at 300 Hz, when 6 crops were enough) for the node-kill
-#: test to catch a trial between its two epochs, not while its second epoch is being reported.
+#: DDP trial resumed from its checkpoint. 6 crops of 20 s per record (the samples of 12 crops of
+#: 10 s) keep an epoch long enough for the node-kill test to catch a trial between its two
+#: epochs, not while its second epoch is being reported.
 SMALL_RECORDS = 80
-SMALL = ["--set", f"data.max_records={SMALL_RECORDS}", "--set", "param_space.crops_per_record=12"]
+SMALL = ["--set", f"data.max_records={SMALL_RECORDS}", "--set", "param_space.crops_per_record=6"]
 STAGE2 = ["--set", "stage2={factors: [model], seeds: [0, 1], budget: 2, fixed: {imbalance: sampler},"
                    " resources: {num_workers: 2, cpus_per_trial: 2}}"]
 

@@ -187,4 +187,4 @@ def test_evaluate_mitbih_windows(mitdb_dir, tiny_checkpoint, tmp_path):
     result = evaluate_folder(tiny_checkpoint, folder, source="mitbih", log=lambda m: None)
     assert result["source"] == "mitbih"
     assert result["n_records"] > 50  # 30-s windows of a 30-min record, resampled 360 → 150 Hz
-    assert result["n_segments"] == 5 * result["n_records"]  # 10-s windows every 5 s in 30 s
+    assert result["n_segments"] == 2 * result["n_records"]  # 20-s windows every 10 s in 30 s

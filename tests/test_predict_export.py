@@ -50,7 +50,7 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 def test_checkpoint_loads_with_weights_only(tiny_checkpoint):
     payload = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
     assert payload["format"] == FORMAT and payload["model"] == "cnn_only"
-    assert payload["preprocess"]["segment_length"] == 1500 and payload["classes"] == ["N", "A", "O", "~"]
+    assert payload["preprocess"]["segment_length"] == 3000 and payload["classes"] == ["N", "A", "O", "~"]
 
 
 class Sneaky:
@@ -105,7 +105,7 @@ def test_predict_real_record_well_under_a_second(cinc_dir, tiny_checkpoint):
     for r in rows:
         assert r["label"] in ("N", "A", "O", "~")
         assert sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-4)
-    assert rows[0]["n_segments"] == 5 and rows[0]["padded"] is False  # 30 s: 10-s windows every 5 s
+    assert rows[0]["n_segments"] == 2 and rows[0]["padded"] is False  # 30 s: 20-s windows every 10 s
     expected = predictor.predict_signal(signal, fs, "x")["probabilities"]
     assert rows[0]["probabilities"] == pytest.approx(expected, abs=1e-5)
 
@@ -146,7 +146,7 @@ def test_predict_any_rate_any_length_and_formats(cinc_dir, mitdb_dir, tiny_check
     np.save(tmp_path / "rec500.npy", scipy.signal.resample_poly(signal, 5, 3))
     s500, fs500 = read_input(tmp_path / "rec500.npy", fs=500)
     at_500 = predictor.predict_signal(s500, fs500, "b")
-    assert at_500["n_segments"] == at_300["n_segments"] == 5
+    assert at_500["n_segments"] == at_300["n_segments"] == 2
     assert at_500["probabilities"] == pytest.approx(at_300["probabilities"], abs=0.03)
     # shorter than one segment: zero-padded to one (the checkpoint's policy is "pad")
     short = predictor.predict_signal(signal[: int(3 * fs)], fs, "short")
@@ -155,7 +155,7 @@ def test_predict_any_rate_any_length_and_formats(cinc_dir, mitdb_dir, tiny_check
     wfdb_signal, wfdb_fs = read_input(mitdb_dir / "100.hea")
     assert wfdb_fs == 360
     row = predictor.predict_signal(wfdb_signal[: int(60 * wfdb_fs)], wfdb_fs, "100")
-    assert row["n_segments"] == 11  # 60 s: starts 0, 5, ..., 50 s
+    assert row["n_segments"] == 5  # 60 s: 20-s windows starting 0, 10, ..., 40 s
     # the CLI's table
     out = _cli("predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "rec500.npy"), "--fs", "500",
                "--format", "table")

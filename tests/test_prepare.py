@@ -4,6 +4,7 @@ datasets prepare into exactly the records and labels they should."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -78,6 +79,10 @@ def split_ids(manifest: dict) -> set[str]:
 # -- one folder holding every kind of bad record, prepared once ----------------------------------
 
 #: case → (record name, expected skip reason, or None when the record is kept)
+#: 10-s windows: the bad-record cases are sized against them (a real 9-18-s record is shorter
+#: than the default 20-s window and would be padded too).
+TEN_S = PreprocessConfig(segment_length=1500, stride=750)
+
 CASES = {
     "truncated mat": ("A90001", "unreadable signal file"),
     "garbage mat": ("A90002", "unreadable signal file"),
@@ -164,7 +169,7 @@ def bad_dir(cinc_dir, cinc_labels, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bad_prepared(bad_dir, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bad_out")
-    manifest = prepare("cinc2017", bad_dir, out, workers=1, log=quiet)  # must not raise
+    manifest = prepare("cinc2017", bad_dir, out, TEN_S, workers=1, log=quiet)  # must not raise
     return out, manifest
 
 
@@ -222,7 +227,7 @@ def test_good_records_kept_with_their_labels(bad_prepared, cinc_labels):
 
 
 def test_short_record_dropped_under_drop_policy(bad_dir, tmp_path):
-    manifest = prepare("cinc2017", bad_dir, tmp_path / "out", PreprocessConfig(short_policy="drop"),
+    manifest = prepare("cinc2017", bad_dir, tmp_path / "out", dataclasses.replace(TEN_S, short_policy="drop"),
                        workers=1, log=quiet)
     name = CASES["shorter than one segment"][0]
     assert manifest_skips(manifest)[name] == "shorter than one segment"
@@ -400,7 +405,7 @@ def test_prepare_mitbih_real(mitdb_dir, tmp_path):
     assert no_mlii <= {"102", "104"} and len(no_mlii) == manifest["skipped_counts"].get("no MLII lead", 0)
     skipped = manifest["skipped_counts"]["rhythm changes within window"]
     assert manifest["n_records"] + skipped == (len(listed) - len(no_mlii)) * 60
-    assert manifest["segments"]["N"] == 5 * manifest["records"]["N"]  # 30 s → five 10-s windows, 5 s apart
+    assert manifest["segments"]["N"] == 2 * manifest["records"]["N"]  # 30 s → two 20-s windows, 10 s apart
     # windows of one patient never straddle two parts or two folds
     patient = {r: r.split("_w")[0] for p in PARTS for r in manifest["splits"]["split"][p]}
     part_patients = [{patient[r] for r in manifest["splits"]["split"][p]} for p in PARTS]
@@ -411,7 +416,7 @@ def test_prepare_mitbih_real(mitdb_dir, tmp_path):
     assert sum(len(f) for f in fold_patients) == len(set(patient.values()))
     table = store.load_segments(out)
     assert set(table.column("record_id").to_pylist()) == set(patient)
-    assert table.column("signal").type.list_size == 1500
+    assert table.column("signal").type.list_size == 3000
     assert set(store.load_records(out).column("n_samples").to_pylist()) == {4500}  # 30 s resampled 360 → 150 Hz
 
 

@@ -177,7 +177,7 @@ def test_preprocess_record_real_shapes_and_dtype(cinc_dir):
     overlapping, _ = preprocess_record(signal, fs, dataclasses.replace(AT_300, stride=750), "A00001")
     assert len(overlapping) == n_windows(len(signal), 3000, 750)
     default, _ = preprocess_record(signal, fs, PreprocessConfig(), "A00001")  # 150 Hz: half the samples
-    assert default.shape == (n_windows(len(signal) // 2, 1500, 750), 1500)
+    assert default.shape == (n_windows(len(signal) // 2, 3000, 1500), 3000)  # 20-s windows every 10 s
 
 
 def test_preprocess_record_short_policies(cinc_dir):
@@ -240,20 +240,20 @@ def test_config_hash_changes_with_every_field(field):
 
 def test_config_hash_is_stable():
     assert PreprocessConfig().hash == PreprocessConfig().hash
-    cfg = PreprocessConfig(segment_length=3000, stride=1500)
+    cfg = PreprocessConfig(segment_length=2250, stride=1125)
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
     assert PreprocessConfig.from_dict(cfg.to_dict()).hash == cfg.hash
     # ...and across interpreters (no dependence on hash randomisation)
-    code = "from ecg_ray.data.preprocess import PreprocessConfig as C; print(C(segment_length=3000, stride=1500).hash)"
+    code = "from ecg_ray.data.preprocess import PreprocessConfig as C; print(C(segment_length=2250, stride=1125).hash)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "123"})
     assert out.stdout.strip() == cfg.hash
 
 
 def test_config_hop():
-    assert PreprocessConfig().hop == 750
+    assert PreprocessConfig().hop == 1500
     assert PreprocessConfig(stride=300).hop == 300
-    assert PreprocessConfig(stride=None).hop == 1500
+    assert PreprocessConfig(stride=None).hop == 3000
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -52,10 +52,10 @@ def test_train_one_epoch_writes_run_folder_and_is_deterministic(prepared_small, 
 
     payload = torch.load(run / "model.pt", weights_only=True)  # the contract: no pickled code
     assert payload["model"] == "cnn_only" and tuple(payload["classes"]) == CLASSES
-    assert payload["preprocess"]["segment_length"] == 1500 and payload["preprocess"]["fs"] == 150
+    assert payload["preprocess"]["segment_length"] == 3000 and payload["preprocess"]["fs"] == 150
     assert results["calibration"]["temperature"] == pytest.approx(payload["temperature"])  # fitted on validation
     model = model_from_checkpoint(load_checkpoint(run))
-    assert model(torch.zeros(2, 1500)).shape == (2, 4)
+    assert model(torch.zeros(2, 3000)).shape == (2, 4)
 
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "history.json").read_text())

@@ -39,8 +39,8 @@ class PreprocessConfig:
     lowcut: float = 0.5  # bandpass edges (Hz), Butterworth, zero-phase
     highcut: float = 40.0
     order: int = 4
-    segment_length: int = 1500  # model input window, samples (10 s at 150 Hz)
-    stride: int | None = 750  # samples between inference window starts; None = segment_length
+    segment_length: int = 3000  # model input window, samples (20 s at 150 Hz: results/training/recipe.md)
+    stride: int | None = 1500  # samples between inference window starts; None = segment_length
     short_policy: str = "pad"  # "pad" (zero-pad, flagged) or "drop" records shorter than a segment
     min_std_mv: float = 1e-3  # a raw signal flatter than this (in mV) is a flat line
 

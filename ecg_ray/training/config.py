@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 42
     lr: float = 2e-3  # peak rate under onecycle / cosine
     weight_decay: float = 1e-3
-    batch_size: int = 64
+    batch_size: int = 32  # of 20-s crops: the samples of 64 10-s crops per step
     num_epochs: int = 24
     patience: int = 0  # early stopping on val F1 (epochs without improvement); 0 = off
     imbalance: str = "weighted"
@@ -62,7 +62,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     augment: list = field(default_factory=lambda: ["scaling", "jitter"])  # names from AUGMENT_NAMES, or ["all"]
     augment_p: float = 0.5
-    crops_per_record: int = 2  # fresh random windows per training record per epoch
+    crops_per_record: int = 1  # fresh random windows per training record per epoch
     crop_mode: str = "random"  # random crops, or "fixed": every non-overlapping window, the same each epoch
     aggregate: str = "mean_prob"  # windows → record: mean_prob or mean_logit (metrics.AGGREGATES)
     schedule: str = "onecycle"  # onecycle, cosine (with warm-up), plateau, constant (schedule.SCHEDULES)
