@@ -10,7 +10,7 @@ BN → ReLU → global average pool → Linear.
 * channels start at ``width`` and double every ``grow_every`` blocks (the
   shortcut then gets a 1×1 conv);
 * defaults: ``width=32``, 9 blocks, kernel 9, channels 32→64→128 ≈ 1.1 M
-  parameters, total down-sampling 2**5 = 32 (1500 samples → 47 steps).
+  parameters, total down-sampling 2**5 = 32 (a 20-s window, 3000 samples at 150 Hz → 94 steps).
 
 ``frontend`` is everything but the linear head.
 """
@@ -114,8 +114,8 @@ class StageResNet1D(ECGModel):
     stem Conv(``stem_kernel``, stride 2) → BN → ReLU, then one stage per entry of
     ``channels`` of ``blocks_per_stage`` basic blocks (kernel ``kernel_size``; the
     first block of each stage subsamples by 2), global average pool, dropout,
-    Linear. Defaults: stem 32 channels, stages 64→96→128→128, kernel 9: a 10-s
-    window (1500 samples at 150 Hz) becomes 47 steps. Any input length ≥ 32 works.
+    Linear. Defaults: stem 32 channels, stages 64→96→128→128, kernel 9: a 20-s
+    window (3000 samples at 150 Hz) becomes 94 steps. Any input length ≥ 32 works.
     """
 
     def __init__(self, num_classes: int = 4, in_channels: int = 1, stem_channels: int = 32,
