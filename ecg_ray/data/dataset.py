@@ -2,7 +2,7 @@
 
 One object answers what every later stage asks of the prepared data: its
 manifest (read once, through ``store.read_manifest``), the record index, the
-preprocessing config and its hash, the saved splits, and which records a run
+preprocessing config's hash, the saved splits, and which records a run
 trains and validates on (``select``: the saved split or a held-out fold,
 optionally a label-stratified subset for small runs). Pure data logic: no Ray.
 """
@@ -16,7 +16,6 @@ from sklearn.model_selection import train_test_split
 
 from . import store
 from .errors import DataError
-from .preprocess import PreprocessConfig
 from .splits import fold_records
 
 
@@ -29,8 +28,8 @@ def subsample(ids: list[str], labels: dict[str, str], n: int, seed: int = 0) -> 
 
 
 class PreparedDataset:
-    """A prepared folder: ``manifest``, ``index``, ``preprocess``, ``config_hash``,
-    ``splits``; ``split(name)`` and ``select(val_fold, max_records)`` give record ids."""
+    """A prepared folder: ``manifest``, ``index``, ``config_hash``, ``splits``;
+    ``split(name)`` and ``select(val_fold, max_records)`` give record ids."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -46,10 +45,6 @@ class PreparedDataset:
     def index(self) -> dict:
         """``store.load_index``: one entry per record (no signal), in file order."""
         return store.load_index(self.path)
-
-    @property
-    def preprocess(self) -> PreprocessConfig:
-        return PreprocessConfig.from_dict(self.manifest["preprocess"])
 
     @property
     def config_hash(self) -> str:

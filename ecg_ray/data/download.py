@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,12 +30,9 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import DataError
-from .sources import NAMES as SOURCES
-from .sources import get_source
+from .sources import NAMES as SOURCES, get_source
 
 DEFAULT_MIRROR = "https://physionet.org/files"
-CINC_PROJECT = "challenge-2017/1.0.0"
-MITDB_PROJECT = "mitdb/1.0.0"
 CINC_ZIP = "training2017.zip"
 CINC_LABELS = "REFERENCE-v3.csv"  # the latest label revision; saved as training2017/REFERENCE.csv
 MITDB_EXTS = (".hea", ".dat", ".atr")
@@ -48,12 +46,13 @@ PROGRESS_EVERY_S = 5.0
 def data_root(flag: str | Path | None = None) -> Path:
     """The data root: ``flag``, else ``$ECG_RAY_DATA``, else the user cache
     (``$XDG_CACHE_HOME/ecg-ray/data`` or ``~/.cache/ecg-ray/data``)."""
-    if flag:
-        return Path(flag).expanduser()
-    if os.environ.get("ECG_RAY_DATA"):
-        return Path(os.environ["ECG_RAY_DATA"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "ecg-ray" / "data"
+    chosen = flag or os.environ.get("ECG_RAY_DATA")
+    return Path(chosen).expanduser() if chosen else user_cache() / "data"
+
+
+def user_cache() -> Path:
+    """ecg-ray's folder in the user cache: ``$XDG_CACHE_HOME/ecg-ray`` or ``~/.cache/ecg-ray``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "ecg-ray"
 
 
 def has_records(folder: Path) -> bool:
@@ -66,8 +65,7 @@ def source_dir(root: str | Path, source: str) -> Path:
     """The records folder of ``source`` under ``root`` — or ``root`` itself when it
     already holds records (the user pointed straight at a records folder)."""
     folder = get_source(source).folder
-    root = Path(root)
-    return root if has_records(root) else root.joinpath(*folder)
+    return Path(root) if has_records(root) else Path(root).joinpath(*folder)
 
 
 def ensure_data(root: str | Path, source: str, log: Callable[[str], None] = print) -> Path:
@@ -101,17 +99,21 @@ def download(
     except OSError as e:
         raise DataError(f"cannot create the data folder {root} ({e.strerror or e})") from None
     for source in chosen:
-        source.download(root, base_url, log)
+        project_url = f"{base_url}/{source.project}"
+        sums = parse_checksums(_get(f"{project_url}/SHA256SUMS.txt"))  # first: offline leaves nothing behind
+        if not sums:
+            raise DataError(f"no checksums in {project_url}/SHA256SUMS.txt")
+        folder = root / source.folder[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        log(f"{source.title} → {folder}")
+        source.download(folder, project_url, sums, log)
     return root
 
 
-def download_cinc(root: Path, project_url: str, log) -> None:
-    sums = _checksums(project_url)  # first: offline leaves nothing behind
-    folder = root / "cinc2017"
-    folder.mkdir(parents=True, exist_ok=True)
-    log(f"PhysioNet/CinC 2017 → {folder}")
-    fetched = _fetch(f"{project_url}/{CINC_ZIP}", folder / CINC_ZIP, _expected(sums, CINC_ZIP, project_url), log)
-    _fetch(f"{project_url}/{CINC_LABELS}", folder / CINC_LABELS, _expected(sums, CINC_LABELS, project_url), log)
+def download_cinc(folder: Path, project_url: str, sums: dict[str, str], log) -> None:
+    """The challenge's zip and the latest labels into ``folder``, unzipped to ``folder/training2017``."""
+    fetched = _fetch(project_url, CINC_ZIP, folder, sums, log)
+    _fetch(project_url, CINC_LABELS, folder, sums, log)
     records = folder / "training2017"
     if fetched is not None or not has_records(records):
         _unzip(folder / CINC_ZIP, records, log)
@@ -121,23 +123,15 @@ def download_cinc(root: Path, project_url: str, log) -> None:
     log(f"  {n} records and labels ({CINC_LABELS} as REFERENCE.csv) in {records}")
 
 
-def download_mitdb(root: Path, project_url: str, log) -> None:
-    sums = _checksums(project_url)  # first: offline leaves nothing behind
-    folder = root / "mitdb"
-    folder.mkdir(parents=True, exist_ok=True)
-    log(f"MIT-BIH Arrhythmia Database → {folder}")
-    records_text = _get(f"{project_url}/RECORDS").decode("utf-8", "replace")
-    names = [line.strip() for line in records_text.splitlines() if line.strip()]
+def download_mitdb(folder: Path, project_url: str, sums: dict[str, str], log) -> None:
+    """Every record of the project's ``RECORDS`` list (header, signal, annotations) into ``folder``."""
+    names = _get(f"{project_url}/RECORDS").split()
     if not names:
         raise DataError(f"{project_url}/RECORDS lists no records")
     (folder / "RECORDS").write_text("".join(f"{n}\n" for n in names))
     total, start = 0, time.perf_counter()
     for i, name in enumerate(names, start=1):
-        got = []
-        for ext in MITDB_EXTS:
-            file = f"{name}{ext}"
-            got.append(_fetch(f"{project_url}/{file}", folder / file, _expected(sums, file, project_url), log,
-                              quiet=True))
+        got = [_fetch(project_url, f"{name}{ext}", folder, sums, log, quiet=True) for ext in MITDB_EXTS]
         if all(g is None for g in got):
             log(f"  record {name} ({i}/{len(names)}): already here, checksums OK")
             continue
@@ -150,19 +144,17 @@ def download_mitdb(root: Path, project_url: str, log) -> None:
 def _unzip(archive: Path, records: Path, log) -> None:
     """Extract ``archive`` beside itself and move its records folder to ``records``
     in one step, so a half-extracted folder never looks like the data."""
-    tmp = archive.parent / f".{archive.stem}.extract"
-    shutil.rmtree(tmp, ignore_errors=True)
     log(f"  unzipping {archive.name}")
-    try:
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(tmp)
-    except (zipfile.BadZipFile, OSError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"cannot unzip {archive}: {e}") from None
-    inner = tmp / records.name if (tmp / records.name).is_dir() else tmp
-    shutil.rmtree(records, ignore_errors=True)
-    inner.rename(records)
-    shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f".{archive.stem}.extract", dir=archive.parent,
+                                     ignore_cleanup_errors=True) as tmp:
+        try:
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(tmp)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"cannot unzip {archive}: {e}") from None
+        inner = Path(tmp) / records.name
+        shutil.rmtree(records, ignore_errors=True)
+        (inner if inner.is_dir() else Path(tmp)).rename(records)
 
 
 def parse_checksums(text: str) -> dict[str, str]:
@@ -176,26 +168,9 @@ def parse_checksums(text: str) -> dict[str, str]:
     return sums
 
 
-def _checksums(project_url: str) -> dict[str, str]:
-    url = f"{project_url}/SHA256SUMS.txt"
-    sums = parse_checksums(_get(url).decode("utf-8", "replace"))
-    if not sums:
-        raise DataError(f"no checksums in {url}")
-    return sums
-
-
-def _expected(sums: dict[str, str], name: str, project_url: str) -> str:
-    if name not in sums:
-        raise DataError(f"{name} is not listed in {project_url}/SHA256SUMS.txt: cannot verify it")
-    return sums[name]
-
-
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _offline(url: str, reason) -> DataError:
@@ -210,29 +185,35 @@ def _open(url: str):
         return urllib.request.urlopen(url, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as e:
         raise DataError(f"could not download {url}: HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise _offline(url, e.reason) from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
-        raise _offline(url, e) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+        raise _offline(url, getattr(e, "reason", e)) from None
     except ValueError as e:  # not a URL urllib understands
         raise DataError(f"bad download URL {url!r}: {e} (check ECG_RAY_MIRROR)") from None
 
 
-def _get(url: str) -> bytes:
-    """A small file, whole, in memory."""
+def _read(response, url: str, size: int = -1) -> bytes:
+    try:
+        return response.read(size)
+    except (OSError, http.client.HTTPException) as e:
+        raise _offline(url, e) from None
+
+
+def _get(url: str) -> str:
+    """A small text file, whole."""
     with _open(url) as response:
-        try:
-            return response.read()
-        except (OSError, http.client.HTTPException) as e:
-            raise _offline(url, e) from None
+        return _read(response, url).decode("utf-8", "replace")
 
 
-def _fetch(url: str, dest: Path, expected: str, log, quiet: bool = False) -> int | None:
-    """Stream ``url`` to ``dest`` (via ``dest.part``) and check its sha256.
+def _fetch(project_url: str, name: str, folder: Path, sums: dict[str, str], log, quiet: bool = False) -> int | None:
+    """Stream ``<project_url>/<name>`` to ``folder / name`` (via ``<name>.part``) and check
+    its sha256 against ``sums`` (the project's ``SHA256SUMS.txt``).
 
-    Returns the bytes downloaded, or None when ``dest`` was already there with
+    Returns the bytes downloaded, or None when the file was already there with
     the right checksum. ``quiet`` leaves the progress lines to the caller.
     """
+    if name not in sums:
+        raise DataError(f"{name} is not listed in {project_url}/SHA256SUMS.txt: cannot verify it")
+    url, dest, expected = f"{project_url}/{name}", folder / name, sums[name]
     if dest.is_file():
         if sha256(dest) == expected:
             if not quiet:
@@ -242,19 +223,10 @@ def _fetch(url: str, dest: Path, expected: str, log, quiet: bool = False) -> int
     part = dest.with_name(dest.name + ".part")
     h, done, start, last = hashlib.sha256(), 0, time.perf_counter(), time.perf_counter()
     try:
-        with _open(url) as response, _create(part) as out:
+        with _open(url) as response, open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
-            while True:
-                try:
-                    block = response.read(CHUNK)
-                except (OSError, http.client.HTTPException) as e:
-                    raise _offline(url, e) from None
-                if not block:
-                    break
-                try:
-                    out.write(block)
-                except OSError as e:
-                    raise DataError(f"cannot write {part} ({e.strerror or e})") from None
+            while block := _read(response, url, CHUNK):
+                out.write(block)
                 h.update(block)
                 done += len(block)
                 now = time.perf_counter()
@@ -262,6 +234,9 @@ def _fetch(url: str, dest: Path, expected: str, log, quiet: bool = False) -> int
                     last = now
                     of = f"/{total / 1e6:.1f}" if total else ""
                     log(f"  {dest.name}: {done / 1e6:.1f}{of} MB, {done / 1e6 / (now - start):.1f} MB/s")
+    except OSError as e:  # network errors are DataErrors by now: this is the local file
+        part.unlink(missing_ok=True)
+        raise DataError(f"cannot write {part} ({e.strerror or e})") from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -278,10 +253,3 @@ def _fetch(url: str, dest: Path, expected: str, log, quiet: bool = False) -> int
         seconds = max(time.perf_counter() - start, 1e-6)
         log(f"  {dest.name}: {done / 1e6:.1f} MB in {seconds:.1f} s ({done / 1e6 / seconds:.1f} MB/s), checksum OK")
     return done
-
-
-def _create(path: Path):
-    try:
-        return open(path, "wb")
-    except OSError as e:
-        raise DataError(f"cannot write {path} ({e.strerror or e})") from None

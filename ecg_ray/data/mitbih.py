@@ -38,10 +38,7 @@ def list_records(data_dir: Path) -> list[str]:
     if not data_dir.is_dir():
         raise DataError(f"data folder not found: {data_dir}")
     listing = data_dir / "RECORDS"
-    if listing.is_file():
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-    else:
-        names = sorted(p.stem for p in data_dir.glob("*.hea"))
+    names = listing.read_text().split() if listing.is_file() else sorted(p.stem for p in data_dir.glob("*.hea"))
     if not names:
         raise DataError(f"no MIT-BIH records (.hea files) in {data_dir}")
     return names
@@ -52,9 +49,10 @@ def rhythm_class(aux_note: str) -> str:
     return RHYTHM_TO_CLASS.get(aux_note.strip("\x00 "), "O")
 
 
-def _intervals(starts: np.ndarray, values: list, end: int) -> list[tuple[int, int, object]]:
-    bounds = list(starts) + [end]
-    return [(int(bounds[i]), int(bounds[i + 1]), values[i]) for i in range(len(values))]
+def _intervals(marks: list[tuple[int, object]], end: int) -> list[tuple[int, int, object]]:
+    """``(start, stop, value)`` of each ``(start, value)`` mark, lasting until the next one (the last until ``end``)."""
+    stops = [start for start, _ in marks[1:]] + [end]
+    return [(int(start), int(stop), value) for (start, value), stop in zip(marks, stops)]
 
 
 def label_windows(
@@ -67,11 +65,11 @@ def label_windows(
     A ``~`` annotation's subtype says which leads are bad from there on (WFDB
     convention): bit j = lead j noisy, bit 4+j = lead j unreadable, -1 = all
     leads unreadable, 0 = all clean."""
-    rhythm_at = [(s, rhythm_class(a)) for s, a in zip(ann_samples, aux_notes) if a.startswith("(")]
-    rhythm = _intervals(np.array([s for s, _ in rhythm_at]), [c for _, c in rhythm_at], n_samples)
-    quality = [(s, t) for s, sym, t in zip(ann_samples, symbols, subtypes) if sym == "~"]
-    noisy = [(a, b) for a, b, t in _intervals(np.array([s for s, _ in quality]), [t for _, t in quality], n_samples)
-             if t == -1 or (t > 0 and t & ((1 << lead_index) | (1 << (4 + lead_index))))]
+    rhythm = _intervals([(s, rhythm_class(a)) for s, a in zip(ann_samples, aux_notes) if a.startswith("(")],
+                        n_samples)
+    quality = _intervals([(s, t) for s, sym, t in zip(ann_samples, symbols, subtypes) if sym == "~"], n_samples)
+    bad_lead = (1 << lead_index) | (1 << (4 + lead_index))
+    noisy = [(a, b) for a, b, t in quality if t == -1 or (t > 0 and t & bad_lead)]
     out = []
     for start in range(0, n_samples - window + 1, window):
         stop = start + window
@@ -100,10 +98,7 @@ def read_windows(data_dir: Path, name: str, window_s: float = 30.0) -> tuple[lis
     window = int(round(window_s * record.fs))
     labelled = label_windows(len(signal), window, ann.sample, ann.symbol, ann.aux_note,
                              np.asarray(ann.subtype), lead_index)
-    windows, skipped = [], {}
-    for i, (start, label) in enumerate(labelled):
-        if label is None:
-            skipped["rhythm changes within window"] = skipped.get("rhythm changes within window", 0) + 1
-            continue
-        windows.append(Window(f"{name}_w{i:04d}", signal[start:start + window], float(record.fs), label))
-    return windows, skipped
+    windows = [Window(f"{name}_w{i:04d}", signal[start:start + window], float(record.fs), label)
+               for i, (start, label) in enumerate(labelled) if label is not None]
+    changes = len(labelled) - len(windows)
+    return windows, {"rhythm changes within window": changes} if changes else {}

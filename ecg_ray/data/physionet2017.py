@@ -68,38 +68,40 @@ def list_records(data_dir: Path) -> list[str]:
     return sorted(names)
 
 
+def read_header(data_dir: Path, name: str) -> tuple[float, int | None, float, float]:
+    """``(fs, samples or None, gain, baseline)`` of a record's ``.hea``; ``RecordError``
+    when it cannot be read or its sampling rate is implausible."""
+    hea = Path(data_dir) / f"{name}.hea"
+    try:
+        header = wfdb.rdheader(str(Path(data_dir) / name))
+    except Exception as e:  # wfdb raises bare ValueErrors/IndexErrors on bad headers
+        raise RecordError(name, "unreadable header", f"{hea}: {e}") from None
+    fs = float(header.fs or 0)
+    if not MIN_FS <= fs <= MAX_FS:
+        raise RecordError(name, "implausible sampling rate", f"{hea} says fs={fs:g} Hz")
+    gain = (header.adc_gain or [1000.0])[0] or 1000.0
+    baseline = (header.baseline or [0])[0] or 0
+    return fs, header.sig_len, gain, baseline
+
+
 def read_record(data_dir: Path, name: str) -> tuple[np.ndarray, float]:
     """One record as ``(signal in mV as float64 of shape (n,), fs)``.
 
     Raises ``RecordError`` for a missing, unreadable or inconsistent record.
     """
-    data_dir = Path(data_dir)
-    hea, mat = data_dir / f"{name}.hea", data_dir / f"{name}.mat"
+    hea, mat = Path(data_dir) / f"{name}.hea", Path(data_dir) / f"{name}.mat"
     if not hea.is_file():
         raise RecordError(name, "missing header", str(hea))
     if not mat.is_file():
         raise RecordError(name, "missing signal file", str(mat))
+    fs, sig_len, gain, baseline = read_header(data_dir, name)
     try:
-        header = wfdb.rdheader(str(data_dir / name))
-    except Exception as e:  # wfdb raises bare ValueErrors/IndexErrors on bad headers
-        raise RecordError(name, "unreadable header", f"{hea}: {e}") from None
-    try:
-        val = scipy.io.loadmat(str(mat))["val"]
+        val = np.asarray(scipy.io.loadmat(str(mat))["val"])
     except Exception as e:  # truncated or non-MATLAB file
         raise RecordError(name, "unreadable signal file", f"{mat}: {type(e).__name__}: {e}") from None
-    val = np.asarray(val)
     if val.ndim != 2 or val.shape[0] != 1:
         raise RecordError(name, "unexpected signal shape", f"{mat}: {val.shape}, expected (1, N)")
-    fs = float(header.fs or 0)
-    if not MIN_FS <= fs <= MAX_FS:
-        raise RecordError(name, "implausible sampling rate", f"{hea} says fs={fs:g} Hz")
-    if header.sig_len is not None and header.sig_len != val.shape[1]:
-        raise RecordError(
-            name,
-            "header length disagrees with signal",
-            f"{hea} says {header.sig_len} samples, {mat} has {val.shape[1]}",
-        )
-    gain = (header.adc_gain or [1000.0])[0] or 1000.0
-    baseline = (header.baseline or [0])[0] or 0
-    signal = (val[0].astype(np.float64) - baseline) / gain
-    return signal, fs
+    if sig_len is not None and sig_len != val.shape[1]:
+        raise RecordError(name, "header length disagrees with signal",
+                          f"{hea} says {sig_len} samples, {mat} has {val.shape[1]}")
+    return (val[0].astype(np.float64) - baseline) / gain, fs

@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import wfdb
 
 from .. import CLASSES
 from . import physionet2017, store
+from .download import user_cache
 from .errors import DataError, RecordError
-from .preprocess import PreprocessConfig, filter_record, filter_record_chunked, n_windows
-from .sources import get_source
+from .preprocess import PreprocessConfig, filter_record_chunked, filtered_record, n_windows
+from .sources import check_label, get_source
 from .splits import make_splits
 
 #: A record with more raw samples than this is filtered in pieces and stored in parts
@@ -62,16 +62,6 @@ class SplitConfig:
     folds: int = 5
 
 
-def filtered_record(signal, fs, cfg: PreprocessConfig, name: str):
-    """``(filtered float32 signal, n windows, padded)`` of one raw record; a record
-    shorter than one window is padded at inference, or skipped under ``short_policy='drop'``."""
-    filtered = filter_record(signal, fs, cfg, name).astype(np.float32)
-    padded = len(filtered) < cfg.segment_length
-    if padded and cfg.short_policy == "drop":
-        raise RecordError(name, "shorter than one segment", f"{len(filtered)} < {cfg.segment_length} samples")
-    return filtered, n_windows(len(filtered), cfg.segment_length, cfg.hop), padded
-
-
 def _open_long_mat(data_dir: Path, name: str, min_samples: int):
     """``(read(a, b) → mV float64, n, fs)`` for a PhysioNet-2017-style record longer
     than ``min_samples`` stored as a plain MATLAB v4 int16 row, reading only the
@@ -87,14 +77,11 @@ def _open_long_mat(data_dir: Path, name: str, min_samples: int):
     if n <= min_samples or mat.stat().st_size < offset + 2 * n:
         return None
     try:
-        header = wfdb.rdheader(str(Path(data_dir) / name))
-    except Exception:
+        fs, sig_len, gain, baseline = physionet2017.read_header(data_dir, name)
+    except RecordError:
         return None  # read_record reports it
-    fs = float(header.fs or 0)
-    if not physionet2017.MIN_FS <= fs <= physionet2017.MAX_FS or (header.sig_len not in (None, n)):
+    if sig_len not in (None, n):
         return None
-    gain = (header.adc_gain or [1000.0])[0] or 1000.0
-    baseline = (header.baseline or [0])[0] or 0
 
     def read(a: int, b: int) -> np.ndarray:
         raw = np.fromfile(mat, dtype="<i2", count=b - a, offset=offset + 2 * a)
@@ -124,10 +111,8 @@ def _long_record(opened, name: str, label: str, cfg: PreprocessConfig, part_samp
             pieces = filter_record_chunked(read, n, fs, cfg, scratch, name, chunk=part_samples)
             for i, piece in enumerate(_merged_tail(pieces, cfg.segment_length)):
                 rid = f"{name}_p{i:04d}"
-                table = store.records_table([(rid, label, piece)])
-                if writer is None:
-                    writer = pq.ParquetWriter(path, store.SCHEMA)
-                writer.write_table(table)
+                writer = writer or pq.ParquetWriter(path, store.SCHEMA)  # opened late: a skipped record leaves no file
+                writer.write_table(store.records_table([(rid, label, piece)]))
                 kept.append((rid, label, n_windows(len(piece), cfg.segment_length, cfg.hop),
                              len(piece) < cfg.segment_length, name))
     finally:
@@ -212,34 +197,31 @@ def _split_layout(seg_dir: Path, splits: dict, use_ray: bool, workers: int) -> N
     if use_ray:
         import ray
 
-        groups = max(1, min(len(sources), int(ray.cluster_resources().get("CPU", 1))))
-    else:
-        groups = max(1, min(len(sources), workers))
+        workers = int(ray.cluster_resources().get("CPU", 1))
+    groups = max(1, min(len(sources), workers))
     tasks = [(_regroup, (sources[i::groups], cell_of)) for i in range(groups)]
-    for _ in (_ray_results(tasks, seg_dir) if use_ray else _pool_results(tasks, seg_dir, groups)):
-        pass
+    list(_fan_out(tasks, seg_dir, use_ray, groups))  # wait for every task
     for source in sources:
         os.unlink(source)
 
 
-def _pool_results(tasks, seg_dir: Path, workers: int):
-    """Each chunk's ``(kept, skipped, n)`` from a local process pool, as they finish."""
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_run_chunk, fn, args, seg_dir / f"part-{i:05d}.parquet")
-                   for i, (fn, args) in enumerate(tasks)]
-        for future in as_completed(futures):
-            yield future.result()
-
-
-def _ray_results(tasks, seg_dir: Path):
-    """Each chunk's ``(kept, skipped, n)`` from Ray tasks (1 CPU each), as they finish;
-    Ray is imported here only: the per-record functions stay Ray-free."""
+def _fan_out(tasks, seg_dir: Path, use_ray: bool, workers: int):
+    """Each task's ``fn(*args, shard)`` result, as they finish: on a local process pool,
+    or with ``use_ray`` as Ray tasks (1 CPU each). Ray is imported here only: the
+    per-record functions stay Ray-free."""
+    calls = [(fn, args, seg_dir / f"part-{i:05d}.parquet") for i, (fn, args) in enumerate(tasks)]
+    if not use_ray:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_run_chunk, *call) for call in calls]
+            for future in as_completed(futures):
+                yield future.result()
+        return
     import ray
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
     run = ray.remote(num_cpus=1, max_retries=2)(_run_chunk)
-    pending = [run.remote(fn, args, seg_dir / f"part-{i:05d}.parquet") for i, (fn, args) in enumerate(tasks)]
+    pending = [run.remote(*call) for call in calls]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         yield ray.get(ready[0])
@@ -263,21 +245,6 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise DataError(f"output folder is not writable: {out} ({e.strerror or e})") from None
-
-
-def _label_problems(names: list[str], labels: dict[str, str]) -> tuple[list[str], list[tuple], list[str]]:
-    """Records to process, records skipped for their label, labels without records."""
-    present = set(names)
-    todo, skipped = [], []
-    for name in names:
-        if name not in labels:
-            skipped.append((name, "no label", "record missing from the label file"))
-        elif labels[name] not in CLASSES:
-            skipped.append((name, "unknown label", f"{labels[name]!r} is not one of {', '.join(CLASSES)}"))
-        else:
-            todo.append(name)
-    orphans = sorted(r for r in labels if r not in present)
-    return todo, skipped, orphans
 
 
 def prepare(
@@ -316,7 +283,14 @@ def prepare(
 
     skipped, orphans = [], []
     if labels is not None:  # records without a usable label are skipped before any is read
-        names, skipped, orphans = _label_problems(names, labels)
+        orphans, usable = sorted(set(labels) - set(names)), []
+        for name in names:
+            try:
+                check_label(name, labels)
+                usable.append(name)
+            except RecordError as e:
+                skipped.append((e.record, e.reason, e.detail))
+        names = usable
     chunks = [names[i:i + src.chunk] for i in range(0, len(names), src.chunk)]
     tasks = [(_chunk, (source, data_dir, c, {n: labels[n] for n in c} if labels is not None else None, window_s, cfg,
                        (LONG_SAMPLES, PART_SAMPLES))) for c in chunks]
@@ -326,8 +300,7 @@ def prepare(
     kept, done, start = [], 0, time.perf_counter()
     log(f"prepare: {total} {source} records from {data_dir} with "
         + ("Ray tasks (one per chunk of records, across the cluster)" if use_ray else f"{workers} process(es)"))
-    fan_out = _ray_results(tasks, seg_dir) if use_ray else _pool_results(tasks, seg_dir, workers)
-    for k, s, n in fan_out:
+    for k, s, n in _fan_out(tasks, seg_dir, use_ray, workers):
         kept += k
         skipped += s
         done += n
@@ -338,10 +311,9 @@ def prepare(
     if not kept:
         raise DataError(f"no usable records in {data_dir} ({len(skipped)} skipped)")
 
-    kept.sort()
-    ids, kept_labels = [k[0] for k in kept], [k[1] for k in kept]
+    ids, kept_labels, windows, padded, records = (list(column) for column in zip(*sorted(kept)))
     # records stored in parts stay together: group by the original record
-    groups = [k[4] for k in kept] if src.grouped or any(k[0] != k[4] for k in kept) else None
+    groups = records if src.grouped or ids != records else None
     try:
         splits = make_splits(ids, kept_labels, seed=split.seed, val_frac=split.val_frac,
                              test_frac=split.test_frac, k=split.folds, groups=groups)
@@ -353,8 +325,7 @@ def prepare(
         _split_layout(seg_dir, splits, use_ray, workers)
         layout_seconds = round(time.perf_counter() - t0, 2)
     label_of = dict(zip(ids, kept_labels))
-    segs_of = {k[0]: k[2] for k in kept}
-    train_counts = Counter(label_of[r] for r in splits["split"]["train"])
+    record_counts, train_counts = Counter(kept_labels), Counter(label_of[r] for r in splits["split"]["train"])
     skip_counts = Counter(reason for _, reason, _ in skipped)
     manifest = {
         "source": source,
@@ -367,15 +338,15 @@ def prepare(
         "classes": list(CLASSES),
         "window_s": settings["window_s"],
         "seconds": round(seconds, 2),
-        "records": {c: sum(1 for l in kept_labels if l == c) for c in CLASSES},
-        "segments": {c: sum(segs_of[r] for r in ids if label_of[r] == c) for c in CLASSES},
+        "records": {c: record_counts[c] for c in CLASSES},
+        "segments": {c: sum(n for label, n in zip(kept_labels, windows) if label == c) for c in CLASSES},
         "n_records": len(ids),
-        "n_segments": sum(segs_of.values()),
-        "padded_records": sorted(k[0] for k in kept if k[3]),
+        "n_segments": sum(windows),
+        "padded_records": [r for r, pad in zip(ids, padded) if pad],
         "skipped_counts": dict(skip_counts),
         "skipped": [{"record": r, "reason": reason, "detail": d} for r, reason, d in sorted(skipped)],
         "labels_without_record": orphans,
-        "train_class_counts": {c: train_counts.get(c, 0) for c in CLASSES},
+        "train_class_counts": {c: train_counts[c] for c in CLASSES},
         "splits": splits,
     }
     if split_layout:
@@ -389,17 +360,12 @@ def prepare(
     return manifest
 
 
-def cache_root() -> Path:
-    """``$ECG_RAY_CACHE``, else ``$XDG_CACHE_HOME/ecg-ray``, else ``~/.cache/ecg-ray``."""
-    if os.environ.get("ECG_RAY_CACHE"):
-        return Path(os.environ["ECG_RAY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ecg-ray"
-
-
 def ensure_prepared(source: str, records_dir: Path, cfg: PreprocessConfig = PreprocessConfig(),
                     out: Path | None = None, log=print) -> Path:
-    """A prepared folder for ``records_dir`` under ``cfg``: ``out``, or one in the
-    cache named by source and config hash; prepared now unless up to date."""
-    out = Path(out) if out else cache_root() / "prepared" / f"{source}-{cfg.hash}"
+    """A prepared folder for ``records_dir`` under ``cfg``: ``out``, or one in the cache
+    (``$ECG_RAY_CACHE``, else ``download.user_cache()``) named by source and config hash;
+    prepared now unless up to date."""
+    cache = Path(os.environ["ECG_RAY_CACHE"]) if os.environ.get("ECG_RAY_CACHE") else user_cache()
+    out = Path(out) if out else cache / "prepared" / f"{source}-{cfg.hash}"
     prepare(source, records_dir, out, cfg, log=log)
     return out

@@ -133,9 +133,7 @@ def segment(signal: np.ndarray, length: int, hop: int, pad: bool) -> tuple[np.nd
     if n < length:
         if not pad:
             return np.empty((0, length), dtype=signal.dtype), False
-        out = np.zeros((1, length), dtype=signal.dtype)
-        out[0, :n] = signal
-        return out, True
+        return np.pad(signal, (0, length - n))[None], True
     starts = window_starts(n, length, hop)
     return np.lib.stride_tricks.sliding_window_view(signal, length)[starts].copy(), False
 
@@ -155,12 +153,11 @@ def cut_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rec: 
     """Windows ``(len(rec), length)`` float32 from records stored one after the other
     in ``flat`` (record ``r``: ``flat[starts[r]:starts[r] + lengths[r]]``): window ``j``
     is record ``rec[j]`` from sample ``offsets[j]``, zero-padded past the record's end."""
-    out = np.empty((len(rec), length), dtype=np.float32)
+    out = np.zeros((len(rec), length), dtype=np.float32)
     starts, lengths = np.asarray(starts).tolist(), np.asarray(lengths).tolist()
     for j, (r, o) in enumerate(zip(np.asarray(rec).tolist(), np.asarray(offsets).tolist())):
         n = max(min(length, lengths[r] - o), 0)
         out[j, :n] = flat[starts[r] + o:starts[r] + o + n]
-        out[j, n:] = 0
     return out
 
 
@@ -188,6 +185,16 @@ def filter_record(signal: np.ndarray, fs: float, cfg: PreprocessConfig, record: 
     return zscore(bandpass(signal, cfg.fs, cfg.lowcut, cfg.highcut, cfg.order))
 
 
+def filtered_record(signal: np.ndarray, fs: float, cfg: PreprocessConfig, name: str) -> tuple[np.ndarray, int, bool]:
+    """``(filtered float32 signal, n windows, padded)`` of one raw record; a record
+    shorter than one window is padded at inference, or skipped under ``short_policy='drop'``."""
+    filtered = filter_record(signal, fs, cfg, name).astype(np.float32)
+    padded = len(filtered) < cfg.segment_length
+    if padded and cfg.short_policy == "drop":
+        raise RecordError(name, "shorter than one segment", f"{len(filtered)} < {cfg.segment_length} samples")
+    return filtered, n_windows(len(filtered), cfg.segment_length, cfg.hop), padded
+
+
 def preprocess_record(
     signal: np.ndarray, fs: float, cfg: PreprocessConfig, record: str = "?"
 ) -> tuple[np.ndarray, bool]:
@@ -196,13 +203,8 @@ def preprocess_record(
     Raises ``RecordError`` for records that cannot give a trustworthy segment
     (non-finite, flat, or shorter than one segment under ``short_policy='drop'``).
     """
-    filtered = filter_record(signal, fs, cfg, record)
-    segments, padded = segment(filtered, cfg.segment_length, cfg.hop, cfg.short_policy == "pad")
-    if len(segments) == 0:
-        raise RecordError(
-            record, "shorter than one segment", f"{len(filtered)} < {cfg.segment_length} samples"
-        )
-    return segments.astype(np.float32), padded
+    filtered, _, padded = filtered_record(signal, fs, cfg, record)
+    return segment(filtered, cfg.segment_length, cfg.hop, pad=True)[0], padded
 
 
 # --- long records in bounded memory -------------------------------------------------------------

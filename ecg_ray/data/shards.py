@@ -87,17 +87,18 @@ class RecordShard:
         the first did. Set ``epoch`` before each epoch."""
         order = np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(len(self.units))
         units = [self.units[i] for i in order]
-        if not prefetch:
-            tables = map(self._read, units)
-            yield from (b for t in tables for b in _slices(t, batch_size))
-            return
+        for table in self._prefetched(units) if prefetch else map(self._read, units):
+            for start in range(0, table.num_rows, batch_size):
+                yield table.slice(start, batch_size)
+
+    def _prefetched(self, units: list[tuple[str, int]]):
+        """``map(self._read, units)``, the next row group read in a background thread while this one is used."""
         with ThreadPoolExecutor(1, thread_name_prefix="record-shard") as pool:
             pending = pool.submit(self._read, units[0])
-            for nxt in units[1:] + [None]:
-                table = pending.result()
-                if nxt is not None:
-                    pending = pool.submit(self._read, nxt)
-                yield from _slices(table, batch_size)
+            for unit in units[1:]:
+                table, pending = pending.result(), pool.submit(self._read, unit)
+                yield table
+            yield pending.result()
 
 
 def _open(path: str) -> pq.ParquetFile:
@@ -105,8 +106,3 @@ def _open(path: str) -> pq.ParquetFile:
         raise DataError(f"{path}: prepared records not found on this node: on a multi-node cluster the "
                         "prepared folder must be on storage every node mounts at the same path")
     return pq.ParquetFile(path)
-
-
-def _slices(table: pa.Table, size: int):
-    for start in range(0, table.num_rows, size):
-        yield table.slice(start, size)

@@ -20,30 +20,19 @@ def _can_stratify(labels: list[str], n_parts: int) -> bool:
     return min(Counter(labels).values()) >= n_parts
 
 
-def _train_val_test(ids, labels, groups, val_frac, test_frac, seed):
-    ids, labels = np.asarray(ids), np.asarray(labels)
+def _hold_out(idx, labels, groups, size, seed, stratify):
+    """``(kept, held out)`` indices from ``idx``, ``size`` of them held out: whole groups
+    when ``groups`` is given, else stratified by label when ``stratify`` and possible."""
     if groups is not None:
-        groups = np.asarray(groups)
-        outer = GroupShuffleSplit(n_splits=1, test_size=test_frac, random_state=seed)
-        rest, test = next(outer.split(ids, labels, groups))
-        inner = GroupShuffleSplit(n_splits=1, test_size=val_frac / (1 - test_frac), random_state=seed)
-        train, val = next(inner.split(ids[rest], labels[rest], groups[rest]))
-        return ids[rest][train], ids[rest][val], ids[test]
-    stratify = _can_stratify(list(labels), 3)
-    rest, test = _split(ids, labels, test_frac, seed, stratify)
-    rest_labels = labels[np.isin(ids, rest)]
-    rest = ids[np.isin(ids, rest)]  # keep input order for determinism
-    train, val = _split(rest, rest_labels, val_frac / (1 - test_frac), seed, stratify)
-    return train, val, test
-
-
-def _split(ids, labels, test_size, seed, stratify):
+        splitter = GroupShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+        kept, held = next(splitter.split(idx, groups=groups[idx]))
+        return idx[kept], idx[held]
     if stratify:
         try:
-            return train_test_split(ids, test_size=test_size, stratify=labels, random_state=seed)
+            return train_test_split(idx, test_size=size, stratify=labels[idx], random_state=seed)
         except ValueError:  # a part too small to hold one record of every class (small inputs)
             pass
-    return train_test_split(ids, test_size=test_size, random_state=seed)
+    return train_test_split(idx, test_size=size, random_state=seed)
 
 
 def make_splits(
@@ -61,24 +50,21 @@ def make_splits(
     n_groups = len(set(groups)) if groups is not None else len(record_ids)
     if n_groups < max(k, 3):
         raise ValueError(f"need at least {max(k, 3)} records/groups to split, got {n_groups}")
-    train, val, test = _train_val_test(record_ids, labels, groups, val_frac, test_frac, seed)
+    ids, label_array = np.asarray(record_ids), np.asarray(labels)
+    group_array = np.asarray(groups) if groups is not None else None
+    stratify = _can_stratify(labels, 3)
+    rest, test = _hold_out(np.arange(len(ids)), label_array, group_array, test_frac, seed, stratify)
+    # the rest in input order, for determinism
+    train, val = _hold_out(np.sort(rest), label_array, group_array, val_frac / (1 - test_frac), seed, stratify)
 
     stratified = _can_stratify(labels, k)
-    x = np.zeros(len(record_ids))
-    if groups is not None:
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        parts = splitter.split(x, labels, groups)
-    elif stratified:
-        parts = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, labels)
-    else:
-        parts = KFold(n_splits=k, shuffle=True, random_state=seed).split(x)
-    ids = np.asarray(record_ids)
-    folds = [sorted(ids[held].tolist()) for _, held in parts]
+    kfold = StratifiedGroupKFold if groups is not None else StratifiedKFold if stratified else KFold
+    parts = kfold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(record_ids)), labels, groups)
     return {
         "seed": seed,
         "stratified": stratified,
-        "split": {"train": sorted(train.tolist()), "val": sorted(val.tolist()), "test": sorted(test.tolist())},
-        "folds": folds,
+        "split": {name: sorted(ids[part].tolist()) for name, part in (("train", train), ("val", val), ("test", test))},
+        "folds": [sorted(ids[held].tolist()) for _, held in parts],
     }
 
 

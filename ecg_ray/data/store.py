@@ -57,12 +57,11 @@ BYTES_SCHEMA = SCHEMA.set(SCHEMA.get_field_index("signal"), pa.field("signal", p
 def signal_bytes(table: pa.Table) -> pa.Table:
     """A records table with ``signal`` as float32 bytes (``BYTES_SCHEMA``); no copy of the samples."""
     column = table.column("signal").combine_chunks()
-    lengths = column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]) * 4
-    values = column.flatten()
-    data = values.buffers()[1]
-    data = data.slice(values.offset * 4, len(values) * 4)
-    binary = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(column), [None, pa.py_buffer(offsets), data])
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    values = column.flatten()  # the samples from offsets[0] to offsets[-1]
+    data = values.buffers()[1].slice(values.offset * 4, len(values) * 4)
+    binary = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(column),
+                                              [None, pa.py_buffer((offsets - offsets[0]) * 4), data])
     return table.set_column(table.schema.get_field_index("signal"), "signal", binary)
 
 
@@ -71,28 +70,19 @@ def signal_lists(table: pa.Table) -> pa.Table:
     index = table.schema.get_field_index("signal")
     if index < 0 or not pa.types.is_large_binary(table.schema.field(index).type):
         return table
-    chunks = []
-    for chunk in table.column(index).chunks:
-        offsets = np.frombuffer(chunk.buffers()[1], np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
-        data = chunk.buffers()[2]
-        values = np.frombuffer(data, np.float32, count=int(offsets[-1] - offsets[0]) // 4,
-                               offset=int(offsets[0])) if len(chunk) else np.empty(0, np.float32)
-        chunks.append(pa.ListArray.from_arrays(pa.array((offsets - offsets[0]) // 4, pa.int32()),
-                                               pa.array(values, pa.float32())))
+    chunks = [pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
+              for values, offsets in map(signal_buffer, table.column(index).chunks)]
     return table.set_column(index, "signal", pa.chunked_array(chunks, pa.list_(pa.float32())))
 
 
 def records_table(records: list[tuple[str, str, np.ndarray]]) -> pa.Table:
     """A table from ``(record_id, label, filtered signal (n,))`` tuples."""
-    signals = [np.ascontiguousarray(sig, dtype=np.float32) for _, _, sig in records]
-    lengths = np.array([len(x) for x in signals], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    flat = np.concatenate(signals) if signals else np.empty(0, np.float32)
+    signals = [np.asarray(sig, dtype=np.float32) for _, _, sig in records]
     labels = [label for _, label, _ in records]
     return pa.Table.from_arrays(
         [pa.array([r for r, _, _ in records], pa.string()), pa.array(labels, pa.string()),
-         pa.array([CLASS_TO_INDEX[l] for l in labels], pa.int8()), pa.array(lengths, pa.int32()),
-         pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.float32()))],
+         pa.array([CLASS_TO_INDEX[l] for l in labels], pa.int8()), pa.array([len(s) for s in signals], pa.int32()),
+         pa.array(signals, pa.list_(pa.float32()))],
         schema=SCHEMA,
     )
 
@@ -138,15 +128,13 @@ def read_manifest(prepared: Path) -> dict:
     path = Path(prepared) / MANIFEST
     if not path.is_file():
         raise DataError(f"not a prepared dataset (no {MANIFEST}): {prepared} — run `ecg-ray prepare` first")
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(path.read_text())
 
 
 def write_manifest(prepared: Path, manifest: dict) -> None:
     tmp = Path(prepared) / (MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    tmp.replace(Path(prepared) / MANIFEST)
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(Path(prepared) / MANIFEST)  # in one step: a folder with a manifest is complete
 
 
 def signal_matrix(table: pa.Table) -> np.ndarray:
@@ -165,8 +153,9 @@ def signal_buffer(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nd
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         offsets = np.frombuffer(column.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(column.type)
                                 else np.int32)[column.offset:column.offset + len(column) + 1]
-        return (np.frombuffer(column.buffers()[2], dtype=np.float32, count=int(offsets[-1]) // 4),
-                offsets.astype(np.int64) // 4)
+        data = column.buffers()[2]
+        samples = np.frombuffer(data, np.float32, count=int(offsets[-1]) // 4) if data else np.empty(0, np.float32)
+        return samples, offsets.astype(np.int64) // 4
     return column.values.to_numpy(zero_copy_only=False), column.offsets.to_numpy().astype(np.int64)
 
 
@@ -177,16 +166,23 @@ def record_signals(table: pa.Table) -> list[np.ndarray]:
     return [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
 
-def record_windows(prepared: Path, record_ids: list[str], cfg: PreprocessConfig):
-    """``(record ids in file order, labels, windows, record index of each window)`` of
-    ``record_ids``: every record cut into ``cfg``'s overlapping windows up to its tail
-    (a short record padded to one window), as whole-record scoring reads them."""
-    table = load_records(prepared, record_ids)
+def _windows(table: pa.Table, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(windows (n, segment_length) float32, record index of each window)``: every record
+    of a record table cut into ``cfg``'s overlapping windows up to its tail (a short record
+    padded to one window)."""
     windows = [segment(s, cfg.segment_length, cfg.hop, pad=True)[0] for s in record_signals(table)]
     codes = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
+    if not windows:
+        return np.empty((0, cfg.segment_length), np.float32), codes
+    return np.concatenate(windows).astype(np.float32, copy=False), codes
+
+
+def record_windows(prepared: Path, record_ids: list[str], cfg: PreprocessConfig):
+    """``(record ids in file order, labels, windows, record index of each window)`` of
+    ``record_ids``, cut as whole-record scoring reads them (``_windows``)."""
+    table = load_records(prepared, record_ids)
     return (np.asarray(table.column("record_id").to_pylist()),
-            table.column("label_index").to_numpy().astype(np.int64),
-            np.concatenate(windows).astype(np.float32, copy=False), codes)
+            table.column("label_index").to_numpy().astype(np.int64), *_windows(table, cfg))
 
 
 def load_records(prepared: Path, record_ids: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -201,32 +197,21 @@ def preprocess_config(prepared: Path) -> PreprocessConfig:
     return PreprocessConfig.from_dict(read_manifest(prepared)["preprocess"])
 
 
-def windows_table(records: pa.Table, cfg: PreprocessConfig) -> pa.Table:
-    """The inference windows of every record of a record table: one row per
-    window with ``record_id``, ``segment_index``, ``label``, ``label_index``,
-    ``padded`` and ``signal`` (fixed_size_list<float32>[segment_length])."""
-    ids, index, labels, padded, chunks = [], [], [], [], []
-    for rid, label, sig in zip(records.column("record_id").to_pylist(), records.column("label").to_pylist(),
-                               record_signals(records)):
-        windows, pad = segment(sig, cfg.segment_length, cfg.hop, pad=True)
-        n = len(windows)
-        ids += [rid] * n
-        index += range(n)
-        labels += [label] * n
-        padded += [pad] * n
-        chunks.append(windows.astype(np.float32, copy=False).ravel())
-    flat = np.concatenate(chunks) if chunks else np.empty(0, np.float32)
-    signal = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), cfg.segment_length)
-    return pa.table({"record_id": pa.array(ids, pa.string()), "segment_index": pa.array(index, pa.int32()),
-                     "label": pa.array(labels, pa.string()),
-                     "label_index": pa.array([CLASS_TO_INDEX[l] for l in labels], pa.int8()),
-                     "padded": pa.array(padded, pa.bool_()), "signal": signal})
-
-
 def load_segments(prepared: Path, record_ids: list[str] | None = None) -> pa.Table:
-    """The inference windows (see ``windows_table``) of all records, or of
-    ``record_ids``, cut with the prepared folder's own window config."""
-    return windows_table(load_records(prepared, record_ids), preprocess_config(prepared))
+    """The inference windows of all records, or of ``record_ids``, cut with the prepared
+    folder's own window config: one row per window with ``record_id``, ``segment_index``,
+    ``label``, ``label_index``, ``padded`` and ``signal`` (fixed_size_list<float32>[segment_length])."""
+    cfg = preprocess_config(prepared)
+    records = load_records(prepared, record_ids)
+    windows, codes = _windows(records, cfg)
+    first = np.searchsorted(codes, codes)  # the first window of each window's record
+    short = records.column("n_samples").to_numpy() < cfg.segment_length
+    return pa.table({"record_id": records.column("record_id").take(codes),
+                     "segment_index": pa.array(np.arange(len(codes)) - first, pa.int32()),
+                     "label": records.column("label").take(codes),
+                     "label_index": records.column("label_index").take(codes),
+                     "padded": pa.array(short[codes], pa.bool_()),
+                     "signal": pa.FixedSizeListArray.from_arrays(pa.array(windows.ravel()), cfg.segment_length)})
 
 
 def load_index(prepared: Path) -> dict[str, np.ndarray]:
