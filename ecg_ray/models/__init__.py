@@ -19,6 +19,7 @@ Registered: ``cnn_only`` (baseline), ``cnn_lstm``, ``bilstm``, ``simple_lstm``,
 from __future__ import annotations
 
 import inspect
+import timeit
 from typing import Any
 
 import numpy as np
@@ -26,16 +27,19 @@ import torch
 from torch import nn
 
 MODELS: dict[str, type] = {}
+#: name → the constructor defaults that name overrides (``bilstm``: ``bidirectional=True``)
+PRESETS: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str):
-    """Class decorator: add a model class to :data:`MODELS` under ``name``."""
+def register(name: str, **preset):
+    """Class decorator: add a model class to :data:`MODELS` under ``name``; ``preset``
+    overrides constructor defaults, so one class can back several names."""
 
     def deco(cls: type) -> type:
-        if name in MODELS and MODELS[name] is not cls:
+        if name in MODELS and (MODELS[name], PRESETS[name]) != (cls, preset):
             raise ValueError(f"model name {name!r} is already registered to {MODELS[name].__name__}")
         MODELS[name] = cls
-        cls.model_name = name
+        PRESETS[name] = preset
         return cls
 
     return deco
@@ -47,31 +51,11 @@ def model_names() -> list[str]:
 
 
 def default_hparams(name: str) -> dict[str, Any]:
-    """Every constructor keyword of model ``name`` with its default, including
-    those a subclass forwards to its parent through ``**kwargs``."""
-    cls = _model_class(name)
-    params: dict[str, Any] = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        sig = inspect.signature(init)
-        var_kw = False
-        for p in list(sig.parameters.values())[1:]:
-            if p.kind is p.VAR_KEYWORD:
-                var_kw = True
-            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                params.setdefault(p.name, p.default)  # the most derived default wins
-        if not var_kw:
-            break
-    return params
-
-
-def _model_class(name: str) -> type:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+    """Every constructor keyword of model ``name`` with its default (the name's preset applied)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters.values()
+    return {**{p.name: p.default for p in params}, **PRESETS[name]}
 
 
 def build_model(name: str, **hparams) -> nn.Module:
@@ -83,14 +67,14 @@ def build_model(name: str, **hparams) -> nn.Module:
     arguments, resolved, JSON-friendly) so a checkpoint can rebuild it with
     ``build_model(model.model_name, **model.hparams)``.
     """
-    cls = _model_class(name)
     defaults = default_hparams(name)
     unknown = sorted(set(hparams) - set(defaults))
     if unknown:
         raise TypeError(f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for model "
                         f"{name!r}; valid: {', '.join(sorted(defaults))}")
-    model = cls(**hparams)
     resolved = {**defaults, **hparams}
+    model = MODELS[name](**resolved)
+    model.model_name = name
     model.hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
     _check_groups(model)
     return model
@@ -110,12 +94,12 @@ def freeze(model: nn.Module, group: str = "frontend") -> nn.Module:
     """Freeze parameter group ``group``: ``requires_grad=False`` and the group
     stays in eval mode (BatchNorm running statistics fixed, dropout off) through
     later ``model.train()`` calls. Returns the model."""
-    return model.freeze(group)
+    return model.set_frozen(group, True)
 
 
 def unfreeze(model: nn.Module, group: str = "frontend") -> nn.Module:
     """Undo :func:`freeze`."""
-    return model.unfreeze(group)
+    return model.set_frozen(group, False)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -129,24 +113,16 @@ def batched_logits(model, windows: np.ndarray, batch_size: int = 256, device="cp
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     if not windows.flags.writeable:  # e.g. a zero-copy view of an Arrow buffer
         windows = windows.copy()
-    out = None
     with torch.inference_mode():
-        for i in range(0, len(windows), batch_size):
-            logits = model(torch.from_numpy(windows[i:i + batch_size]).unsqueeze(1).to(device)).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(windows), logits.shape[1]), dtype=np.float64)
-            out[i:i + len(logits)] = logits
-    return out if out is not None else np.empty((0, 4), dtype=np.float64)
+        chunks = [model(torch.from_numpy(windows[i:i + batch_size]).unsqueeze(1).to(device)).float().cpu().numpy()
+                  for i in range(0, len(windows), batch_size)]
+    return np.concatenate(chunks).astype(np.float64) if chunks else np.empty((0, 4), dtype=np.float64)
 
 
 def benchmark_models(batch_size: int = 64, length: int = 1500, iters: int = 3,
                      names: list[str] | None = None, warmup: int = 1) -> list[dict]:
     """Forward+backward throughput of every model (default hyper-parameters) on
     CPU, in train mode: ``[{"name", "parameters", "segments_per_s", "seconds_per_iter"}]``."""
-    import time
-
-    import torch
-
     rows = []
     for name in names or model_names():
         torch.manual_seed(0)
@@ -161,10 +137,7 @@ def benchmark_models(batch_size: int = 64, length: int = 1500, iters: int = 3,
 
         for _ in range(warmup):
             step()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            step()
-        dt = (time.perf_counter() - t0) / max(iters, 1)
+        dt = timeit.timeit(step, number=iters) / max(iters, 1)
         rows.append({"name": name, "parameters": count_parameters(model),
                      "segments_per_s": batch_size / dt, "seconds_per_iter": dt})
     return rows
@@ -173,5 +146,5 @@ def benchmark_models(batch_size: int = 64, length: int = 1500, iters: int = 3,
 # registration happens on import of the family modules (they import `register` above)
 from . import cnn, recurrent, resnet, transformer  # noqa: E402,F401
 
-__all__ = ["MODELS", "register", "build_model", "model_names", "default_hparams",
+__all__ = ["MODELS", "PRESETS", "register", "build_model", "model_names", "default_hparams",
            "freeze", "unfreeze", "count_parameters", "benchmark_models"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from . import benchmark_models, model_names
 
 
@@ -25,8 +27,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", nargs="*", choices=model_names(), default=None)
     args = ap.parse_args(argv)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     rows = benchmark_models(args.batch_size, args.length, args.iters, names=args.models)
     print(f"batch {args.batch_size}, length {args.length}, {args.iters} timed iterations, CPU")

@@ -12,6 +12,7 @@
 * :class:`AdditiveAttention` — the Bahdanau scorer used by ``attention`` pooling.
 * :class:`PositionalEncoding` — sinusoidal, any length, nothing stored in the
   state dict.
+* :func:`linear_head` — Dropout → Linear, the classifier of every model.
 * :class:`ECGModel` — the base class of every model: input normalisation
   (``(B, L)`` → ``(B, 1, L)``), named parameter groups and freezing.
 """
@@ -43,6 +44,11 @@ def _check_prob(name: str, p: float) -> float:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {p}")
     return p
+
+
+def linear_head(in_dim: int, num_classes: int, dropout: float, name: str = "head_dropout") -> nn.Sequential:
+    """Dropout → Linear: the classifier every model ends with (state-dict keys ``head.1.*``)."""
+    return nn.Sequential(nn.Dropout(_check_prob(name, dropout)), nn.Linear(in_dim, num_classes))
 
 
 def init_conv_bn(module: nn.Module) -> None:
@@ -127,7 +133,6 @@ class CNNFrontend(nn.Module):
             c_in = c
         self.blocks = nn.Sequential(*blocks)
         self.out_channels = channels[-1]
-        self.downsample = pool ** len(channels)
         init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,11 +221,12 @@ class ECGModel(nn.Module):
     """Base class: every model maps ``(B, in_channels, L)`` (or ``(B, L)``) to
     ``(B, num_classes)`` logits and names its parts.
 
-    Subclasses implement :meth:`module_groups` (group name → modules); the
+    Subclasses build ``frontend`` and ``head``; those with more parts override
+    :meth:`module_groups` (group name → modules) and :meth:`forward`. The
     groups ``frontend``, ``recurrent`` and ``head`` always exist (possibly
     empty) and together hold every parameter exactly once.
 
-    Freezing (:meth:`freeze` / :func:`ecg_ray.models.freeze`) turns off
+    Freezing (:func:`ecg_ray.models.freeze`) turns off
     ``requires_grad`` for a group *and* keeps that group in eval mode through
     later ``model.train()`` calls, so its BatchNorm running statistics do not
     move (and its dropout is off: a frozen feature extractor is deterministic).
@@ -239,7 +245,7 @@ class ECGModel(nn.Module):
         self.num_classes = num_classes
         self.frozen_groups: set[str] = set()
 
-    # -- input ---------------------------------------------------------------
+    # -- input, forward -----------------------------------------------------
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(1)
@@ -248,29 +254,23 @@ class ECGModel(nn.Module):
                 f"expected input (B, {self.in_channels}, L) or (B, L), got {tuple(x.shape)}")
         return x
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Default: front end → global average pool over time → head."""
+        return self.head(self.frontend(self._prepare(x)).mean(dim=2))
+
     # -- groups --------------------------------------------------------------
     def module_groups(self) -> dict[str, list[nn.Module]]:
-        raise NotImplementedError
+        """Group name → modules; this default suits the models without a recurrent part."""
+        return {"frontend": [self.frontend], "recurrent": [], "head": [self.head]}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Group name → parameters (every parameter exactly once across groups)."""
-        out: dict[str, list[nn.Parameter]] = {}
-        for name, modules in self.module_groups().items():
-            seen: dict[int, nn.Parameter] = {}
-            for m in modules:
-                for p in m.parameters():
-                    seen.setdefault(id(p), p)
-            out[name] = list(seen.values())
-        return out
+        # dict.fromkeys: a parameter shared by two modules of a group is listed once
+        return {name: list(dict.fromkeys(p for m in modules for p in m.parameters()))
+                for name, modules in self.module_groups().items()}
 
     # -- freezing ------------------------------------------------------------
-    def freeze(self, group: str = "frontend") -> "ECGModel":
-        return self._set_frozen(group, True)
-
-    def unfreeze(self, group: str = "frontend") -> "ECGModel":
-        return self._set_frozen(group, False)
-
-    def _set_frozen(self, group: str, frozen: bool) -> "ECGModel":
+    def set_frozen(self, group: str, frozen: bool) -> "ECGModel":
         """(Un)freeze ``group``: gradients off/on, and re-apply train/eval so a
         frozen group's BatchNorm stays in eval mode."""
         groups = self.module_groups()

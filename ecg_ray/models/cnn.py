@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import nn
-
 from . import register
-from .blocks import CNNFrontend, ECGModel, _check_prob
+from .blocks import CNNFrontend, ECGModel, linear_head
 
 
 @register("cnn_only")
@@ -22,14 +19,4 @@ class CNNOnly(ECGModel):
                  pool: int = 2, dropout: float = 0.1, head_dropout: float = 0.0):
         super().__init__(in_channels, num_classes)
         self.frontend = CNNFrontend(in_channels, channels, kernel_size, pool, dropout)
-        self.head = nn.Sequential(
-            nn.Dropout(_check_prob("head_dropout", head_dropout)),
-            nn.Linear(self.frontend.out_channels, num_classes),
-        )
-
-    def module_groups(self):
-        return {"frontend": [self.frontend], "recurrent": [], "head": [self.head]}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.frontend(self._prepare(x))  # (B, C, T)
-        return self.head(feats.mean(dim=2))
+        self.head = linear_head(self.frontend.out_channels, num_classes, head_dropout)

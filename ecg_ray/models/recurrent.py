@@ -1,7 +1,7 @@
 """CNN → RNN families (and the RNN-only diagnostic).
 
 One implementation, :class:`RecurrentClassifier`, covers them all; the
-registered names are that class with different defaults:
+registered names are that class with different defaults (presets):
 
 ==============  ==============================================================
 ``cnn_lstm``    CNN front end → 2-layer LSTM (128) → pooled outputs → linear
@@ -13,8 +13,9 @@ registered names are that class with different defaults:
 ``attention``   CNN front end → 2-layer LSTM → additive (Bahdanau) attention
                 pooling; ``forward(x, return_attention=True)`` gives the weights
 ``lstm_only``   no CNN: the raw signal in frames of ``downsample`` (8) samples
-                (or average-pooled by 8) → LSTM — a diagnostic of what the
-                CNN contributes
+                (or, with ``frontend="avg"``, average-pooled by 8: learns far
+                more slowly, one number per step) → LSTM — a diagnostic of what
+                the CNN contributes
 ==============  ==============================================================
 
 The CNN front end down-samples by 8 (three max-pools of 2), so a 1500-sample
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from . import register
-from .blocks import POOLINGS, CNNFrontend, ECGModel, SequencePool, _check_prob, init_rnn
+from .blocks import POOLINGS, CNNFrontend, ECGModel, SequencePool, _check_prob, init_rnn, linear_head
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -50,6 +51,14 @@ class Framer(nn.Module):
         return x.permute(0, 1, 3, 2).reshape(b, c * self.frame, t)
 
 
+# decorators apply bottom-up: cnn_lstm is registered first
+@register("lstm_only", frontend="frame")
+@register("attention", pooling="attention")
+@register("residual", residual=True)
+@register("gru", cell="gru")
+@register("simple_lstm", hidden=64, layers=1)
+@register("bilstm", bidirectional=True)
+@register("cnn_lstm")
 class RecurrentClassifier(ECGModel):
     """CNN front end → LSTM/GRU over the CNN's time axis → pooling → linear head.
 
@@ -98,8 +107,7 @@ class RecurrentClassifier(ECGModel):
         self.skip = nn.Linear(feat_dim, out_dim) if residual else None
         self.pool = SequencePool(pooling, out_dim, bidirectional=bool(bidirectional))
         self.supports_attention = pooling == "attention"
-        self.head = nn.Sequential(nn.Dropout(_check_prob("head_dropout", head_dropout)),
-                                  nn.Linear(self.pool.out_dim, num_classes))
+        self.head = linear_head(self.pool.out_dim, num_classes, head_dropout)
 
     def module_groups(self):
         recurrent = [self.rnn] + ([self.skip] if self.skip is not None else [])
@@ -118,57 +126,3 @@ class RecurrentClassifier(ECGModel):
         logits = self.head(pooled)
         return (logits, weights) if return_attention else logits
 
-
-@register("cnn_lstm")
-class CNNLSTM(RecurrentClassifier):
-    """CNN front end → 2-layer LSTM (128) → mean-pooled outputs → linear."""
-
-
-@register("bilstm")
-class BiLSTM(RecurrentClassifier):
-    """CNN front end → 2-layer bidirectional LSTM (128 per direction)."""
-
-    def __init__(self, bidirectional: bool = True, **kwargs):
-        super().__init__(bidirectional=bidirectional, **kwargs)
-
-
-@register("simple_lstm")
-class SimpleLSTM(RecurrentClassifier):
-    """CNN front end → 1-layer LSTM with 64 units."""
-
-    def __init__(self, hidden: int = 64, layers: int = 1, **kwargs):
-        super().__init__(hidden=hidden, layers=layers, **kwargs)
-
-
-@register("gru")
-class GRU(RecurrentClassifier):
-    """CNN front end → 2-layer GRU (128)."""
-
-    def __init__(self, cell: str = "gru", **kwargs):
-        super().__init__(cell=cell, **kwargs)
-
-
-@register("residual")
-class ResidualLSTM(RecurrentClassifier):
-    """CNN front end → LSTM with a residual (projected CNN features) connection."""
-
-    def __init__(self, residual: bool = True, **kwargs):
-        super().__init__(residual=residual, **kwargs)
-
-
-@register("attention")
-class AttentionLSTM(RecurrentClassifier):
-    """CNN front end → 2-layer LSTM → additive attention pooling (weights returnable)."""
-
-    def __init__(self, pooling: str = "attention", **kwargs):
-        super().__init__(pooling=pooling, **kwargs)
-
-
-@register("lstm_only")
-class LSTMOnly(RecurrentClassifier):
-    """No CNN: the raw signal cut into frames of ``downsample`` (8) samples →
-    2-layer LSTM (diagnostic). ``frontend="avg"`` average-pools by 8 instead
-    (learns far more slowly: one number per step)."""
-
-    def __init__(self, frontend: str = "frame", **kwargs):
-        super().__init__(frontend=frontend, **kwargs)

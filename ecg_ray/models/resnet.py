@@ -21,7 +21,17 @@ import torch
 from torch import nn
 
 from . import register
-from .blocks import ECGModel, SameConv1d, _check_prob, init_conv_bn
+from .blocks import ECGModel, SameConv1d, _as_channels, _check_prob, init_conv_bn, linear_head
+
+
+def bn_relu(channels: int) -> list[nn.Module]:
+    return [nn.BatchNorm1d(channels), nn.ReLU(inplace=True)]
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> list[nn.Module]:
+    """Conv1d (no bias, padding ``(k-1)//2``) → BatchNorm1d."""
+    return [nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
+                      bias=False), nn.BatchNorm1d(out_channels)]
 
 
 class PreActBlock(nn.Module):
@@ -31,13 +41,11 @@ class PreActBlock(nn.Module):
         # 'same' padding for stride 1 (asymmetric for even kernels, e.g. 16);
         # (k-1)//2 for the strided conv, so its output never outgrows the shortcut
         # the first block follows the stem's BN-ReLU directly (as in Hannun et al.)
-        self.pre = nn.Identity() if first else nn.Sequential(
-            nn.BatchNorm1d(in_channels), nn.ReLU(inplace=False), nn.Dropout(dropout))
+        self.pre = nn.Identity() if first else nn.Sequential(*bn_relu(in_channels), nn.Dropout(dropout))
         self.conv1 = (nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
                                 padding=(kernel_size - 1) // 2, bias=False)
                       if stride > 1 else SameConv1d(in_channels, out_channels, kernel_size))
-        self.mid = nn.Sequential(nn.BatchNorm1d(out_channels), nn.ReLU(inplace=True),
-                                 nn.Dropout(dropout))
+        self.mid = nn.Sequential(*bn_relu(out_channels), nn.Dropout(dropout))
         self.conv2 = SameConv1d(out_channels, out_channels, kernel_size)
         shortcut = []
         if stride > 1:
@@ -63,28 +71,16 @@ class ResNet1D(ECGModel):
         if blocks < 1 or width < 1 or grow_every < 1 or stride < 1 or kernel_size < 1:
             raise ValueError("width, blocks, kernel_size, grow_every and stride must be >= 1")
         dropout = _check_prob("dropout", dropout)
-        layers: list[nn.Module] = [
-            SameConv1d(in_channels, width, kernel_size),
-            nn.BatchNorm1d(width), nn.ReLU(inplace=True),
-        ]
+        layers: list[nn.Module] = [SameConv1d(in_channels, width, kernel_size), *bn_relu(width)]
         c_in = width
         for i in range(blocks):
             c_out = width * 2 ** (i // grow_every)
             s = stride if i % 2 == 0 else 1
             layers.append(PreActBlock(c_in, c_out, kernel_size, s, dropout, first=(i == 0)))
             c_in = c_out
-        layers += [nn.BatchNorm1d(c_in), nn.ReLU(inplace=True)]
-        self.frontend = nn.Sequential(*layers)
-        self.out_channels = c_in
-        self.head = nn.Sequential(nn.Dropout(_check_prob("head_dropout", head_dropout)),
-                                  nn.Linear(c_in, num_classes))
+        self.frontend = nn.Sequential(*layers, *bn_relu(c_in))
+        self.head = linear_head(c_in, num_classes, head_dropout)
         init_conv_bn(self.frontend)
-
-    def module_groups(self):
-        return {"frontend": [self.frontend], "recurrent": [], "head": [self.head]}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.frontend(self._prepare(x)).mean(dim=2))
 
 
 class BasicBlock(nn.Module):
@@ -93,14 +89,10 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int):
         super().__init__()
-        pad = (kernel_size - 1) // 2
-        self.body = nn.Sequential(
-            nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=pad, bias=False),
-            nn.BatchNorm1d(out_channels), nn.ReLU(inplace=True),
-            nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False),
-            nn.BatchNorm1d(out_channels))
-        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels else nn.Sequential(
-            nn.Conv1d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm1d(out_channels)))
+        self.body = nn.Sequential(*conv_bn(in_channels, out_channels, kernel_size, stride), nn.ReLU(inplace=True),
+                                  *conv_bn(out_channels, out_channels, kernel_size))
+        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels
+                         else nn.Sequential(*conv_bn(in_channels, out_channels, 1, stride)))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,24 +114,15 @@ class StageResNet1D(ECGModel):
                  channels: list | tuple = (64, 96, 128, 128), blocks_per_stage: int = 2, kernel_size: int = 9,
                  stem_kernel: int = 15, dropout: float = 0.3):
         super().__init__(in_channels, num_classes)
-        channels = [int(c) for c in channels]
-        if not channels or min(channels) < 1 or blocks_per_stage < 1 or kernel_size < 1 or stem_channels < 1:
-            raise ValueError("channels, blocks_per_stage, kernel_size and stem_channels must be >= 1")
-        layers: list[nn.Module] = [
-            nn.Conv1d(in_channels, stem_channels, stem_kernel, stride=2, padding=(stem_kernel - 1) // 2, bias=False),
-            nn.BatchNorm1d(stem_channels), nn.ReLU(inplace=True)]
+        channels = _as_channels(channels)
+        if blocks_per_stage < 1 or kernel_size < 1 or stem_channels < 1:
+            raise ValueError("blocks_per_stage, kernel_size and stem_channels must be >= 1")
+        layers = [*conv_bn(in_channels, stem_channels, stem_kernel, stride=2), nn.ReLU(inplace=True)]
         c_in = stem_channels
         for c_out in channels:
             for b in range(blocks_per_stage):
                 layers.append(BasicBlock(c_in, c_out, kernel_size, 2 if b == 0 else 1))
                 c_in = c_out
         self.frontend = nn.Sequential(*layers)
-        self.out_channels = c_in
-        self.head = nn.Sequential(nn.Dropout(_check_prob("dropout", dropout)), nn.Linear(c_in, num_classes))
+        self.head = linear_head(c_in, num_classes, dropout, name="dropout")
         init_conv_bn(self.frontend)
-
-    def module_groups(self):
-        return {"frontend": [self.frontend], "recurrent": [], "head": [self.head]}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.frontend(self._prepare(x)).mean(dim=2))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import register
-from .blocks import POOLINGS, CNNFrontend, ECGModel, PositionalEncoding, SequencePool, _check_prob
+from .blocks import POOLINGS, CNNFrontend, ECGModel, PositionalEncoding, SequencePool, _check_prob, linear_head
 
 
 @register("transformer")
@@ -46,8 +46,7 @@ class TransformerClassifier(ECGModel):
         self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model),
                                              enable_nested_tensor=False)
         self.pool = SequencePool(pooling, d_model)
-        self.head = nn.Sequential(nn.Dropout(_check_prob("head_dropout", head_dropout)),
-                                  nn.Linear(self.pool.out_dim, num_classes))
+        self.head = linear_head(self.pool.out_dim, num_classes, head_dropout)
 
     def module_groups(self):
         return {"frontend": [self.frontend], "recurrent": [self.proj, self.encoder],

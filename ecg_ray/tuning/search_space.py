@@ -10,26 +10,33 @@ trial starts, so a typo fails at once with a message naming the key.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from .. import HEADLINE
+from ..models import build_model
 from ..training.config import TrainConfig
 
 SAMPLERS = ("grid_search", "choice", "uniform", "loguniform", "randint")
-DATA_KEYS = {"source", "data_dir", "prepared", "preprocess", "max_records", "val_fold", "materialize"}
 #: The scheduler section's defaults: a spec's own values override them (``sweep`` fills them in too).
 SCHEDULER_DEFAULTS = {"type": "asha", "max_t": 20, "grace_period": 2, "reduction_factor": 3}
-SCHEDULER_KEYS = set(SCHEDULER_DEFAULTS)
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "num_workers", "max_concurrent_trials"}
-TOP_KEYS = {"name", "description", "data", "metric", "mode", "scheduler", "resources",
-            "max_failures", "num_samples", "param_space", "stage2"}
-#: ``stage2``: the fixed-budget confirmation after the ASHA search (``tuning.stages``).
-#: resources: overrides for stage 2 only; fixed: param_space values for stage 2 only (instead of stage 1's best)
-STAGE2_KEYS = {"factors", "seeds", "budget", "resources", "fixed"}
+#: The keys each section may hold ("": the top level; None: any key). ``stage2`` is the
+#: fixed-budget confirmation after the ASHA search (``tuning.stages``): its ``resources``
+#: override stage 1's for stage 2 only; ``fixed`` gives param_space values for stage 2 only
+#: (instead of stage 1's best).
+SECTIONS = {
+    "": {"name", "description", "data", "metric", "mode", "scheduler", "resources",
+         "max_failures", "num_samples", "param_space", "stage2"},
+    "data": {"source", "data_dir", "prepared", "preprocess", "max_records", "val_fold", "materialize"},
+    "scheduler": set(SCHEDULER_DEFAULTS),
+    "resources": RESOURCE_KEYS,
+    "stage2": {"factors", "seeds", "budget", "resources", "fixed"},
+    "stage2.resources": RESOURCE_KEYS,
+    "stage2.fixed": None,
+}
 
 
 class SpecError(ValueError):
@@ -52,61 +59,66 @@ class SweepSpec:
     path: str | None = None
 
 
+def sampler_of(value) -> str | None:
+    """The sampler of a ``param_space`` entry (``{grid_search: [...]}`` → ``grid_search``); None for a constant."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS:
+        return next(iter(value))
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _candidates(key: str, value):
     """Every concrete value a trial may get for ``key`` (bounds for ranges)."""
     if not isinstance(value, dict) or key == "model_params" and not (set(value) & set(SAMPLERS)):
         return [value]
-    if len(value) != 1 or next(iter(value)) not in SAMPLERS:
-        raise SpecError(f"param_space.{key}: expected a constant or one of {{{', '.join(SAMPLERS)}: ...}}, got {value!r}")
-    kind, arg = next(iter(value.items()))
+    kind = sampler_of(value)
+    if kind is None:
+        raise SpecError(f"param_space.{key}: expected a constant or one of "
+                        f"{{{', '.join(SAMPLERS)}: ...}}, got {value!r}")
+    arg = value[kind]
     if not isinstance(arg, list) or not arg:
         raise SpecError(f"param_space.{key}.{kind}: expected a non-empty list, got {arg!r}")
     if kind in ("uniform", "loguniform", "randint"):
-        if len(arg) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in arg) or arg[0] >= arg[1]:
+        if len(arg) != 2 or not all(map(_is_number, arg)) or arg[0] >= arg[1]:
             raise SpecError(f"param_space.{key}.{kind}: expected [low, high] numbers with low < high, got {arg!r}")
         if kind == "loguniform" and arg[0] <= 0:
             raise SpecError(f"param_space.{key}.loguniform: bounds must be > 0, got {arg!r}")
     return arg
 
 
-def _check_types(key: str, value, default) -> None:
+def _check_type(key: str, value, default) -> None:
     if default is None or value is None:
         return
-    number = (int, float)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
-    elif isinstance(default, number):
-        ok = isinstance(value, number) and not isinstance(value, bool)
-        if isinstance(default, int) and not isinstance(default, bool):
-            ok = ok and float(value).is_integer()
-    elif isinstance(default, (list, dict, str)):
-        ok = isinstance(value, (type(default), str)) if isinstance(default, list) else isinstance(value, type(default))
+    elif isinstance(default, (int, float)):
+        ok = _is_number(value) and (isinstance(default, float) or float(value).is_integer())
+    elif isinstance(default, list):
+        ok = isinstance(value, (list, str))  # augment: a list of names or one comma-separated string
     else:
-        ok = True
+        ok = isinstance(value, type(default))
     if not ok:
         raise SpecError(f"param_space.{key}: {value!r} has the wrong type (expected {type(default).__name__})")
 
 
 def validate_param_space(space: dict) -> None:
+    """Check every value a trial could get against ``TrainConfig`` and the chosen models."""
     defaults = TrainConfig().to_dict()
     for key, value in space.items():
         if key not in defaults:
             raise SpecError(f"param_space.{key}: unknown training option (known: {', '.join(sorted(defaults))})")
         for candidate in _candidates(key, value):
-            _check_types(key, candidate, defaults[key])
+            _check_type(key, candidate, defaults[key])
             try:
                 TrainConfig.from_dict({key: candidate})
             except (ValueError, TypeError) as e:
                 raise SpecError(f"param_space.{key}: {e}") from None
-    _check_model_params(space)
-
-
-def _check_model_params(space: dict) -> None:
-    """Every model candidate must accept every ``model_params`` candidate."""
-    from ..models import build_model
-
     if "model_params" not in space:
         return
+    # every model candidate must accept every model_params candidate
     models = _candidates("model", space.get("model", TrainConfig().model))
     for params in _candidates("model_params", space["model_params"]):
         if not isinstance(params, dict):
@@ -122,22 +134,13 @@ def to_tune(space: dict) -> dict:
     """The Tune ``param_space`` for a validated spec."""
     from ray import tune
 
-    out = {}
+    out = dict(space)
     for key, value in space.items():
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS:
-            kind, arg = next(iter(value.items()))
-            out[key] = {"grid_search": tune.grid_search, "choice": tune.choice}[kind](arg) \
-                if kind in ("grid_search", "choice") else getattr(tune, kind)(*arg)
-        else:
-            out[key] = value
+        kind = sampler_of(value)
+        if kind:
+            sample = getattr(tune, kind)
+            out[key] = sample(value[kind]) if kind in ("grid_search", "choice") else sample(*value[kind])
     return out
-
-
-def _set(d: dict, dotted: str, raw: str) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = yaml.safe_load(raw)
 
 
 def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
@@ -149,42 +152,47 @@ def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML: {e}") from None
-    raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
             raise SpecError(f"--set {item!r}: expected section.key=value")
-        _set(raw, *item.split("=", 1))
-    for section, allowed in (("", TOP_KEYS), ("data", DATA_KEYS), ("scheduler", SCHEDULER_KEYS),
-                             ("resources", RESOURCE_KEYS), ("stage2", STAGE2_KEYS)):
-        block = raw if not section else raw.get(section) or {}
+        dotted, value = item.split("=", 1)
+        *sections, key = dotted.split(".")
+        block = raw
+        for section in sections:
+            block = block.setdefault(section, {})
+        block[key] = yaml.safe_load(value)
+    spec = spec_from_dict(raw, str(path), default_name=path.stem)
+    spec.path = str(path)
+    return spec
+
+
+def spec_from_dict(raw: dict, where: str, default_name: str) -> SweepSpec:
+    """Validate a spec file's content into a ``SweepSpec``; error messages start with ``where``."""
+    for section, allowed in SECTIONS.items():
+        block = raw
+        for key in filter(None, section.split(".")):
+            block = block.get(key) or {}
         if not isinstance(block, dict):
-            raise SpecError(f"{path}: {section} must be a mapping")
-        unknown = sorted(set(block) - allowed)
-        for key in ("resources", "fixed"):
-            if section == "stage2" and not isinstance(block.get(key) or {}, dict):
-                raise SpecError(f"{path}: stage2.{key} must be a mapping")
-        unknown += [f"resources.{k}" for k in sorted(set(block.get("resources") or {}) - RESOURCE_KEYS)
-                    if section == "stage2"]
+            raise SpecError(f"{where}: {section or 'the spec'} must be a mapping")
+        unknown = sorted(set(block) - allowed) if allowed is not None else []
         if unknown:
-            raise SpecError(f"{path}: unknown key {(section + '.') if section else ''}{unknown[0]} "
+            raise SpecError(f"{where}: unknown key {(section + '.') if section else ''}{unknown[0]} "
                             f"(allowed: {', '.join(sorted(allowed))})")
     if not isinstance(raw.get("param_space"), dict) or not raw["param_space"]:
-        raise SpecError(f"{path}: param_space must be a non-empty mapping")
+        raise SpecError(f"{where}: param_space must be a non-empty mapping")
     validate_param_space(raw["param_space"])
-    spec = SweepSpec(name=raw.get("name") or path.stem, param_space=raw["param_space"], path=str(path))
-    for f in fields(SweepSpec):
-        if f.name in raw and f.name not in ("name", "param_space"):
-            value = raw[f.name]
-            current = getattr(spec, f.name)
-            setattr(spec, f.name, {**current, **value} if isinstance(value, dict) and current else value)
+    spec = SweepSpec(name=raw.get("name") or default_name, param_space=raw["param_space"])
+    for key in {f.name for f in fields(SweepSpec)} & set(raw) - {"name", "param_space"}:
+        current = getattr(spec, key)  # a section updates its defaults; anything else replaces them
+        setattr(spec, key, {**current, **raw[key]} if isinstance(raw[key], dict) and current else raw[key])
     if spec.mode not in ("max", "min"):
-        raise SpecError(f"{path}: mode must be max or min, got {spec.mode!r}")
+        raise SpecError(f"{where}: mode must be max or min, got {spec.mode!r}")
     sched = spec.scheduler
     if sched.get("type", "asha") not in ("asha", "fifo"):
-        raise SpecError(f"{path}: scheduler.type must be asha or fifo, got {sched['type']!r}")
+        raise SpecError(f"{where}: scheduler.type must be asha or fifo, got {sched['type']!r}")
     for key in ("max_t", "grace_period", "reduction_factor"):
-        if key in sched and not (isinstance(sched[key], (int, float)) and sched[key] >= 1):
-            raise SpecError(f"{path}: scheduler.{key} must be a number >= 1, got {sched[key]!r}")
+        if key in sched and not (_is_number(sched[key]) and sched[key] >= 1):
+            raise SpecError(f"{where}: scheduler.{key} must be a number >= 1, got {sched[key]!r}")
     if spec.data.get("val_fold") is not None and not isinstance(spec.data["val_fold"], int):
-        raise SpecError(f"{path}: data.val_fold must be an integer, got {spec.data['val_fold']!r}")
+        raise SpecError(f"{where}: data.val_fold must be an integer, got {spec.data['val_fold']!r}")
     return spec

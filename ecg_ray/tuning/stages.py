@@ -4,25 +4,23 @@ Stage 1 is the ASHA sweep (cheap, budget-confounded). This module owns turning a
 sweep spec into stage 2: the chosen factors × seeds, every trial run to the same
 ``budget`` epochs, FIFO (no pruning) and no early stopping, so that
 ``tuning.effects.fixed_budget_table`` keeps every trial. It only builds and
-validates the spec (``search_space.load_spec``'s checks, via ``SweepSpec``); the
+validates the spec (``search_space.load_spec``'s checks); the
 sweep command runs it like any other spec.
 """
 
 from __future__ import annotations
 
 import copy
-import tempfile
-from pathlib import Path
+from dataclasses import asdict
 
-import yaml
-
-from .search_space import SAMPLERS, SpecError, SweepSpec, load_spec
+from .search_space import SCHEDULER_DEFAULTS, SpecError, SweepSpec, sampler_of, spec_from_dict
 
 
 def _levels(space: dict, factor: str) -> list:
     value = space.get(factor)
-    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid_search", "choice"):
-        return list(next(iter(value.values())))
+    kind = sampler_of(value)
+    if kind in ("grid_search", "choice"):
+        return list(value[kind])
     if value is None or isinstance(value, dict):
         raise SpecError(f"stage 2: factor {factor!r} has no grid_search/choice levels in the spec; pass its levels")
     return [value]
@@ -42,8 +40,7 @@ def stage2_dict(spec_dict: dict, factors, seeds, budget: int) -> dict:
     out = copy.deepcopy(spec_dict)
     space = out.get("param_space") or {}
     levels = dict(factors) if isinstance(factors, dict) else {f: _levels(space, f) for f in factors}
-    loose = [k for k, v in space.items() if k not in levels and k != "seed" and isinstance(v, dict)
-             and len(v) == 1 and next(iter(v)) in SAMPLERS]
+    loose = [k for k, v in space.items() if k not in levels and k != "seed" and sampler_of(v)]
     if loose:
         raise SpecError(f"stage 2: param_space.{loose[0]} is sampled but not a stage-2 factor; fix it to one value "
                         f"(e.g. the stage-1 choice) or list it among the factors")
@@ -59,20 +56,7 @@ def stage2_dict(spec_dict: dict, factors, seeds, budget: int) -> dict:
 def stage2_spec(spec_dict: dict, factors, seeds, budget: int) -> SweepSpec:
     """``stage2_dict`` validated exactly as a spec file is (``load_spec``): a ``SweepSpec``."""
     data = stage2_dict(spec_dict, factors, seeds, budget)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{data['name']}.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        spec = load_spec(path)
-    spec.path = None
-    return spec
-
-
-def spec_dict(spec: SweepSpec) -> dict:
-    """A loaded spec back as the dict a spec file holds (without its stage-2 section)."""
-    from dataclasses import asdict
-
-    out = {k: v for k, v in asdict(spec).items() if k not in ("path", "stage2")}
-    return copy.deepcopy(out)
+    return spec_from_dict(data, where=data["name"], default_name=data["name"])
 
 
 def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
@@ -85,23 +69,21 @@ def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
     ``fixed`` are fixed at stage 1's best trial (``best_config``): the factorial
     then runs *around* stage 1's choice."""
     section = spec.stage2 or {}
-    space = spec.param_space
-    factors = section.get("factors") or [k for k, v in space.items() if k != "seed" and isinstance(v, dict)
-                                         and next(iter(v)) == "grid_search"]
-    seeds = section.get("seeds") or [0, 1, 2]
-    budget = section.get("budget") or int(spec.scheduler.get("max_t", 20))
-    base = spec_dict(spec)
-    base["resources"] = {**(base.get("resources") or {}), **(section.get("resources") or {})}
-    base["param_space"] = {k: v for k, v in base["param_space"].items() if k != "seed"}
-    for key, value in list(base["param_space"].items()):
-        sampled = isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SAMPLERS
-        if sampled and key not in factors and best_config and key in best_config:
-            fixed = best_config[key]
-            base["param_space"][key] = ",".join(fixed) or "none" if isinstance(fixed, list) else fixed
-    clash = sorted(set(section.get("fixed") or {}) & set(factors))
+    fixed = section.get("fixed") or {}
+    factors = section.get("factors") or [k for k, v in spec.param_space.items()
+                                         if k != "seed" and sampler_of(v) == "grid_search"]
+    clash = sorted(set(fixed) & set(factors))
     if clash:
         raise SpecError(f"stage 2: {clash[0]!r} is both a factor and in stage2.fixed")
-    base["param_space"].update(section.get("fixed") or {})
-    out = stage2_spec(base, factors, seeds, budget)
+    base = {k: v for k, v in asdict(spec).items() if k not in ("path", "stage2")}  # asdict copies deeply
+    base["resources"] = {**(base.get("resources") or {}), **(section.get("resources") or {})}
+    space = {k: v for k, v in base["param_space"].items() if k != "seed"}
+    for key, value in list(space.items()):
+        if sampler_of(value) and key not in factors and best_config and key in best_config:
+            best = best_config[key]
+            space[key] = ",".join(best) or "none" if isinstance(best, list) else best
+    base["param_space"] = {**space, **fixed}
+    budget = section.get("budget") or int(spec.scheduler.get("max_t", SCHEDULER_DEFAULTS["max_t"]))
+    out = stage2_spec(base, factors, section.get("seeds") or [0, 1, 2], budget)
     out.path = spec.path
     return out

@@ -69,7 +69,7 @@ def run_trial(config: dict, train_ds=None, val_ds=None, info=None, preprocess=No
 
 def _scheduler(spec: SweepSpec):
     s = {**SCHEDULER_DEFAULTS, **spec.scheduler}
-    if s.get("type", "asha") == "fifo":
+    if s["type"] == "fifo":
         return FIFOScheduler()
     # ASHA counts epochs as the runs report them (``epochs_done``), not Tune's
     # iterations, which restart at 0 when a killed trial resumes from its checkpoint.
@@ -81,7 +81,7 @@ def trial_param_space(spec: SweepSpec, gpus_per_trial: float) -> dict:
     """The Tune param space: the spec's factors plus per-trial resources."""
     res = spec.resources
     space = dict(spec.param_space)
-    space.setdefault("num_epochs", int(spec.scheduler.get("max_t", 20)))
+    space.setdefault("num_epochs", int(spec.scheduler.get("max_t", SCHEDULER_DEFAULTS["max_t"])))
     space["num_workers"] = int(res.get("num_workers") or 1)
     space["cpus_per_worker"] = cpus_per_trial(spec) / space["num_workers"]
     if gpus_per_trial:
@@ -147,10 +147,6 @@ def check_storage(storage: str, alive_nodes: int, shared: list[str] = ()) -> Non
         f"(several: separated by {os.pathsep!r}).")
 
 
-def alive_nodes() -> int:
-    return sum(1 for node in ray.nodes() if node.get("Alive"))
-
-
 def experiment_dir(storage: str, name: str) -> str:
     return storage.rstrip("/") + "/" + name
 
@@ -204,7 +200,7 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     init_ray(address, worker_logs=ray_verbose())
     if not ray_verbose():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    check_storage(storage, alive_nodes(), shared_roots())
+    check_storage(storage, sum(1 for node in ray.nodes() if node.get("Alive")), shared_roots())
     storage = storage if "://" in storage else str(Path(storage).resolve())
     path = experiment_dir(storage, spec.name)
     limit = trial_limit(spec, gpus, max_concurrent, ray.cluster_resources())
@@ -229,8 +225,9 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     else:
         tuner = make_tuner(trainable, spec, storage, param_space, limit, verbose)
     grid = tuner.fit()
-    (Path(path) / "ecg_ray_sweep.json").write_text(json.dumps(
-        {"spec": spec.path, "name": spec.name, "prepared": str(Path(prepared).resolve()),
-         "config_hash": manifest["config_hash"], "feed": info.to_dict(), "argv": sys.argv,
-         "seconds": round(time.perf_counter() - t0, 1)}, indent=1)) if "://" not in path else None
+    if "://" not in path:
+        (Path(path) / "ecg_ray_sweep.json").write_text(json.dumps(
+            {"spec": spec.path, "name": spec.name, "prepared": str(Path(prepared).resolve()),
+             "config_hash": manifest["config_hash"], "feed": info.to_dict(), "argv": sys.argv,
+             "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
     return grid
