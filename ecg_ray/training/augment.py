@@ -26,9 +26,7 @@ import torch.nn.functional as F
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A seeded generator on ``device`` (CUDA tensors need a CUDA generator)."""
-    g = torch.Generator(device=torch.device(device))
-    g.manual_seed(int(seed))
-    return g
+    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
 
 
 class Augmenter:
@@ -190,16 +188,13 @@ def build_augmenter(names: list[str] | str | None, p: float = 0.5, **params) -> 
     for n in names:
         if n not in AUGMENTERS:
             raise ValueError(f"unknown augmentation {n!r}; valid: {AUGMENT_NAMES + ('none', 'all')}")
+    params_of = {n: [a for a in inspect.signature(cls).parameters if a != "p"] for n, cls in AUGMENTERS.items()}
     kwargs: dict[str, dict] = {n: {} for n in AUGMENT_NAMES}
     for key, value in params.items():
         owner = next((n for n in AUGMENT_NAMES if key.startswith(n + "_")), None)
         arg = key[len(owner) + 1:] if owner else None
-        if owner is None or arg == "p" or arg not in inspect.signature(AUGMENTERS[owner]).parameters:
-            raise ValueError(f"unknown augmentation parameter {key!r}; valid: {_param_names()}")
+        if arg not in params_of.get(owner, ()):
+            valid = [f"{n}_{a}" for n, args in params_of.items() for a in args]
+            raise ValueError(f"unknown augmentation parameter {key!r}; valid: {valid}")
         kwargs[owner][arg] = value
     return Compose([AUGMENTERS[n](p=p, **kwargs[n]) for n in names])
-
-
-def _param_names() -> list[str]:
-    return [f"{n}_{a}" for n, cls in AUGMENTERS.items()
-            for a in inspect.signature(cls).parameters if a != "p"]

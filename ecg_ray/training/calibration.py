@@ -14,17 +14,15 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from .metrics import record_probabilities
+from .metrics import mean_nll, record_probabilities
 
 
 def fit_temperature(window_logits: np.ndarray, codes: np.ndarray, y_record: np.ndarray,
                     aggregate: str = "mean_prob", bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The T > 0 minimising record-level NLL (bounded search over log T)."""
-    y_record = np.asarray(y_record, dtype=np.int64)
-
     def nll(log_t: float) -> float:
-        p = record_probabilities(window_logits, codes, len(y_record), aggregate, float(np.exp(log_t)))
-        return float(-np.log(np.clip(p[np.arange(len(y_record)), y_record], 1e-12, None)).mean())
+        probs = record_probabilities(window_logits, codes, len(y_record), aggregate, float(np.exp(log_t)))
+        return mean_nll(y_record, probs)
 
     res = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
                           options={"xatol": 1e-4})

@@ -12,6 +12,7 @@ No pickled code: a checkpoint holding arbitrary objects is refused on load.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,9 +25,8 @@ FORMAT = "ecg-ray-checkpoint/1"
 FILENAME = "model.pt"
 
 
-def _plain(value):
-    """Only str/int/float/bool/list/dict remain (NaN kept: a metric may be NaN)."""
-    return json_safe(value, strict=False)
+#: Only str/int/float/bool/list/dict remain (NaN kept: a metric may be NaN).
+_plain = partial(json_safe, strict=False)
 
 
 def save_checkpoint(directory: Path, *, model_name: str, model_params: dict, state_dict: dict,
@@ -47,12 +47,8 @@ def save_checkpoint(directory: Path, *, model_name: str, model_params: dict, sta
         "metrics": _plain(metrics),
         "history": _plain(history or []),
     }
-    if optimizer is not None:
-        payload["optimizer"] = optimizer
-    if scheduler is not None:
-        payload["scheduler"] = _plain(scheduler)
-    if provenance is not None:
-        payload["provenance"] = _plain(provenance)
+    optional = {"optimizer": optimizer, "scheduler": _plain(scheduler), "provenance": _plain(provenance)}
+    payload.update({k: v for k, v in optional.items() if v is not None})
     path = directory / FILENAME
     torch.save(payload, path)
     return path

@@ -93,20 +93,18 @@ class TrainConfig:
         if self.model not in model_names():
             raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(model_names())}")
         if self.imbalance not in IMBALANCE_NAMES:
-            raise ValueError(f"imbalance: unknown strategy {self.imbalance!r}; choose from {', '.join(IMBALANCE_NAMES)}")
+            raise ValueError(f"imbalance: unknown strategy {self.imbalance!r}; "
+                             f"choose from {', '.join(IMBALANCE_NAMES)}")
         for name in self.augment:
             if name not in AUGMENT_NAMES and name != "all":
-                raise ValueError(f"augment: unknown augmentation {name!r}; choose from {', '.join(AUGMENT_NAMES)}, all, none")
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            raise ValueError(f"class_weighting: choose from {', '.join(CLASS_WEIGHTINGS)}, got {self.class_weighting!r}")
-        if self.aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate: choose from {', '.join(AGGREGATES)}, got {self.aggregate!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule: choose from {', '.join(SCHEDULES)}, got {self.schedule!r}")
+                raise ValueError(f"augment: unknown augmentation {name!r}; "
+                                 f"choose from {', '.join(AUGMENT_NAMES)}, all, none")
+        for name, allowed in (("class_weighting", CLASS_WEIGHTINGS), ("aggregate", AGGREGATES),
+                              ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: choose from {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup: a share of the steps in [0, 1), got {self.warmup}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: choose from {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.crop_mode not in ("random", "fixed"):
             raise ValueError(f"crop_mode: random or fixed, got {self.crop_mode!r}")
         if self.crops_per_record < 1:
@@ -121,8 +119,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
         return cls(**d)

@@ -60,6 +60,8 @@ RECORD_METRICS = ([HEADLINE, "val_auroc_macro", "val_accuracy", "val_f1_macro", 
 #: Columns of the Markdown table.
 TABLE_METRICS = [HEADLINE, "val_auroc_macro", "val_accuracy", "val_f1_macro", *[f"val_f1_{k}" for k in CLASS_KEYS]]
 VIEW_DIR = "_data"
+#: Per fold: its own best epoch, the common epoch count (median best), its last epoch.
+READOUTS = ("best", "common", "last")
 
 
 def _log(msg: str) -> None:
@@ -83,27 +85,21 @@ def dataset_view(prepared: Path, view: Path, splits: dict, note: str) -> Path:
     return view
 
 
-def _groups(manifest: dict, ids: list[str]) -> list[str] | None:
-    """The record (patient) of each item for a grouped source (MIT-BIH windows), else None."""
-    src = get_source(manifest.get("source", DEFAULT_SOURCE))
-    return [src.group_of(r) for r in ids] if src.grouped else None
-
-
 def cv_splits(manifest: dict, prepared: Path, folds: int, exclude_test: bool = False) -> tuple[dict, str, bool]:
     """``(splits, description, changed)`` holding ``folds`` recording-level folds."""
     from ..data.splits import make_splits
 
     splits = manifest["splits"]
-    saved = splits["folds"]
-    if folds == len(saved) and not exclude_test:
+    if folds == len(splits["folds"]) and not exclude_test:
         return splits, f"the {folds} folds saved in the prepared dataset (all {manifest['n_records']} records)", False
     split = splits["split"]
     ids = sorted(split["train"] + split["val"] + ([] if exclude_test else split["test"]))
-    index = store.load_index(prepared)
-    label_of = dict(zip(index["record_id"], index["label"]))
+    label_of = PreparedDataset(prepared).labels()
     labels = [str(label_of[r]) for r in ids]
+    source = get_source(manifest.get("source", DEFAULT_SOURCE))
+    groups = [source.group_of(r) for r in ids] if source.grouped else None  # MIT-BIH: windows of one patient
     try:
-        made = make_splits(ids, labels, seed=splits.get("seed", 42), k=folds, groups=_groups(manifest, ids))
+        made = make_splits(ids, labels, seed=splits.get("seed", 42), k=folds, groups=groups)
     except ValueError as e:
         raise DataError(f"cannot make {folds} folds of {len(ids)} records: {e}") from None
     where = f"the {len(ids)} train+val records (test split left out)" if exclude_test else f"all {len(ids)} records"
@@ -113,18 +109,11 @@ def cv_splits(manifest: dict, prepared: Path, folds: int, exclude_test: bool = F
 
 # -- summaries -------------------------------------------------------------------------------------
 
-def _num(v) -> float:
-    return float(v) if v is not None else float("nan")
-
-
 def _stats(rows: list[dict]) -> tuple[dict, dict]:
-    mean, sd = {}, {}
-    for m in RECORD_METRICS:
-        values = np.array([_num(r.get(m)) for r in rows], dtype=float)
-        ok = values[np.isfinite(values)]
-        mean[m] = float(ok.mean()) if ok.size else float("nan")
-        sd[m] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
-    return mean, sd
+    """Mean and sample sd of each recording-level metric over folds, missing and non-finite values skipped."""
+    frame = pd.DataFrame([[r.get(m) for m in RECORD_METRICS] for r in rows], columns=RECORD_METRICS, dtype=float)
+    frame = frame.replace([np.inf, -np.inf], np.nan)
+    return frame.mean().to_dict(), frame.std(ddof=1).to_dict()
 
 
 def _at_epoch(history: list[dict], epoch_count: int) -> dict:
@@ -140,7 +129,7 @@ def summarize(fold_results: list[dict]) -> dict:
     """
     best_counts = [int(f["results"]["best_epoch"]) + 1 for f in fold_results]
     common = int(math.ceil(float(np.median(best_counts))))
-    per_fold, readouts = [], {"best": [], "common": [], "last": []}
+    per_fold, readouts = [], {k: [] for k in READOUTS}
     for f, count in zip(fold_results, best_counts):
         r, history = f["results"], f["history"]
         rows = {"best": r["best_metrics"], "common": _at_epoch(history, common), "last": history[-1]}
@@ -169,12 +158,12 @@ def write_tables(out: Path, summary: dict) -> None:
     """``crossval.csv`` (every recording-level metric, per fold at its best epoch,
     plus mean and sd rows for each read-out) and ``crossval.md``."""
     out, cfg, folds = Path(out), summary["config"], summary["per_fold"]
-    rows = [[readout, p["fold"], p["best_epoch"], p["epochs_run"], *(_fmt(p[f"{readout}_metrics"].get(k), 6)
-                                                                     for k in RECORD_METRICS)]
-            for readout in ("best", "common", "last") for p in folds]
-    rows += [[readout, stat, "", "", *(_fmt(summary[readout][stat].get(k), 6) for k in RECORD_METRICS)]
-             for readout in ("best", "common", "last") for stat in ("mean", "sd")]
-    rows.sort(key=lambda r: ("best", "common", "last").index(r[0]))  # per read-out: folds, then mean and sd
+    rows = []
+    for readout in READOUTS:  # per read-out: the folds, then the mean and sd rows
+        rows += [[readout, p["fold"], p["best_epoch"], p["epochs_run"],
+                  *(_fmt(p[f"{readout}_metrics"].get(k), 6) for k in RECORD_METRICS)] for p in folds]
+        rows += [[readout, stat, "", "", *(_fmt(summary[readout][stat].get(k), 6) for k in RECORD_METRICS)]
+                 for stat in ("mean", "sd")]
     pd.DataFrame(rows, columns=["readout", "fold", "best_epoch", "epochs_run", *RECORD_METRICS]).to_csv(
         out / "crossval.csv", index=False)
 
@@ -218,14 +207,16 @@ def _fold_done(fold_dir: Path, cfg: TrainConfig) -> dict | None:
     return results if results.get("config") == cfg.to_dict() else None
 
 
-def _claim_fold(fold_dir: Path, cfg: TrainConfig) -> None:
+def _claim_fold(fold_dir: Path, cfg: TrainConfig) -> bool:
     """Record the run's config; refuse a folder left by a different config (Ray
-    Train would resume that run's checkpoints)."""
+    Train would resume that run's checkpoints). True when a killed run of this
+    config is there to continue from its last checkpoint."""
     fold_dir.mkdir(parents=True, exist_ok=True)
     marker = fold_dir / "run_config.json"
     if marker.is_file() and json.loads(marker.read_text()) != cfg.to_dict():
         raise DataError(f"{fold_dir} holds a run of a different config: use another --out")
-    marker.write_text(json.dumps(cfg.to_dict(), indent=1))
+    write_json(marker, cfg.to_dict())
+    return (fold_dir / "ray_train").exists()
 
 
 def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
@@ -255,24 +246,21 @@ def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
         if results is not None:
             log(f"crossval: fold {k} already done (best {HEADLINE} {results['best_metrics'][HEADLINE]:.4f}); kept")
         else:
-            _claim_fold(fold_dir, fold_cfg)
+            resume = _claim_fold(fold_dir, fold_cfg)
             log(f"crossval: fold {k} ({len(splits['folds'][k])} held-out records)")
-            resume = (fold_dir / "ray_train").exists()  # a killed fold of this config: continue it
             if resume:
                 log(f"crossval: fold {k} continues from its last checkpoint")
             results = train_run(fold_cfg, data, fold_dir, address=address, resume=resume)
             log(f"crossval: fold {k} best {HEADLINE} {results['best_metrics'][HEADLINE]:.4f} "
                 f"at epoch {results['best_epoch'] + 1}/{results['epochs']} ({results['seconds']:.0f} s)")
-        history = Run(fold_dir).history
-        fold_results.append({"fold": k, "results": results, "history": history})
+        fold_results.append({"fold": k, "results": results, "history": Run(fold_dir).history})
 
-    summary = {
+    summary = json_safe({
         "config": replace(cfg, val_fold=None).to_dict(), "config_source": config_source,
         "prepared": str(prepared), "data": str(data), "folds": folds, "fold_source": fold_source,
         "exclude_test": exclude_test, "fold_records": [len(f) for f in splits["folds"]],
         **summarize(fold_results), "provenance": provenance(manifest.get("config_hash")),
-    }
-    summary = json_safe(summary)
+    })
     write_json(out / "summary.json", summary)
     write_tables(out, summary)
     return summary
@@ -281,14 +269,10 @@ def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
 def _last_checkpoint(run_dir: Path) -> Path:
     """The ``model.pt`` of the last epoch among a run's kept Ray Train checkpoints
     (Ray always keeps the latest one)."""
-    best, best_epoch = None, -1
-    for file in Path(run_dir).glob("ray_train/checkpoint_*/" + FILENAME):
-        epoch = load_checkpoint(file)["epoch"]
-        if epoch > best_epoch:
-            best, best_epoch = file, epoch
-    if best is None:
+    files = list(Path(run_dir).glob("ray_train/checkpoint_*/" + FILENAME))
+    if not files:
         raise DataError(f"no Ray Train checkpoint under {run_dir / 'ray_train'}")
-    return best
+    return max(files, key=lambda file: load_checkpoint(file)["epoch"])
 
 
 FINAL_NOTE = ("Nothing was selected on the test split: fixed epoch count, no early stopping, no "
@@ -318,20 +302,17 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
                         plateau_patience=int(epochs) + 1, calibrate=False)
     log(f"final: training {cfg.model} on train+val ({len(train)} records) for {epochs} epochs; "
         f"the TEST split ({len(test)} records) is held out and only monitored. {FINAL_NOTE}")
-    _claim_fold(out, final_cfg)
-    results = train_run(final_cfg, data, out, address=address, resume=(out / "ray_train").exists())
-    last = _last_checkpoint(out)
-    shutil.copy(last, out / FILENAME)
+    results = train_run(final_cfg, data, out, address=address, resume=_claim_fold(out, final_cfg))
+    shutil.copy(_last_checkpoint(out), out / FILENAME)
     payload = load_checkpoint(out / FILENAME)
     run = Run(out)
-    history = run.history
     results.update(best_epoch=payload["epoch"], best_metrics=payload["metrics"],
                    selection="last epoch (final model: nothing selected on the monitored test split)")
     run.write(results)
     final = json_safe({
         "trained_on": "train+val split", "train_records": results["data"]["train_records"],
         "monitored_on": "test split", "monitor_records": results["data"]["val_records"],
-        "epochs": len(history), "epochs_requested": int(epochs), "note": FINAL_NOTE,
+        "epochs": len(run.history), "epochs_requested": int(epochs), "note": FINAL_NOTE,
         "test_metrics_last_epoch": {k.replace("val_", "test_", 1): v for k, v in payload["metrics"].items()
                                     if k.startswith("val_")},
         "config": final_cfg.to_dict(), "config_source": config_source, "prepared": str(prepared),

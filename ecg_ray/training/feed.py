@@ -32,6 +32,7 @@ Worker side:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
     fixed = sum(n_windows(int(n), length, length) for n in index["n_samples"][in_train])
     info = FeedInfo(len(train_ids), len(val_ids), int(index["n_windows"][in_train].sum()),
                     int(index["n_windows"][in_val].sum()), class_counts, length, materialize, fixed)
-    cells = store.cell_dirs(prepared, store.read_manifest(prepared), val_fold)
+    cells = store.cell_dirs(prepared, data.manifest, val_fold)
     if materialize:
         files = ([store.record_files(prepared)] * 2 if cells is None else
                  [RecordFiles.from_dirs(side).files for side in cells])
@@ -149,12 +150,9 @@ class CropShuffleBuffer:
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         if self.n + len(y) > len(self.y):  # grow (amortized: at most a few times per run)
-            size = max(self.n + len(y), 2 * len(self.y))
-            grown_x = np.empty((size, self.x.shape[1]), dtype=np.float32)
-            grown_x[:self.n] = self.x[:self.n]
-            grown_y = np.empty(size, dtype=np.int64)
-            grown_y[:self.n] = self.y[:self.n]
-            self.x, self.y = grown_x, grown_y
+            spare = max(self.n + len(y), 2 * len(self.y)) - self.n
+            self.x = np.concatenate([self.x[:self.n], np.empty((spare, self.x.shape[1]), dtype=np.float32)])
+            self.y = np.concatenate([self.y[:self.n], np.empty(spare, dtype=np.int64)])
         self.x[self.n:self.n + len(y)] = x
         self.y[self.n:self.n + len(y)] = y
         self.n += len(y)
@@ -191,30 +189,29 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
     done = 0
     while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
         read = 0
-        for batch in record_chunks(shard, epoch, prefetch, records_per_chunk):
-            flat, starts, lengths, labels = chunk_records(batch)
-            read += len(labels)
-            pick = np.arange(len(labels))
-            if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
-                weight = sample_rates[labels]
-                pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
-            if mode == "fixed":
-                cuts = [window_starts(int(lengths[i]), length, length) for i in pick]
-                rec, offsets = np.repeat(pick, [len(c) for c in cuts]), np.concatenate(cuts)
-            else:
-                rec, offsets = crop_offsets(lengths[pick], length, crops_per_record, rng)
-                rec = pick[rec]
-            pool.add(cut_windows(flat, starts, lengths, rec, offsets, length), labels[rec])
-            while pool.ready(batch_size, draining=False) and done < steps:
+        # after each chunk, hand out the batches the pool holds; at the shard's end (None), drain it
+        for batch in chain(record_chunks(shard, epoch, prefetch, records_per_chunk), [None]):
+            if batch is not None:
+                flat, starts, lengths, labels = chunk_records(batch)
+                read += len(labels)
+                pick = np.arange(len(labels))
+                if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
+                    weight = sample_rates[labels]
+                    pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
+                if mode == "fixed":
+                    cuts = [window_starts(int(lengths[i]), length, length) for i in pick]
+                    rec, offsets = np.repeat(pick, [len(c) for c in cuts]), np.concatenate(cuts)
+                else:
+                    rec, offsets = crop_offsets(lengths[pick], length, crops_per_record, rng)
+                    rec = pick[rec]
+                pool.add(cut_windows(flat, starts, lengths, rec, offsets, length), labels[rec])
+            elif not read:
+                raise ValueError(f"rank {rank}: its shard of training records is empty (fewer records than workers?)")
+            while pool.ready(batch_size, draining=batch is None) and done < steps:
                 done += 1
                 yield tuple(_to_device(a, device) for a in pool.take(batch_size))
             if done >= steps:
                 return
-        if not read:
-            raise ValueError(f"rank {rank}: its shard of training records is empty (fewer records than workers?)")
-        while pool.ready(batch_size, draining=True) and done < steps:  # end of the shard
-            done += 1
-            yield tuple(_to_device(a, device) for a in pool.take(batch_size))
 
 
 def record_chunks(shard, epoch: int, prefetch: bool, size: int = RECORDS_PER_CHUNK):

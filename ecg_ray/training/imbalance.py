@@ -81,9 +81,7 @@ class FocalLoss(nn.Module):
         loss = loss * weight
         if self.reduction == "none":
             return loss
-        if self.reduction == "sum":
-            return loss.sum()
-        return loss.sum() / weight.sum()
+        return loss.sum() if self.reduction == "sum" else loss.sum() / weight.sum()
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, alpha={None if self.alpha is None else self.alpha.tolist()}"

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ecg_ray import CINC_CLASSES, CLASS_KEYS, CLASSES
 
-LABELS = list(range(len(CLASSES)))
+LABELS = np.arange(len(CLASSES))
 CINC_INDICES = [CLASSES.index(c) for c in CINC_CLASSES]
 
 
@@ -46,18 +46,18 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
     ``auroc_macro`` (one-vs-rest, mean over classes present in ``y_true`` — the
     same as ``roc_auc_score(multi_class="ovr")`` when all are present), and per
     class k in ``CLASS_KEYS``: ``f1_k``, ``auroc_k``, ``sens_k`` (recall),
-    ``spec_k`` (TN / (TN + FP)), ``ppv_k`` (precision: TP / predicted-as-k). Undefined values (a class absent, or the only
-    class present) are NaN, except F1 (0, see module docstring).
+    ``spec_k`` (TN / (TN + FP)), ``ppv_k`` (precision: TP / predicted-as-k).
+    Undefined values (a class absent, or the only class present) are NaN,
+    except F1 (0, see module docstring).
     """
-    from sklearn.metrics import (accuracy_score, f1_score, multilabel_confusion_matrix, precision_score,
-                                 recall_score, roc_auc_score)
+    from sklearn.metrics import (accuracy_score, multilabel_confusion_matrix, precision_recall_fscore_support,
+                                 roc_auc_score)
 
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     y_pred = probs.argmax(1)
-    f1 = f1_score(y_true, y_pred, labels=LABELS, average=None, zero_division=0.0)
-    sens = recall_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan)
-    ppv = precision_score(y_true, y_pred, labels=LABELS, average=None, zero_division=np.nan)
+    ppv, sens, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=LABELS, zero_division=np.nan)
+    f1 = np.nan_to_num(f1)  # NaN only for a class neither present nor predicted: 0, see module docstring
     (tn, fp), _ = multilabel_confusion_matrix(y_true, y_pred, labels=LABELS).transpose(1, 2, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         spec = tn / (tn + fp)
@@ -65,8 +65,8 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
                       else np.nan for k in LABELS])
     out = {
         "f1_cinc": float(f1[CINC_INDICES].mean()),
-        "f1_macro": float(f1_score(y_true, y_pred, labels=LABELS, average="macro", zero_division=0.0)),
-        "f1_weighted": float(f1_score(y_true, y_pred, labels=LABELS, average="weighted", zero_division=0.0)),
+        "f1_macro": float(f1.mean()),
+        "f1_weighted": float(np.average(f1, weights=support)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "auroc_macro": float(np.nanmean(auroc)) if np.isfinite(auroc).any() else float("nan"),
     }
@@ -102,28 +102,32 @@ def record_probabilities(window_logits: np.ndarray, codes: np.ndarray, n_records
     return softmax(_mean_by(codes, n_records, window_logits), temperature)
 
 
-def score_records(y_record, window_logits_, codes, aggregate: str, temperature: float = 1.0,
+def score_records(y_record, window_logits, codes, aggregate: str, temperature: float = 1.0,
                   prefix: str = "val_") -> dict:
     """Recording-level metrics (headline ``{prefix}f1_cinc``), window-level ones
     under ``{prefix}seg_`` and the record-level NLL as ``{prefix}loss``."""
-    probs = record_probabilities(window_logits_, codes, len(y_record), aggregate, temperature)
+    probs = record_probabilities(window_logits, codes, len(y_record), aggregate, temperature)
     y_windows = np.asarray(y_record)[codes]
-    metrics = {**classification_metrics(y_windows, softmax(window_logits_, temperature), prefix + "seg_"),
+    metrics = {**classification_metrics(y_windows, softmax(window_logits, temperature), prefix + "seg_"),
                **classification_metrics(y_record, probs, prefix)}
-    metrics[prefix + "loss"] = float(-np.log(np.clip(probs[np.arange(len(y_record)), y_record], 1e-12, None)).mean())
+    metrics[prefix + "loss"] = mean_nll(y_record, probs)
     return metrics
+
+
+def mean_nll(y_true, probs) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities clipped at 1e-12)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    return float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean())
 
 
 # -- uncertainty: bootstrap over records ----------------------------------------------------------
 
 def _f1_per_class(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """F1 of each class, rows = resamples: ``2 TP / (true + predicted)`` (0 when both are 0)."""
-    k = len(CLASSES)
-    tp = np.stack([((y_true == c) & (y_pred == c)).sum(-1) for c in range(k)], -1)
-    true = np.stack([(y_true == c).sum(-1) for c in range(k)], -1)
-    pred = np.stack([(y_pred == c).sum(-1) for c in range(k)], -1)
+    true, pred = y_true[..., None] == LABELS, y_pred[..., None] == LABELS
+    tp, total = (true & pred).sum(-2), true.sum(-2) + pred.sum(-2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(true + pred > 0, 2 * tp / (true + pred), 0.0)
+        return np.where(total > 0, 2 * tp / total, 0.0)
 
 
 def bootstrap_f1(y_true, probs, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
@@ -140,15 +144,13 @@ def bootstrap_f1(y_true, probs, n_boot: int = 2000, seed: int = 0, confidence: f
     else:
         groups = pd.factorize(np.asarray(clusters))[0]
         members = [np.flatnonzero(groups == g) for g in range(groups.max() + 1)]
-        f1 = np.empty((n_boot, len(CLASSES)))
-        for b in range(n_boot):
-            take = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-            f1[b] = _f1_per_class(y_true[take][None], y_pred[take][None])[0]
+        takes = [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+                 for _ in range(n_boot)]
+        f1 = np.stack([_f1_per_class(y_true[take], y_pred[take]) for take in takes])
     alpha = (1 - confidence) / 2
-    out = {"f1_cinc": np.quantile(f1[:, CINC_INDICES].mean(1), [alpha, 1 - alpha]).tolist()}
-    for key, col in zip(CLASS_KEYS, f1.T):
-        out[f"f1_{key}"] = np.quantile(col, [alpha, 1 - alpha]).tolist()
-    return out
+    columns = np.column_stack([f1[:, CINC_INDICES].mean(1), f1])
+    bands = np.quantile(columns, [alpha, 1 - alpha], axis=0).T.tolist()
+    return dict(zip(["f1_cinc", *(f"f1_{key}" for key in CLASS_KEYS)], bands))
 
 
 #: Record-length bands (seconds) of ``f1_by_length``.

@@ -85,15 +85,12 @@ def data_config() -> DataConfig:
     return DataConfig(datasets_to_split=["train"], execution_options=options)
 
 
-WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
-
-
 def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess: dict, *,
                  storage_path: str, name: str, callbacks=(), max_failures: int = 0) -> TorchTrainer:
     # Ray Train gives a worker group 60 s to start; on a busy 2-core node (a trial's workers
     # queued behind others) that fails trials which would have started. Ray passes this
     # variable from the process that builds the trainer to its controller.
-    os.environ.setdefault(WORKER_START_TIMEOUT_ENV, "600")
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     datasets, files = trainer_datasets(train_ds, val_ds)
     return TorchTrainer(
         train_loop_per_worker,

@@ -39,15 +39,11 @@ from .step import train_step
 
 
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = model.param_groups()
-    param_groups = []
-    for name, params in groups.items():
-        params = [p for p in params if p.requires_grad]
-        if not params:
-            continue
-        lr = cfg.lstm_lr if (name == "recurrent" and cfg.lstm_lr) else cfg.lr
-        param_groups.append({"params": params, "lr": lr, "name": name})
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW over the model's trainable parameter groups; the ``recurrent`` group at ``lstm_lr`` when set."""
+    groups = [{"params": [p for p in params if p.requires_grad],
+               "lr": cfg.lstm_lr if (name == "recurrent" and cfg.lstm_lr) else cfg.lr, "name": name}
+              for name, params in model.param_groups().items()]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _init_frontend(model: torch.nn.Module, path: str) -> None:
@@ -67,41 +63,24 @@ def _gather(value):
     return [value]
 
 
-def window_logits(model, dataset, device, length: int, hop: int, rank: int = 0, world: int = 1,
-                  batch_size: int = 512):
-    """``(record ids, labels, window logits (n, K), record index of each window)``
-    for this rank's share of ``dataset``'s records, cut into inference windows."""
-    model.eval()
-    ids, ys, logits, codes, offset = [], [], [], [], 0
-    for rec_ids, labels, windows, rec_codes in window_batches(dataset, length=length, hop=hop, rank=rank,
-                                                              world=world):
-        logits.append(batched_logits(model, windows, batch_size, device))
-        ids.append(rec_ids)
-        ys.append(labels)
-        codes.append(rec_codes + offset)
-        offset += len(rec_ids)
-    if not ids:
-        return np.empty(0, object), np.empty(0, np.int64), np.empty((0, 4), np.float32), np.empty(0, np.int64)
-    return np.concatenate(ids), np.concatenate(ys), np.concatenate(logits), np.concatenate(codes)
-
-
-def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int) -> dict:
+def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int, rank: int, world: int) -> dict:
     """Metrics on the validation records: each rank scores every world-th record,
     the parts are gathered, every rank gets the same numbers. Every rank first takes
     rank 0's buffers (BatchNorm statistics): DDP sends them at each forward, so after
     the epoch's last step each rank holds its own update, and only rank 0's model is
     checkpointed."""
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
     if world > 1 and dist.is_initialized():
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
-    ids, y, logits, codes = window_logits(model, dataset, device, length, hop, rank, world)
-    parts = _gather((ids, y, logits, codes))
-    offsets = np.cumsum([0] + [len(p[0]) for p in parts])
-    y = np.concatenate([p[1] for p in parts])
-    logits = np.concatenate([p[2] for p in parts])
-    codes = np.concatenate([p[3] + o for p, o in zip(parts, offsets[:-1])])
+    model.eval()
+    # per batch of this rank's records: (labels, window logits, record of each window within the batch)
+    mine = [(labels, batched_logits(model, windows, 512, device), codes)
+            for _, labels, windows, codes in window_batches(dataset, length=length, hop=hop, rank=rank, world=world)]
+    parts = [part for rank_parts in _gather(mine) for part in rank_parts]  # rank 0's batches first
+    offsets = np.cumsum([0] + [len(labels) for labels, _, _ in parts])  # records before each batch
+    y = np.concatenate([labels for labels, _, _ in parts])
+    logits = np.concatenate([batch_logits for _, batch_logits, _ in parts])
+    codes = np.concatenate([batch_codes + offset for (_, _, batch_codes), offset in zip(parts, offsets)])
     return score_records(y, logits, codes, cfg.aggregate)
 
 
@@ -151,7 +130,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         freeze(raw_model, cfg.freeze)  # also keeps frozen BatchNorm stats in eval mode after .to(device)
 
     if cfg.crop_mode == "fixed":  # every non-overlapping window once per epoch
-        steps = max(int(loop_config["train_fixed_windows"]) // world // cfg.batch_size, 1)
+        steps = steps_per_epoch(int(loop_config["train_fixed_windows"]), world, 1, cfg.batch_size)
     else:
         steps = steps_per_epoch(int(loop_config["train_records"]), world, cfg.crops_per_record, cfg.batch_size)
     optimizer = _optimizer(raw_model, cfg)
@@ -182,7 +161,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.num_epochs):
         model.train()
         generator = make_generator(cfg.seed * 1000 + epoch * 10 + rank, device)
-        loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+        sums, start = np.zeros(3), time.perf_counter()  # summed loss, correct predictions, crops seen
         for x, y in crop_batches(shard, length=length, crops_per_record=cfg.crops_per_record,
                                  batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=rank,
                                  sample_rates=sample_rates, shuffle_buffer=cfg.shuffle_buffer, device=device,
@@ -191,13 +170,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                                                    cfg.grad_clip, cfg.precision)
             if scheduler is not None and per_step(cfg.schedule):
                 scheduler.step()
-            loss_sum += batch_loss
-            correct += batch_correct
-            seen += len(y)
+            sums += (batch_loss, batch_correct, len(y))
         seconds = time.perf_counter() - start
-        totals = np.sum(_gather((loss_sum, correct, seen, seconds)), axis=0)
+        totals = np.sum(_gather((*sums, seconds)), axis=0)
 
-        metrics = validate(raw_model, val_shard, device, cfg, length, hop)
+        metrics = validate(raw_model, val_shard, device, cfg, length, hop, rank, world)
         metrics.update(
             epoch=epoch, epochs_done=epoch + 1, train_loss=totals[0] / max(totals[2], 1),
             train_acc=totals[1] / max(totals[2], 1), segments_per_s=totals[2] / max(seconds, 1e-9),
@@ -207,10 +184,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         )
         if scheduler is not None and not per_step(cfg.schedule):
             scheduler.step(metrics[HEADLINE])
-        if metrics[HEADLINE] > best:
-            best, since_best = metrics[HEADLINE], 0
-        else:
-            since_best += 1
+        since_best = 0 if metrics[HEADLINE] > best else since_best + 1
+        best = max(best, metrics[HEADLINE])
         stop = bool(cfg.patience and since_best >= cfg.patience)
         metrics.update({f"best_{HEADLINE}": best, "early_stopped": stop})
         metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
