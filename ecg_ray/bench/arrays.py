@@ -42,12 +42,11 @@ def training_records(prepared: Path, max_records: int | None = None, seed: int =
         train_ids, _, _ = select_records(prepared, None, max_records, seed)
         return list(train_ids), "the training split as a run selects it (data.dataset.select_records)"
     train_ids = list(store.read_manifest(prepared)["splits"]["split"]["train"])
-    if max_records and max_records < len(train_ids):
-        index = store.load_index(prepared)
-        labels = dict(zip(index["record_id"], index["label"]))
-        train_ids = _numpy_cap(train_ids, labels, max_records, seed)
-        return train_ids, "the training split, numpy stratified cap (Ray not installed: not a run's exact subset)"
-    return train_ids, "the training split"
+    if not max_records or max_records >= len(train_ids):
+        return train_ids, "the training split"
+    index = store.load_index(prepared)
+    capped = _numpy_cap(train_ids, dict(zip(index["record_id"], index["label"])), max_records, seed)
+    return capped, "the training split, numpy stratified cap (Ray not installed: not a run's exact subset)"
 
 
 class InMemoryRecords:

@@ -14,9 +14,9 @@ Ray rows are skipped, and say so, when Ray is not installed.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import torch
 from . import stats
 from .arrays import load_training_records
 from .machine import ray_available
-from .stats import fmt, fmt_ratio, markdown_table, summary_cells
+from .stats import fmt, fmt_ratio, markdown_table, section_body, summary_cells
 
 REFERENCE = "dataloader"
 SWEEP_PATH = "train_worker"
@@ -60,16 +60,18 @@ def _collate(items):
     return torch.cat([x for x, _ in items]), torch.cat([y for _, y in items])
 
 
-def _crop_step(source, n_records: int, length: int, batch_size: int, prefetch: bool = False):
+def _crop_step(source, n_records: int, length: int, batch_size: int, **feed):
+    """One training pass of ``crop_batches`` over ``source`` per call (the next epoch each time);
+    returns the crops it delivered. ``feed``: more ``crop_batches`` arguments."""
     from ..training.feed import crop_batches, steps_per_epoch
 
     steps = steps_per_epoch(n_records, 1, CROPS, batch_size)
-    epochs = iter(range(10**6))
+    epochs = itertools.count()
 
     def step() -> int:
         return sum(len(y) for _, y in crop_batches(source, length=length, crops_per_record=CROPS,
                                                    batch_size=batch_size, steps=steps, seed=0,
-                                                   epoch=next(epochs), rank=0, prefetch=prefetch))
+                                                   epoch=next(epochs), rank=0, **feed))
     return step
 
 
@@ -88,27 +90,19 @@ def _dataloader_step(signals, labels, length: int, batch_size: int):
 
 def feed_loop(config: dict):
     """TorchTrainer worker: draw the train shard's crops as ``train_loop_per_worker`` does, no model."""
-    import ray.train
     import ray.train.torch
 
-    from ..training.feed import crop_batches, steps_per_epoch, train_shard
+    from ..training.feed import train_shard
 
-    shard = train_shard(config, 0, 1, 0)
-    device = ray.train.torch.get_device()
-    steps = steps_per_epoch(config["records"], 1, CROPS, config["batch_size"])
-    rates = []
-    for epoch in range(config["warmup"] + config["repeats"]):
-        t0, n = time.perf_counter(), 0
-        for _, y in crop_batches(shard, length=config["length"], crops_per_record=CROPS,
-                                 batch_size=config["batch_size"], steps=steps, seed=0, epoch=epoch, rank=0,
-                                 shuffle_buffer=config["shuffle_buffer"], device=device,
-                                 prefetch=config["prefetch"]):
-            n += len(y)
-        rates.append(n / (time.perf_counter() - t0))
-    return rates[config["warmup"]:]
+    step = _crop_step(train_shard(config, 0, 1, 0), config["records"], config["length"], config["batch_size"],
+                      shuffle_buffer=config["shuffle_buffer"], device=ray.train.torch.get_device(),
+                      prefetch=config["prefetch"])
+    return stats.rates(step, config["repeats"], config["warmup"])
 
 
-def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
+def fit_one_worker(loop, config: dict, datasets: tuple | None, storage: str, name: str):
+    """``TorchTrainer(loop).fit()`` with one 1-CPU worker (a sweep trial's) and, if given, the
+    ``(train, val, …)`` of ``load_datasets`` attached as a training run attaches them; the fit's result."""
     from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
 
@@ -116,17 +110,23 @@ def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
     from ..training.feed import trainer_datasets
     from ..training.trainer import data_config, scaling_config
 
+    attached = {}
+    if datasets is not None:
+        sets, files = trainer_datasets(datasets[0], datasets[1])
+        attached, config = {"datasets": sets, "dataset_config": data_config()}, {**config, **files}
+    return TorchTrainer(loop, train_loop_config=config, scaling_config=scaling_config(TrainConfig()),
+                        run_config=RunConfig(name=name, storage_path=storage), **attached).fit()
+
+
+def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
+    from ..training.config import TrainConfig
+
     storage = tempfile.mkdtemp(prefix="ecg_bench_feed_")
-    datasets, files = trainer_datasets(train_ds, val_ds)
+    config = {"warmup": opts.warmup, "repeats": opts.repeats, "batch_size": opts.batch_size,
+              "shuffle_buffer": TrainConfig().shuffle_buffer, "records": info.train_records,
+              "length": info.segment_length, "prefetch": not info.materialized}
     try:
-        trainer = TorchTrainer(
-            feed_loop, scaling_config=scaling_config(TrainConfig()),  # one worker, 1 CPU: a sweep trial
-            train_loop_config={"warmup": opts.warmup, "repeats": opts.repeats, "batch_size": opts.batch_size,
-                               "shuffle_buffer": TrainConfig().shuffle_buffer, "records": info.train_records,
-                               "length": info.segment_length, "prefetch": not info.materialized, **files},
-            datasets=datasets, dataset_config=data_config(),
-            run_config=RunConfig(name="feed", storage_path=storage))
-        return list(trainer.fit().return_value)
+        return list(fit_one_worker(feed_loop, config, (train_ds, val_ds), storage, "feed").return_value)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
 
@@ -181,17 +181,16 @@ def render(result: dict, context: dict) -> str:
     ref = rows.get(REFERENCE)
     table = [[label, *summary_cells(rows.get(key)), fmt_ratio(stats.ratio(rows.get(key), ref))]
              for key, label in ROWS if key in rows]
-    out = [markdown_table(["path", "crops/s (median)", "min", "max", "× (c)"], table)]
-    out += [f"- {n}" for n in result.get("notes", [])]
+    notes = list(result.get("notes", []))
     sweep = rows.get(SWEEP_PATH)
     if sweep:
         r = stats.ratio(sweep, ref)
-        out.append(f"- target: sweep path ≥ {TARGET_RATIO}× of (c): {r:.2f}× — "
-                   + ("**met**" if r >= TARGET_RATIO else "**NOT met**"))
+        notes.append(f"target: sweep path ≥ {TARGET_RATIO}× of (c): {r:.2f}× — "
+                     + ("**met**" if r >= TARGET_RATIO else "**NOT met**"))
         fastest = context.get("fastest_train_rate")
         if fastest:
             name, rate = fastest
-            out.append(f"- target: feed far above the fastest model's training rate ({name}, bare torch "
-                       f"{fmt(rate)} crops/s): sweep path is {sweep['median'] / rate:.0f}× that — "
-                       + ("**met**" if sweep["median"] >= 5 * rate else "**NOT met** (< 5×)"))
-    return "\n".join(out)
+            notes.append(f"target: feed far above the fastest model's training rate ({name}, bare torch "
+                         f"{fmt(rate)} crops/s): sweep path is {sweep['median'] / rate:.0f}× that — "
+                         + ("**met**" if sweep["median"] >= 5 * rate else "**NOT met** (< 5×)"))
+    return section_body(markdown_table(["path", "crops/s (median)", "min", "max", "× (c)"], table), notes)

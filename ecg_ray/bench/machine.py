@@ -1,5 +1,6 @@
 """Facts about the machine a benchmark ran on (cores, RAM, CPU, GPU, versions,
-load) and whether Ray is importable. Never imports Ray itself."""
+load), the ``$ECG_RAY_*`` knobs it ran with, and whether Ray is importable.
+Never imports Ray itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import platform
 import sys
 from datetime import datetime, timezone
+from importlib.metadata import version
 
 
 def ray_available() -> bool:
@@ -15,13 +17,6 @@ def ray_available() -> bool:
         return importlib.util.find_spec("ray") is not None
     except (ImportError, ValueError):  # blocked or half-installed
         return False
-
-
-def _ram_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _cpu_model() -> str:
@@ -43,6 +38,17 @@ def load_average() -> float | None:
         return None
 
 
+def env_option(name: str, default, parse=str):
+    """``$name`` read through ``parse``; ``default`` when it is unset or empty."""
+    text = os.environ.get(name, "").strip()
+    return parse(text) if text else default
+
+
+def env_settings(prefix: str) -> dict[str, str]:
+    """The environment variables named ``prefix…`` (the knobs that shrink a section), for its record."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(prefix)}
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -51,26 +57,17 @@ def machine_facts() -> dict:
     import numpy
     import torch
 
-    ram = _ram_bytes()
-    facts = {
-        "cores": os.cpu_count(),
-        "ram_gib": round(ram / 2**30, 1) if ram else None,
-        "cpu": _cpu_model(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "ray": None,
-        "gpu": None,
-    }
-    if ray_available():
-        from importlib.metadata import version
-
-        facts["ray"] = version("ray")
+    try:
+        ram_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        ram_gib = None
+    gpu = None
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        facts["gpu"] = f"{torch.cuda.device_count()} × {props.name} ({props.total_memory / 2**30:.0f} GiB)"
-    return facts
+        gpu = f"{torch.cuda.device_count()} × {props.name} ({props.total_memory / 2**30:.0f} GiB)"
+    return {"cores": os.cpu_count(), "ram_gib": ram_gib, "cpu": _cpu_model(), "platform": platform.platform(),
+            "python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
+            "ray": version("ray") if ray_available() else None, "gpu": gpu}
 
 
 def describe(facts: dict) -> str:

@@ -15,35 +15,56 @@ import time
 from pathlib import Path
 
 from . import stats
-from .stats import markdown_table, summary_cells
+from .stats import fmt_ratio, markdown_table, section_body, summary_cells
+
+
+def read_labels(records_dir: Path) -> dict[str, str]:
+    """``record → label`` of a PhysioNet 2017 records folder."""
+    from ..data import physionet2017
+
+    return physionet2017.read_labels(physionet2017.find_label_file(records_dir, None))
+
+
+def link_records(records_dir: Path, names: list[str], labels: dict[str, str], into: Path, copies: int = 1) -> Path:
+    """A records folder ``into`` of symlinks to the real ``.hea``/``.mat`` of ``names``, each
+    ``copies`` times (copy 0 keeps the real name, copy c is ``<name>_<c>``), and a
+    REFERENCE.csv of all of them."""
+    records_dir = Path(records_dir).resolve()
+    into.mkdir(parents=True)
+    lines = []
+    for c in range(copies):
+        for name in names:
+            new = name if c == 0 else f"{name}_{c}"
+            for ext in (".hea", ".mat"):
+                (into / f"{new}{ext}").symlink_to(records_dir / f"{name}{ext}")
+            lines.append(f"{new},{labels[name]}\n")
+    (into / "REFERENCE.csv").write_text("".join(lines))
+    return into
 
 
 def subset_folder(records_dir: Path, n: int, into: Path) -> Path:
     """A records folder of about ``n`` records, an equal share of each label
     (symlinks to the real files plus a REFERENCE.csv of just those)."""
-    from ..data import physionet2017
-
-    labels = physionet2017.read_labels(physionet2017.find_label_file(records_dir, None))
+    labels = read_labels(records_dir)
     by_label: dict[str, list[str]] = {}
     for name, label in sorted(labels.items()):
         by_label.setdefault(label, []).append(name)
     chosen = sorted(r for members in by_label.values() for r in members[:max(1, n // len(by_label))])
-    folder = into / "records"
-    folder.mkdir(parents=True)
-    for name in chosen:
-        for ext in (".hea", ".mat"):
-            (folder / f"{name}{ext}").symlink_to((Path(records_dir) / f"{name}{ext}").resolve())
-    (folder / "REFERENCE.csv").write_text("".join(f"{r},{labels[r]}\n" for r in chosen))
-    return folder
+    return link_records(records_dir, chosen, labels, into / "records")
+
+
+def timed_prepare(records_dir: Path, out: Path, workers: int, **options) -> tuple[float, dict]:
+    """Wall seconds and manifest of ``ecg-ray prepare`` of ``records_dir`` into ``out``, from scratch."""
+    from ..data.prepare import prepare
+
+    t0 = time.perf_counter()
+    manifest = prepare("cinc2017", records_dir, out, workers=workers, force=True, log=lambda *a, **k: None, **options)
+    return time.perf_counter() - t0, manifest
 
 
 def _one(records_dir: Path, workers: int, work: Path) -> tuple[float, dict]:
-    from ..data.prepare import prepare
-
     out = work / f"prepared_{workers}"
-    t0 = time.perf_counter()
-    manifest = prepare("cinc2017", records_dir, out, workers=workers, force=True, log=lambda *a, **k: None)
-    wall = time.perf_counter() - t0
+    wall, manifest = timed_prepare(records_dir, out, workers)
     shutil.rmtree(out, ignore_errors=True)
     return wall, manifest
 
@@ -57,14 +78,12 @@ def run(opts) -> dict:
         workers = sorted(set(opts.prepare_workers))
         if opts.warmup:
             _one(records_dir, workers[-1], work)
-        rows, manifest = {}, None
+        rows = {}
         for w in workers:
-            walls, pools = [], []
-            for _ in range(opts.repeats):
-                wall, manifest = _one(records_dir, w, work)
-                walls.append(wall)
-                pools.append(manifest["seconds"])
+            runs = [_one(records_dir, w, work) for _ in range(opts.repeats)]
+            walls, manifest = [wall for wall, _ in runs], runs[-1][1]
             total = manifest["n_records"] + len(manifest["skipped"])
+            pools = [m["seconds"] for _, m in runs]
             rows[str(w)] = {"wall_s": stats.summarize(walls), "pool_s": stats.summarize(pools),
                             "records_per_s": stats.summarize([total / s for s in walls])}
             print(f"bench prepare: {w} process(es) {rows[str(w)]['wall_s']['median']:.1f} s", flush=True)
@@ -78,12 +97,11 @@ def render(result: dict, context: dict) -> str:
     rows = result["rows"]
     ref = rows.get("1", {}).get("records_per_s")
     table = [[w, *summary_cells(r["wall_s"]), *summary_cells(r["records_per_s"]),
-              "—" if ref is None else f"{stats.ratio(r['records_per_s'], ref):.2f}×", r["pool_s"]["median"]]
+              fmt_ratio(stats.ratio(r["records_per_s"], ref)), r["pool_s"]["median"]]
              for w, r in rows.items()]
-    out = [markdown_table(["processes", "wall s (median)", "min", "max", "records/s (median)", "min", "max",
-                           "× 1 process", "of which pool s"], table)]
     subset = f" (a {result['subset']}-record subset)" if result.get("subset") else ""
-    out.append(f"- {result['records']:,} records{subset} from `{result['records_dir']}` → {result['kept']:,} kept, "
-               f"{result['segments']:,} segments; wall = the whole `prepare` call (splits and manifest "
-               "included), pool = reading + preprocessing + writing parquet")
-    return "\n".join(out)
+    return section_body(markdown_table(["processes", "wall s (median)", "min", "max", "records/s (median)", "min",
+                                        "max", "× 1 process", "of which pool s"], table),
+                        [f"{result['records']:,} records{subset} from `{result['records_dir']}` → {result['kept']:,} "
+                         f"kept, {result['segments']:,} segments; wall = the whole `prepare` call (splits and manifest "
+                         "included), pool = reading + preprocessing + writing parquet"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -25,9 +26,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import HEADLINE
 from ..artifacts import Run
+from ..tables import to_markdown
 
 #: The old recipe's choices for the four things the new one changes.
 BASELINE = {"crop_mode": "fixed", "schedule": "plateau", "class_weighting": "inverse", "aggregate": "mean_prob"}
@@ -56,8 +59,6 @@ def run(prepared: Path, out: Path, work: Path, epochs: int, seeds: list[int], ma
         changes_only: bool = False, render_only: bool = False) -> dict:
     from ..training.config import TrainConfig
     from ..training.trainer import train_run
-
-    import os
 
     # As `ecg-ray train` runs: one worker given every core (a bare TrainConfig asks for 1 CPU).
     base = replace(TrainConfig(), num_epochs=epochs, max_records=max_records, calibrate=False,
@@ -107,22 +108,22 @@ def render(result: dict, command: str) -> str:
              f"each, seeds {result['seeds']} paired across arms, "
              f"{result['max_records'] or 'all'} training records, scored on the validation records "
              "(recording level, best epoch); the aggregation arm rescores the baseline's checkpoints.", "",
-             f"Command: `{command}`", "",
-             "| arm | val F1(N,A,O) per seed | ΔF1 vs baseline per seed | mean ΔF1 | spread (max−min) | verdict "
-             "| wall s per run |",
-             "|---|---|---|---|---|---|---|"]
+             f"Command: `{command}`", ""]
+    rows = []
     for name, runs in arms.items():
         if len(runs) < len(result["seeds"]) and "thread" not in name:
             name += f" ({len(runs)} seed{'s' if len(runs) != 1 else ''} only: no spread)"
         f1 = [r["f1"] for r in runs]
         delta = [r["f1"] - base[r["seed"]] for r in runs]
-        wall = np.mean([r["seconds"] for r in runs])
         if name.startswith("baseline"):  # its row: the seed-to-seed spread of F1 itself, the noise floor
-            lines.append(f"| {name} | {', '.join(f'{v:.3f}' for v in f1)} | — | — | "
-                         f"{max(f1) - min(f1):.3f} (seed noise) | — | {wall:.0f} |")
-            continue
-        lines.append(f"| {name} | {', '.join(f'{v:.3f}' for v in f1)} | {', '.join(f'{d:+.3f}' for d in delta)} | "
-                     f"{np.mean(delta):+.3f} | {max(delta) - min(delta):.3f} | {verdict(delta)} | {wall:.0f} |")
+            paired = ["—", "—", f"{max(f1) - min(f1):.3f} (seed noise)", "—"]
+        else:
+            paired = [", ".join(f"{d:+.3f}" for d in delta), f"{np.mean(delta):+.3f}", f"{max(delta) - min(delta):.3f}",
+                      verdict(delta)]
+        rows.append([name, ", ".join(f"{v:.3f}" for v in f1), *paired, f"{np.mean([r['seconds'] for r in runs]):.0f}"])
+    table = pd.DataFrame(rows, columns=["arm", "val F1(N,A,O) per seed", "ΔF1 vs baseline per seed", "mean ΔF1",
+                                        "spread (max−min)", "verdict", "wall s per run"])
+    lines.append(to_markdown(table))
     if "new recipe, 1 torch thread" in arms:
         lines += ["", "The new recipe's runs use every core (2 torch threads here); the 1-thread arm is one seed "
                   "of the same recipe, for wall time."]

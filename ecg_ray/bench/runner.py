@@ -12,6 +12,7 @@ what it finished.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -22,16 +23,16 @@ from pathlib import Path
 
 from . import machine
 
-#: name → (heading, module); the order of the report.
+#: name → heading, in the order of the report; each section is the module of its name (gpu: train's run_gpu).
 SECTIONS = {
-    "feed": ("1. Data feed: training crops/s delivered to a training loop, no model", "feed"),
-    "train": ("2. Training throughput per architecture: TorchTrainer vs bare torch (CPU)", "train"),
-    "prepare": ("3. prepare: wall time and records/s per process count", "prepare"),
-    "asha": ("4. ASHA savings: ASHA vs the exhaustive grid", "asha"),
-    "gpu": ("5. GPU: training throughput on CUDA", "train"),
-    "scale": ("6. Scale: prepare and the sweep feed at 1×, 4×, 10× the records; one two-week record", "scale"),
-    "startup": ("7. Start-up: what a Ray Train run and a Tune trial cost before training", "startup"),
-    "shuffle": ("8. Shuffle quality: the feed's local crop shuffle vs a full shuffle, loss and F1", "shuffle"),
+    "feed": "1. Data feed: training crops/s delivered to a training loop, no model",
+    "train": "2. Training throughput per architecture: TorchTrainer vs bare torch (CPU)",
+    "prepare": "3. prepare: wall time and records/s per process count",
+    "asha": "4. ASHA savings: ASHA vs the exhaustive grid",
+    "gpu": "5. GPU: training throughput on CUDA",
+    "scale": "6. Scale: prepare and the sweep feed at 1×, 4×, 10× the records; one two-week record",
+    "startup": "7. Start-up: what a Ray Train run and a Tune trial cost before training",
+    "shuffle": "8. Shuffle quality: the feed's local crop shuffle vs a full shuffle, loss and F1",
 }
 NEEDS_DATA = ("feed", "train", "asha", "gpu", "startup", "shuffle")
 JSON_NAME, MD_NAME = "benchmarks.json", "benchmarks.md"
@@ -101,14 +102,11 @@ class BenchOptions:
 
 
 def _module(name: str):
-    import importlib
-
-    return importlib.import_module(f"{__package__}.{SECTIONS[name][1]}")
+    return importlib.import_module(f"{__package__}.{'train' if name == 'gpu' else name}")
 
 
 def _runner(name: str):
-    module = _module(name)
-    return module.run_gpu if name == "gpu" else module.run
+    return getattr(_module(name), "run_gpu" if name == "gpu" else "run")
 
 
 def read_existing(path: Path) -> dict:
@@ -188,7 +186,7 @@ def render_document(doc: dict) -> str:
     if len(commands) == 1:
         lines += [f"Command: `{commands[0]}`", ""]
     lines += [f"Machine: {machine.describe(latest['machine'])}", ""]
-    for name, (heading, _) in SECTIONS.items():
+    for name, heading in SECTIONS.items():
         record = sections.get(name)
         if record is None:
             continue
@@ -200,20 +198,20 @@ def render_document(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _flags(opts: BenchOptions, data_dir: Path | None) -> dict:
+    return {"--data": opts.prepared, "--data-dir": data_dir, "--out": opts.out, "--repeats": opts.repeats,
+            "--warmup": opts.warmup, "--batch-size": opts.batch_size, "--feed-records": opts.feed_records or 0,
+            "--train-records": opts.train_records or 0, "--threads": opts.threads,
+            "--models": ",".join(opts.models) if opts.models else None,
+            "--prepare-workers": ",".join(map(str, opts.prepare_workers)),
+            "--prepare-records": opts.prepare_records, "--asha-spec": opts.asha_spec, "--storage": opts.storage}
+
+
 def command_line(opts: BenchOptions, data_dir: Path | None = None) -> str:
     """The ``ecg-ray bench`` command that reproduces ``opts`` (flags that differ from the defaults)."""
-    default = BenchOptions()
+    defaults = _flags(BenchOptions(), None)
     args = ["ecg-ray", "bench", "--sections", ",".join(opts.sections)]
-    pairs = [("--data", opts.prepared), ("--data-dir", data_dir), ("--out", opts.out), ("--repeats", opts.repeats),
-             ("--warmup", opts.warmup), ("--batch-size", opts.batch_size), ("--feed-records", opts.feed_records or 0),
-             ("--train-records", opts.train_records or 0), ("--threads", opts.threads),
-             ("--models", ",".join(opts.models) if opts.models else None),
-             ("--prepare-workers", ",".join(map(str, opts.prepare_workers))),
-             ("--prepare-records", opts.prepare_records), ("--asha-spec", opts.asha_spec), ("--storage", opts.storage)]
-    defaults = dict(zip([p[0] for p in pairs], [None, None, default.out, default.repeats, default.warmup,
-                                                default.batch_size, 0, default.train_records,
-                                                default.threads, None, "1,2", None, None, default.storage]))
-    for flag, value in pairs:
+    for flag, value in _flags(opts, data_dir).items():
         if value is not None and (flag in ("--data", "--data-dir", "--out") or value != defaults[flag]):
             args += [flag, str(value)]
     for item in opts.asha_set:

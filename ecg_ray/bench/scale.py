@@ -21,7 +21,9 @@ Every measurement runs in its own process (``python -m ecg_ray.bench.scale MODE
 …``), watched from here, so its peak is its own. The scratch folder is deleted at
 the end. ``$ECG_RAY_SCALE_FACTORS`` (e.g. ``1,2``) and ``$ECG_RAY_SCALE_LONG_DAYS``
 shrink the run for a quick check; ``$ECG_RAY_SCALE_PARTS`` (``prepare,feed,long``)
-picks parts (feed needs prepare).
+picks parts (feed needs prepare); ``$ECG_RAY_SCALE_PREPARE_REPEATS`` (default 1) runs
+``prepare`` that many times per scale and reports the run with the median wall time,
+every wall time beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -38,7 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .stats import fmt, markdown_table
+from . import stats
+from .machine import env_option, env_settings
+from .prepare import link_records, read_labels, timed_prepare
+from .stats import fmt_ratio, markdown_table
 
 SCALES = (1, 4, 10)
 LONG_DAYS = 14.0
@@ -58,23 +62,8 @@ def scale_config():
     return PreprocessConfig(fs=FS, segment_length=10 * FS, stride=5 * FS)
 
 
-def _scales() -> list[int]:
-    text = os.environ.get("ECG_RAY_SCALE_FACTORS")
-    return sorted({int(x) for x in text.split(",") if x.strip()}) if text else list(SCALES)
-
-
-def _parts() -> set[str]:
-    return {p.strip() for p in os.environ.get("ECG_RAY_SCALE_PARTS", "prepare,feed,long").split(",")}
-
-
-def _prepare_repeats() -> int:
-    """Runs of ``prepare`` per scale (``$ECG_RAY_SCALE_PREPARE_REPEATS``, default 1): the
-    run with the median wall time is reported, every wall time beside it."""
-    return max(int(os.environ.get("ECG_RAY_SCALE_PREPARE_REPEATS", "1")), 1)
-
-
-def _long_days() -> float:
-    return float(os.environ.get("ECG_RAY_SCALE_LONG_DAYS", LONG_DAYS))
+def _comma_set(text: str) -> set[str]:
+    return {x.strip() for x in text.split(",") if x.strip()}
 
 
 # -- scratch data ---------------------------------------------------------------------------------
@@ -85,19 +74,9 @@ def replicate(records_dir: Path, factor: int, into: Path, limit: int | None = No
     ``.hea``/``.mat`` and a REFERENCE.csv for all of them."""
     from ..data import physionet2017
 
-    records_dir = Path(records_dir).resolve()
-    labels = physionet2017.read_labels(physionet2017.find_label_file(records_dir, None))
+    labels = read_labels(records_dir)
     names = sorted(n for n in physionet2017.list_records(records_dir) if n in labels)[:limit]
-    into.mkdir(parents=True)
-    lines = []
-    for c in range(factor):
-        for name in names:
-            new = name if c == 0 else f"{name}_{c}"
-            for ext in (".hea", ".mat"):
-                os.symlink(records_dir / f"{name}{ext}", into / f"{new}{ext}")
-            lines.append(f"{new},{labels[name]}\n")
-    (into / "REFERENCE.csv").write_text("".join(lines))
-    return into
+    return link_records(records_dir, names, labels, into, factor)
 
 
 def write_long_record(folder: Path, name: str, days: float, fs: int = FS, chunk: int = 1 << 22) -> int:
@@ -127,20 +106,11 @@ def write_long_record(folder: Path, name: str, days: float, fs: int = FS, chunk:
 
 def long_folder(records_dir: Path, into: Path, days: float | None) -> Path:
     """``COMPANY`` real records (symlinks), plus one synthetic record of ``days`` if given."""
-    from ..data import physionet2017
-
-    records_dir = Path(records_dir).resolve()
-    labels = physionet2017.read_labels(physionet2017.find_label_file(records_dir, None))
-    names = sorted(n for n in physionet2017.list_records(records_dir) if n in labels)[:COMPANY]
-    into.mkdir(parents=True)
-    for name in names:
-        for ext in (".hea", ".mat"):
-            os.symlink(records_dir / f"{name}{ext}", into / f"{name}{ext}")
-    lines = [f"{n},{labels[n]}\n" for n in names]
+    replicate(records_dir, 1, into, limit=COMPANY)
     if days:
         write_long_record(into, "L00001", days)
-        lines.append("L00001,N\n")
-    (into / "REFERENCE.csv").write_text("".join(lines))
+        with open(into / "REFERENCE.csv", "a") as f:
+            f.write("L00001,N\n")
     return into
 
 
@@ -201,25 +171,13 @@ def watched(args: list[str], interval: float = 0.25, timeout: float = 3600) -> d
 # -- the children ---------------------------------------------------------------------------------
 
 def _child_prepare(records: str, out: str, workers: str, layout: str) -> dict:
-    from ..data.prepare import prepare
-
-    t0 = time.perf_counter()
-    m = prepare("cinc2017", Path(records), Path(out), scale_config(), workers=int(workers), force=True,
-                split_layout=layout == "split", log=lambda *a, **k: None)
-    wall = time.perf_counter() - t0
+    wall, m = timed_prepare(Path(records), Path(out), int(workers), cfg=scale_config(), split_layout=layout == "split")
     total = m["n_records"] + len(m["skipped"])
-    parts = sum(1 for r in m["splits"]["split"]["train"] + m["splits"]["split"]["val"]
-                + m["splits"]["split"]["test"] if "_p" in r)
+    parts = sum("_p" in r for split in ("train", "val", "test") for r in m["splits"]["split"][split])
     return {"wall_s": round(wall, 2), "pool_s": m["seconds"], "layout_s": m.get("layout_seconds"),
             "records": total, "kept": m["n_records"], "segments": m["n_segments"], "long_parts": parts,
             "records_per_s": round(total / wall, 1),
             "out_mib": round(sum(p.stat().st_size for p in Path(out).rglob("*.parquet")) / MiB)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, warmup: str,
@@ -231,6 +189,7 @@ def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, w
 
     from ..data import store
     from ..training.feed import load_datasets
+    from ..training.trainer import _free_port
     from .feed import _train_worker_rates
 
     ctx = ray.data.DataContext.get_current()
@@ -263,6 +222,7 @@ def _child_whole(records: str, name: str) -> dict:
     """The whole-record functions (``read_record`` + ``filtered_record``) on one record."""
     from ..data import physionet2017
     from ..data.prepare import filtered_record
+
     t0 = time.perf_counter()
     signal, fs = physionet2017.read_record(Path(records), name)
     filtered, n, _ = filtered_record(signal, fs, scale_config(), name)
@@ -283,14 +243,12 @@ def _feed_rows(prepared: Path, scale: int, layout: str, opts, data_mib: float) -
     rows = {}
     fit = int(max(1024, 2 * data_mib))
     capped = int(max(100, min(256, data_mib / 2)))
-    plan = [("streaming", capped, "0")] if layout == "flat" else [("materialized", fit, "1"), ("streaming", capped, "0")]
-    for kind, store_mib, mat in plan:
+    plan = [("materialized", fit, "1"), ("streaming", capped, "0")]
+    for kind, store_mib, mat in plan[1:] if layout == "flat" else plan:
         key = f"{scale}x_{layout}_{kind}"
         _log(f"feed {key} (object store {store_mib} MiB)")
         row = watched(["feed", prepared, store_mib, mat, opts.repeats, opts.warmup, opts.batch_size])
-        from .stats import summarize
-
-        row["crops_per_s"] = summarize(row.pop("rates"))
+        row["crops_per_s"] = stats.summarize(row.pop("rates"))
         rows[key] = {"scale": scale, "layout": layout, "kind": kind, **row}
         _log(f"  {row['crops_per_s']['median']:,.0f} crops/s, peak PSS {row['peak_pss_mib']} MiB")
     return rows
@@ -301,20 +259,19 @@ def run(opts) -> dict:
     if (records_dir / "cinc2017" / "training2017").is_dir():
         records_dir = records_dir / "cinc2017" / "training2017"
     workers = os.cpu_count() or 1
-    scales = _scales()
+    scales = env_option("ECG_RAY_SCALE_FACTORS", list(SCALES), lambda text: sorted({int(x) for x in _comma_set(text)}))
+    parts = env_option("ECG_RAY_SCALE_PARTS", {"prepare", "feed", "long"}, _comma_set)
     work = Path(tempfile.mkdtemp(prefix="ecg_scale_"))
     result = {"records_dir": str(opts.records_dir), "workers": workers, "scales": scales, "prepare": {},
-              "feed": {}, "long": {}, "scratch": str(work),
-              "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("ECG_RAY_SCALE_")}}
-    keep = {1, scales[-1]} if "feed" in _parts() else set()
+              "feed": {}, "long": {}, "scratch": str(work), "env": env_settings("ECG_RAY_SCALE_")}
+    keep = {1, scales[-1]} if "feed" in parts else set()
     try:
-        for s in (scales if "prepare" in _parts() else []):
+        for s in (scales if "prepare" in parts else []):
             folder = replicate(records_dir, s, work / f"records_x{s}")
-            layouts = ["flat", "split"] if s == 1 else ["split"]
-            for layout in layouts:
+            for layout in (["flat", "split"] if s == 1 else ["split"]):
                 out = work / f"prepared_x{s}_{layout}"
                 runs = []
-                for i in range(_prepare_repeats()):  # each from scratch
+                for i in range(max(env_option("ECG_RAY_SCALE_PREPARE_REPEATS", 1, int), 1)):  # each from scratch
                     shutil.rmtree(out, ignore_errors=True)
                     _log(f"prepare {s}x ({layout} layout), run {i + 1} …")
                     runs.append(watched(["prepare", folder, out, workers, layout]))
@@ -331,9 +288,9 @@ def run(opts) -> dict:
                 data_mib = result["prepare"][f"{s}x_{layout}"]["out_mib"]
                 result["feed"].update(_feed_rows(out, s, layout, opts, data_mib))
                 shutil.rmtree(out)
-        days = _long_days()
+        days = env_option("ECG_RAY_SCALE_LONG_DAYS", LONG_DAYS, float)
         for label, d in (("company only", None), ("1 day", 1.0), (f"{days:g} days", days)):
-            if "long" not in _parts() or d is not None and d > days:
+            if "long" not in parts or d is not None and d > days:
                 continue
             folder = long_folder(records_dir, work / "long", d)
             _log(f"long record: {label} …")
@@ -373,32 +330,30 @@ def _mib(v) -> str:
     return "—" if v is None else f"{v:,.0f}"
 
 
+def _mibs(row: dict, *keys: str) -> list[str]:
+    return [_mib(row[k]) for k in keys]
+
+
 def render(result: dict, context: dict) -> str:
-    out = []
-    if result.get("env"):
-        out += ["Environment: " + " ".join(f"`{k}={v}`" for k, v in result["env"].items()), ""]
+    out = stats.environment(result.get("env"))
     prep = result["prepare"]
     base = prep.get("1x_split")
     table = []
-    for key, r in prep.items():
-        t_ratio = r["wall_s"] / base["wall_s"] if base else None
-        m_ratio = r["peak_pss_mib"] / base["peak_pss_mib"] if base else None
-        table.append([_label(r, f"{r['scale']}×"), r["layout"], f"{r['records']:,}", fmt(r["wall_s"]), fmt(r["pool_s"]),
-                      fmt(r.get("layout_s")), fmt(r["records_per_s"]),
-                      f"{t_ratio:.2f}× (scale {r['scale']}×)" if t_ratio else "—",
-                      _mib(r["peak_pss_mib"]), _mib(r["peak_rss_mib"]), _mib(r["peak_process_rss_mib"]),
-                      f"{m_ratio:.2f}×" if m_ratio else "—", _mib(r["out_mib"])])
+    for r in prep.values():
+        wall = stats.ratio(r["wall_s"], base and base["wall_s"])
+        table.append([_label(r, f"{r['scale']}×"), r["layout"], r["records"], r["wall_s"], r["pool_s"],
+                      r.get("layout_s"), r["records_per_s"], f"{wall:.2f}× (scale {r['scale']}×)" if wall else "—",
+                      *_mibs(r, "peak_pss_mib", "peak_rss_mib", "peak_process_rss_mib"),
+                      fmt_ratio(stats.ratio(r["peak_pss_mib"], base and base["peak_pss_mib"])), _mib(r["out_mib"])])
     out.append(markdown_table(["scale", "layout", "records", "wall s", "pool s", "regroup s", "records/s",
                                "wall / 1× split", "peak PSS MiB", "peak RSS sum MiB", "largest process MiB",
                                "PSS / 1× split", "parquet MiB"], table))
     n = max((len(r.get("wall_runs", [1])) for r in prep.values()), default=1)
-    out.append(f"- `prepare` with {result['workers']} processes, from scratch, "
-               + (f"{n} runs per scale: the run with the median wall time (all: "
-                  + "; ".join(f"{k} " + ", ".join(map(str, r["wall_runs"])) for k, r in prep.items() if "wall_runs" in r)
-                  + " s)" if n > 1 else "once per scale")
-               + "; the replicas are "
-               "symlinks to the real files under new ids. PSS counts shared pages once (the honest total); "
-               "RSS summed over the tree counts them in every process.")
+    walls = "; ".join(f"{k} " + ", ".join(map(str, r["wall_runs"])) for k, r in prep.items() if "wall_runs" in r)
+    runs = f"{n} runs per scale: the run with the median wall time (all: {walls} s)" if n > 1 else "once per scale"
+    out.append(f"- `prepare` with {result['workers']} processes, from scratch, {runs}; the replicas are symlinks to "
+               "the real files under new ids. PSS counts shared pages once (the honest total); RSS summed over the "
+               "tree counts them in every process.")
     if base and prep:
         top = max(prep.values(), key=lambda r: r["scale"])
         t = top["wall_s"] / base["wall_s"]
@@ -408,14 +363,16 @@ def render(result: dict, context: dict) -> str:
                    + f"; peak memory within 1.5× of 1×: {m:.2f}× — " + ("**met**" if m <= 1.5 else "**NOT met**"))
     feed = result["feed"]
     if feed:
-        rows = []
+        rows, targets = [], []
         for key, r in feed.items():
             ref = feed.get(f"{r['scale']}x_split_materialized")
-            ratio = r["crops_per_s"]["median"] / ref["crops_per_s"]["median"] if ref else None
-            rows.append([_label(r, f"{r['scale']}×"), r["layout"], r["kind"], f"{r['train_records']:,}", _mib(r["data_mib"]),
-                         _mib(r["store_mib"]), fmt(r["crops_per_s"]["median"]), fmt(r["crops_per_s"]["min"]),
-                         fmt(r["crops_per_s"]["max"]), f"{ratio:.2f}×" if ratio else "—", fmt(r["load_s"]),
-                         _mib(r["peak_pss_mib"]), _mib(r["peak_rss_mib"])])
+            ratio = stats.ratio(r["crops_per_s"], ref and ref["crops_per_s"])
+            rows.append([_label(r, f"{r['scale']}×"), r["layout"], r["kind"], r["train_records"],
+                         *_mibs(r, "data_mib", "store_mib"), *stats.summary_cells(r["crops_per_s"]),
+                         fmt_ratio(ratio), r["load_s"], *_mibs(r, "peak_pss_mib", "peak_rss_mib")])
+            if r["kind"] == "streaming" and r["layout"] == "split" and ref:
+                targets.append(f"- target at {r['scale']}×: streaming ≥ 0.5× materialized: {ratio:.2f}× — "
+                               + ("**met**" if ratio >= 0.5 else "**NOT met**"))
         out += ["", markdown_table(["scale", "layout", "feed", "train records", "data MiB", "object store MiB",
                                     "crops/s (median)", "min", "max", "× materialized", "load s", "peak PSS MiB",
                                     "peak RSS sum MiB"], rows)]
@@ -424,22 +381,17 @@ def render(result: dict, context: dict) -> str:
                    "Streaming re-reads parquet every epoch: from the split layout the rank reads its own row "
                    "groups of the training cells with pyarrow (`data.shards`, no Ray Data); from the flat layout "
                    "Ray Data reads every file and filters by record id.")
-        for key, r in feed.items():
-            ref = feed.get(f"{r['scale']}x_split_materialized")
-            if r["kind"] == "streaming" and r["layout"] == "split" and ref:
-                q = r["crops_per_s"]["median"] / ref["crops_per_s"]["median"]
-                out.append(f"- target at {r['scale']}×: streaming ≥ 0.5× materialized: {q:.2f}× — "
-                           + ("**met**" if q >= 0.5 else "**NOT met**"))
+        out += targets
     long = result["long"]
     if long:
         rows = []
         for label, r in long.items():
-            rows.append([_label(r, label), fmt(r["records"]), fmt(r["long_parts"]), fmt(r["wall_s"]), _mib(r["peak_pss_mib"]),
-                         _mib(r["peak_process_rss_mib"]), _mib(r["out_mib"])])
+            rows.append([_label(r, label), r["records"], r["long_parts"], r["wall_s"],
+                         *_mibs(r, "peak_pss_mib", "peak_process_rss_mib", "out_mib")])
             whole = r.get("whole_record_path")
             if whole:
-                rows.append([f"{label}, whole-record functions (old path)", "1", "—", fmt(whole["wall_s"]),
-                             _mib(whole["peak_pss_mib"]), _mib(whole["peak_process_rss_mib"]), "—"])
+                rows.append([f"{label}, whole-record functions (old path)", "1", "—", whole["wall_s"],
+                             *_mibs(whole, "peak_pss_mib", "peak_process_rss_mib"), "—"])
         out += ["", markdown_table(["folder", "records", "stored parts", "wall s", "peak PSS MiB",
                                     "largest process MiB", "parquet MiB"], rows)]
         out.append(f"- {COMPANY} real records plus one synthetic single-lead {FS} Hz record (72 bpm beats, baseline "

@@ -23,7 +23,6 @@ threads. ``--repeats`` seeds, ``$ECG_RAY_SHUFFLE_EPOCHS`` epochs (default 6),
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -31,7 +30,9 @@ import torch
 
 from . import stats
 from .arrays import load_training_records
-from .stats import fmt, markdown_table
+from .machine import env_option, env_settings
+from .stats import fmt, fmt_spread, markdown_table, section_body
+from .train import train_epochs
 
 ARMS = ("stored", "shuffled")
 #: The full training split of PhysioNet 2017 (records), which the feed's chunk and buffer sizes meet.
@@ -46,10 +47,6 @@ def scaled_window(n_records: int, full: int = FULL_SPLIT) -> int:
     return max(1, min(RECORDS_PER_CHUNK, round(RECORDS_PER_CHUNK * n_records / full)))
 
 
-def _epochs() -> int:
-    return int(os.environ.get("ECG_RAY_SHUFFLE_EPOCHS", "6"))
-
-
 def _validation(prepared, max_records):
     """The run's validation records: ``(labels, windows, record of each window)``."""
     from ..data import store
@@ -61,32 +58,17 @@ def _validation(prepared, max_records):
 
 def train_arm(cfg, data, shard, val, epochs: int, window: int) -> dict:
     """Train ``cfg.model`` for ``epochs`` on ``shard``: per-epoch loss, final validation F1."""
-    from ..models import batched_logits, build_model
-    from ..training.feed import crop_batches, steps_per_epoch
-    from ..training.imbalance import build_loss
-    from ..training.metrics import score_records
-    from ..training.step import train_step
     from .. import HEADLINE
+    from ..models import batched_logits
+    from ..training.metrics import score_records
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, **cfg.model_params).train()
-    loss_fn = build_loss(cfg.imbalance, data.class_counts)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = steps_per_epoch(len(data.labels), 1, cfg.crops_per_record, cfg.batch_size)
-    losses, t0 = [], time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        total, n = 0.0, 0
-        for x, y in crop_batches(shard, length=data.segment_length, crops_per_record=cfg.crops_per_record,
-                                 batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=0,
-                                 shuffle_buffer=window, records_per_chunk=window):
-            loss, _ = train_step(model, loss_fn, optimizer, x, y, cfg.grad_clip, cfg.precision)
-            total, n = total + loss, n + len(y)  # loss: summed over the batch
-        losses.append(total / n)
+    t0 = time.perf_counter()
+    model, log = train_epochs(cfg, data, shard, epochs, shuffle_buffer=window, records_per_chunk=window)
     y, windows, codes = val
     model.eval()
     metrics = score_records(y, batched_logits(model, windows, 512, torch.device("cpu")), codes, cfg.aggregate)
-    return {"train_loss": losses, "val_f1": metrics[HEADLINE], "val_loss": metrics["val_loss"],
+    return {"train_loss": [total / seen for seen, total, _ in log],  # loss: summed over each batch
+            "val_f1": metrics[HEADLINE], "val_loss": metrics["val_loss"],
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -97,7 +79,8 @@ def run(opts) -> dict:
     model = (opts.models or ["cnn_only"])[0]
     data = load_training_records(opts.prepared, opts.train_records)
     val = _validation(opts.prepared, opts.train_records)
-    epochs, runs, window = _epochs(), {arm: [] for arm in ARMS}, scaled_window(len(data.labels))
+    epochs = env_option("ECG_RAY_SHUFFLE_EPOCHS", 6, int)
+    runs, window = {arm: [] for arm in ARMS}, scaled_window(len(data.labels))
     for seed in range(opts.repeats):
         cfg = TrainConfig(model=model, seed=seed, batch_size=opts.batch_size, augment=[], num_epochs=epochs,
                           max_records=opts.train_records)
@@ -111,9 +94,9 @@ def run(opts) -> dict:
              f"{opts.repeats} seeds, {opts.threads} torch thread(s); chunks of {window} records and a crop "
              f"buffer of {window} records' crops ({window / len(data.labels):.0%} of the records; a full run: "
              f"{TrainConfig().shuffle_buffer} of {FULL_SPLIT}); the recipe's defaults otherwise, no augmentation"]
-    env = {k: v for k, v in os.environ.items() if k == "ECG_RAY_SHUFFLE_EPOCHS"}
     return {"model": model, "epochs": epochs, "runs": runs, "delta_f1": stats.summarize(deltas),
-            "delta_val_loss": stats.summarize(loss_deltas), "notes": notes, "env": env}
+            "delta_val_loss": stats.summarize(loss_deltas), "notes": notes,
+            "env": env_settings("ECG_RAY_SHUFFLE_")}
 
 
 def render(result: dict, context: dict) -> str:
@@ -128,14 +111,9 @@ def render(result: dict, context: dict) -> str:
         rows.append([arm, *[fmt(v, 3) for v in curves.mean(0)],
                      fmt(np.mean(val_loss), 3) if None not in val_loss else "—", fmt(np.mean(f1), 3),
                      ", ".join(fmt(v, 3) for v in f1)])
-    d = result["delta_f1"]
-    out = [" ".join(f"Environment: `{k}={v}`" for k, v in result.get("env", {}).items()), ""] * bool(result.get("env"))
-    out += [markdown_table(head, rows),
-           f"- ΔF1 stored − shuffled, paired by seed: median {fmt(d['median'], 3)} "
-           f"(min {fmt(d['min'], 3)}, max {fmt(d['max'], 3)}); training loss is the mean over seeds"]
+    notes = [f"ΔF1 stored − shuffled, paired by seed: {fmt_spread(result['delta_f1'])}; training loss is the mean "
+             "over seeds"]
     if "delta_val_loss" in result:
-        v = result["delta_val_loss"]
-        out.append(f"- Δ validation loss (record-level NLL) stored − shuffled, paired by seed: median "
-                   f"{fmt(v['median'], 3)} (min {fmt(v['min'], 3)}, max {fmt(v['max'], 3)})")
-    out += [f"- {n}" for n in result.get("notes", [])]
-    return "\n".join(out)
+        notes.append("Δ validation loss (record-level NLL) stored − shuffled, paired by seed: "
+                     + fmt_spread(result["delta_val_loss"]))
+    return section_body(markdown_table(head, rows), notes + result.get("notes", []), result.get("env"))

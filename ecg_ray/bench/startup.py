@@ -25,6 +25,7 @@ every 0.2 s instead of 2 s, and no ``PreemptionWatcher`` actor.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from unittest import mock
 
 from . import stats
 from .machine import ray_available
-from .stats import markdown_table, summary_cells
+from .stats import markdown_table, section_body, summary_cells, timed
 
 ROWS = [("trainer", "TorchTrainer.fit(), no datasets"),
         ("trainer_until_loop", "… of which fit() → training function's first line"),
@@ -64,47 +65,12 @@ def _empty_loop(config: dict):
 def _fit(datasets, storage: str, name: str) -> dict:
     """Fit a trainer whose loop returns at once; ``{started, ended, called, returned}``
     in ``time.time()`` seconds (the first two read on the worker)."""
-    from ray.train import RunConfig
-    from ray.train.torch import TorchTrainer
+    from .feed import fit_one_worker
 
-    from ..training.config import TrainConfig
-    from ..training.feed import trainer_datasets
-    from ..training.trainer import data_config, scaling_config
-
-    kwargs, files = {}, {}
-    if datasets is not None:
-        sets, files = trainer_datasets(datasets[0], datasets[1])
-        kwargs = {"datasets": sets, "dataset_config": data_config()}
     marks = Path(storage) / f"{name}.json"
     called = time.time()
-    TorchTrainer(_empty_loop, train_loop_config={"data": datasets is not None, "marks": str(marks), **files},
-                 scaling_config=scaling_config(TrainConfig()),
-                 run_config=RunConfig(name=name, storage_path=storage), **kwargs).fit()
+    fit_one_worker(_empty_loop, {"data": datasets is not None, "marks": str(marks)}, datasets, storage, name)
     return {**json.loads(marks.read_text()), "called": called, "returned": time.time()}
-
-
-def _timed(fn, repeats: int, warmup: int, marks: list | None = None) -> list[float]:
-    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup``; what each returned
-    goes to ``marks``."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        got = fn()
-        out.append(time.perf_counter() - t0)
-        if marks is not None:
-            marks.append(got)
-    return out
-
-
-def _with_env(name: str, value: str, fn):
-    """``fn`` run with ``$name=value`` in this process (Train V2 hands its knobs from the
-    driver's environment to the controller it starts)."""
-    def run():
-        with mock.patch.dict(os.environ, {name: value}):
-            return fn()
-    return run
 
 
 def run(opts) -> dict:
@@ -120,7 +86,7 @@ def run(opts) -> dict:
     init_ray()
     datasets = load_datasets(opts.prepared, None, materialize=None, max_records=opts.train_records)
     storage = tempfile.mkdtemp(prefix="ecg_bench_startup_")
-    runs = iter(range(10**6))
+    runs = itertools.count()
 
     def trial(config):
         _fit(datasets, storage, f"trial_{next(runs)}")
@@ -135,13 +101,15 @@ def run(opts) -> dict:
 
     try:
         marks = []
-        rows = {"trainer": _timed(bare, opts.repeats, opts.warmup, marks),
+        rows = {"trainer": timed(bare, opts.repeats, opts.warmup, marks),
                 "trainer_until_loop": [m["started"] - m["called"] for m in marks],
                 "trainer_after_loop": [m["returned"] - m["ended"] for m in marks],
-                **{key: _timed(_with_env(*knob, bare), opts.repeats, opts.warmup) for key, knob in KNOBS.items()},
-                "trainer_data": _timed(lambda: _fit(datasets, storage, f"data_{next(runs)}"), opts.repeats,
-                                       opts.warmup),
-                "tune_trial": _timed(tune_once, opts.repeats, opts.warmup)}
+                # Train V2 hands its knobs from the driver's environment to the controller it starts
+                **{key: timed(mock.patch.dict(os.environ, {var: value})(bare), opts.repeats, opts.warmup)
+                   for key, (var, value) in KNOBS.items()},
+                "trainer_data": timed(lambda: _fit(datasets, storage, f"data_{next(runs)}"), opts.repeats,
+                                      opts.warmup),
+                "tune_trial": timed(tune_once, opts.repeats, opts.warmup)}
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     notes = [f"{datasets[2].train_records} training + {datasets[2].val_records} validation records, "
@@ -153,6 +121,5 @@ def run(opts) -> dict:
 def render(result: dict, context: dict) -> str:
     rows = result["rows"]
     table = [[label, *summary_cells(rows.get(key))] for key, label in ROWS if key in rows]
-    out = [markdown_table(["run with an empty training function", "wall s (median)", "min", "max"], table)]
-    out += [f"- {n}" for n in result.get("notes", [])]
-    return "\n".join(out)
+    return section_body(markdown_table(["run with an empty training function", "wall s (median)", "min", "max"],
+                                       table), result.get("notes", []))

@@ -30,7 +30,7 @@ import torch
 from . import stats
 from .arrays import TrainRecords, load_training_records
 from .machine import ray_available
-from .stats import fmt, markdown_table, summary_cells
+from .stats import fmt, markdown_table, section_body, summary_cells
 
 TARGET_OVERHEAD = 0.05
 
@@ -45,32 +45,40 @@ def bench_config(name: str, opts, use_gpu: bool = False, num_epochs: int | None 
                        torch_threads=opts.threads)
 
 
-def bare_rates(cfg, data: TrainRecords, device: torch.device, repeats: int, warmup: int) -> list[float]:
-    """Crops/s of each epoch of a plain torch loop over ``crop_batches`` (after ``warmup`` epochs)."""
+def train_epochs(cfg, data: TrainRecords, shard, epochs: int, device: torch.device = torch.device("cpu"),
+                 **feed) -> tuple[torch.nn.Module, list[tuple[int, float, float]]]:
+    """A fresh ``cfg.model`` trained ``epochs`` epochs on ``shard`` as the worker trains it
+    (``crop_batches`` → ``step.train_step``); the model and, per epoch, ``(crops, summed loss, seconds)``.
+    ``feed``: more ``crop_batches`` arguments."""
     from ..models import build_model
     from ..training.feed import crop_batches, steps_per_epoch
     from ..training.imbalance import build_loss
     from ..training.step import train_step
 
-    torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, **cfg.model_params).to(device).train()
     loss_fn = build_loss(cfg.imbalance, data.class_counts).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = steps_per_epoch(len(data.labels), 1, cfg.crops_per_record, cfg.batch_size)
-    shard = data.shard()
-    rates = []
-    for epoch in range(warmup + repeats):
-        seen, t0 = 0, time.perf_counter()
+    log = []
+    for epoch in range(epochs):
+        seen, total, t0 = 0, 0.0, time.perf_counter()
         for x, y in crop_batches(shard, length=data.segment_length, crops_per_record=cfg.crops_per_record,
                                  batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, epoch=epoch, rank=0,
-                                 shuffle_buffer=cfg.shuffle_buffer, device=device):
-            train_step(model, loss_fn, optimizer, x, y, cfg.grad_clip, cfg.precision)  # the worker's step
-            seen += len(y)
+                                 device=device, **feed):
+            loss, _ = train_step(model, loss_fn, optimizer, x, y, cfg.grad_clip, cfg.precision)
+            seen, total = seen + len(y), total + loss
         if device.type == "cuda":
             torch.cuda.synchronize()
-        rates.append(seen / (time.perf_counter() - t0))
-    return rates[warmup:]
+        log.append((seen, total, time.perf_counter() - t0))
+    return model, log
+
+
+def bare_rates(cfg, data: TrainRecords, device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Crops/s of each epoch of a plain torch loop over ``crop_batches`` (after ``warmup`` epochs)."""
+    torch.set_num_threads(cfg.torch_threads)
+    _, log = train_epochs(cfg, data, data.shard(), warmup + repeats, device, shuffle_buffer=cfg.shuffle_buffer)
+    return [seen / seconds for seen, _, seconds in log[warmup:]]
 
 
 def trainer_rates(cfg, datasets, preprocess: dict, warmup: int) -> list[float]:
@@ -90,7 +98,7 @@ def trainer_rates(cfg, datasets, preprocess: dict, warmup: int) -> list[float]:
     return [h["segments_per_s"] for h in history][warmup:]
 
 
-def _measure(opts, device: torch.device, use_ray: bool) -> dict:
+def _measure(opts, device: torch.device) -> dict:
     from ..data import store
     from ..models import build_model, count_parameters, model_names
     from ..training.config import TrainConfig
@@ -103,7 +111,7 @@ def _measure(opts, device: torch.device, use_ray: bool) -> dict:
              f"no augmentation; {opts.repeats} interleaved rounds, each a bare run and a TorchTrainer run of "
              f"{opts.warmup} untimed + 1 timed epoch"]
     datasets = preprocess = None
-    if use_ray:
+    if ray_available():
         from ..training.feed import load_datasets
         from ..training.trainer import init_ray
 
@@ -114,8 +122,7 @@ def _measure(opts, device: torch.device, use_ray: bool) -> dict:
             notes.append(f"WARNING: TorchTrainer side has {datasets[2].train_records} training records, "
                          f"bare side {len(data.labels)}")
     else:
-        notes.append("TorchTrainer side skipped: " + ("ray is not installed" if not ray_available()
-                                                      else "not requested"))
+        notes.append("TorchTrainer side skipped: ray is not installed")
     rows = {}
     for name in opts.models or model_names():
         cfg = bench_config(name, opts, use_gpu=device.type == "cuda")
@@ -123,7 +130,7 @@ def _measure(opts, device: torch.device, use_ray: bool) -> dict:
         for round_ in range(opts.repeats):
             print(f"bench {device.type}: {name} round {round_ + 1}/{opts.repeats} …", flush=True)
             bare += bare_rates(cfg, data, device, 1, opts.warmup)
-            if use_ray and "error" not in row:
+            if datasets is not None and "error" not in row:
                 try:
                     trainer += trainer_rates(cfg, datasets, preprocess, opts.warmup)
                 except Exception as e:  # one model's failed run is reported, the others still measured
@@ -145,23 +152,21 @@ def steps_per_epoch_of(data: TrainRecords, batch_size: int, crops_per_record: in
 
 
 def run(opts) -> dict:
-    return _measure(opts, torch.device("cpu"), use_ray=ray_available())
+    return _measure(opts, torch.device("cpu"))
 
 
 def run_gpu(opts) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
-    result = _measure(opts, torch.device("cuda"), use_ray=ray_available())
+    result = _measure(opts, torch.device("cuda"))
     result["gpu"] = torch.cuda.get_device_name(0)
     return result
 
 
 def fastest_bare(result: dict) -> tuple[str, float] | None:
     rows = result.get("rows") or {}
-    if not rows:
-        return None
-    name = max(rows, key=lambda n: rows[n]["bare"]["median"])
-    return name, rows[name]["bare"]["median"]
+    name = max(rows, key=lambda n: rows[n]["bare"]["median"], default=None)
+    return None if name is None else (name, rows[name]["bare"]["median"])
 
 
 def render(result: dict, context: dict) -> str:
@@ -173,22 +178,22 @@ def render(result: dict, context: dict) -> str:
             short.append(f"{name} ({overhead:.0%})")
         extra = None if r is None else result["segments"] * (1 / row["trainer"]["median"] - 1 / row["bare"]["median"])
         ratios = row.get("round_ratios")
-        spread = (f"{np.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]" if ratios else "—")
+        spread = f"{np.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]" if ratios else "—"
         table.append([name, f"{row['parameters']:,}", *summary_cells(row["bare"]), *summary_cells(row.get("trainer")),
                       "—" if r is None else f"{r:.2f}", spread,
                       row.get("error") or ("—" if overhead is None else f"{overhead:+.0%}"),
                       "—" if extra is None else f"{extra:+.2f}"])
-    out = [markdown_table(["model", "parameters", "bare crops/s (median)", "min", "max", "TorchTrainer crops/s (median)",
-                           "min", "max", "Trainer / bare", "per-round ratio: median [min, max]", "overhead",
-                           "extra s / epoch"], table)]
-    out += [f"- {n}" for n in result.get("notes", [])]
+    notes = list(result.get("notes", []))
     if any("trainer" in row for row in result["rows"].values()):
-        out.append(f"- extra s / epoch: the TorchTrainer epoch's time minus the bare epoch's, for its "
-                   f"{result['segments']:,} crops (a constant across models points at per-epoch start-up, "
-                   "one growing with the model's time at per-step cost)")
-        out.append(f"- target: overhead ≤ {TARGET_OVERHEAD:.0%}: " + (
+        notes.append(f"extra s / epoch: the TorchTrainer epoch's time minus the bare epoch's, for its "
+                     f"{result['segments']:,} crops (a constant across models points at per-epoch start-up, "
+                     "one growing with the model's time at per-step cost)")
+        notes.append(f"target: overhead ≤ {TARGET_OVERHEAD:.0%}: " + (
             "**met** for every model" if not short else "**NOT met** for " + ", ".join(short)))
     fastest = fastest_bare(result)
     if fastest:
-        out.append(f"- fastest model (bare): {fastest[0]} at {fmt(fastest[1])} crops/s")
-    return "\n".join(out)
+        notes.append(f"fastest model (bare): {fastest[0]} at {fmt(fastest[1])} crops/s")
+    return section_body(markdown_table(["model", "parameters", "bare crops/s (median)", "min", "max",
+                                        "TorchTrainer crops/s (median)", "min", "max", "Trainer / bare",
+                                        "per-round ratio: median [min, max]", "overhead", "extra s / epoch"], table),
+                        notes)
