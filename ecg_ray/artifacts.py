@@ -48,16 +48,16 @@ def json_safe(value, strict: bool = True):
 
 @functools.lru_cache(maxsize=1)
 def _git_commit() -> str | None:
+    """This checkout's commit, ``+dirty`` when tracked files changed; None outside git."""
+    def git(*args) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, text=True, capture_output=True,
+                              timeout=10)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
-                             capture_output=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=Path(__file__).resolve().parent, text=True, capture_output=True, timeout=10)
+        head, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode:
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return None if head.returncode else head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 @functools.lru_cache(maxsize=1)

@@ -17,35 +17,30 @@ from .data.errors import DataError
 from .data.sources import DEFAULT_SOURCE, NAMES as SOURCES
 
 
+LABELS_HELP = "label file (default: REFERENCE.csv beside records)"
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """Which records folder to read, with which labels (prepare, evaluate)."""
     p.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE)
     p.add_argument("--data-dir", type=Path, default=None,
                    help="records folder, or a data root holding cinc2017/ and mitdb/ "
                         "(default: $ECG_RAY_DATA, else the download cache)")
+    p.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
 
 
-def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
-    from .data.preprocess import PreprocessConfig
-
-    d = PreprocessConfig()
-    p.add_argument("--fs", type=float, default=d.fs,
-                   help=f"sampling rate records are resampled to, Hz (default {d.fs:g}); "
-                        "--segment-length and --stride count samples at this rate")
-    p.add_argument("--segment-length", type=int, default=d.segment_length,
-                   help=f"model input window, samples at {d.fs:g} Hz (default {d.segment_length})")
-    p.add_argument("--stride", type=int, default=d.stride,
-                   help=f"samples between inference window starts (default {d.stride}; 0 = window length)")
-    p.add_argument("--short", choices=("pad", "drop"), default=d.short_policy,
-                   help="records shorter than a window")
-    p.add_argument("--lowcut", type=float, default=d.lowcut)
-    p.add_argument("--highcut", type=float, default=d.highcut)
+def _add_split_args(p: argparse.ArgumentParser, use: str) -> None:
+    """``--records-from-split`` of ``--prepared``'s saved split (evaluate, explain)."""
+    p.add_argument("--records-from-split", choices=("train", "val", "test"), default=None,
+                   help=f"{use} this split's records of --prepared")
+    p.add_argument("--prepared", type=Path, default=None, help="prepared dataset whose saved split to use")
 
 
-def _preprocess_config(args):
-    from .data.preprocess import PreprocessConfig
-
-    return PreprocessConfig(fs=args.fs, lowcut=args.lowcut, highcut=args.highcut, segment_length=args.segment_length,
-                            stride=args.stride or None, short_policy=args.short)
+def _add_model_args(p: argparse.ArgumentParser, what: str = "model.pt, run folder, export archive or .ts") -> None:
+    """The checkpoint to run and torch's CPU threads for it (calibrate, evaluate, predict, explain)."""
+    p.add_argument("--checkpoint", type=Path, required=True, help=what)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def cmd_download(args) -> int:
@@ -57,18 +52,19 @@ def cmd_download(args) -> int:
     return 0
 
 
-def resolve_records_dir(source: str, data_dir: Path | None) -> Path:
+def resolve_records_dir(source: str, data_dir: Path | None, log=print) -> Path:
     """The records folder for ``source``: the one given (never downloaded into),
     else under $ECG_RAY_DATA or the cache, downloaded there when missing."""
     from .data.download import data_root, ensure_data, source_dir
 
     if data_dir:
         return source_dir(data_dir, source)
-    return ensure_data(data_root(None), source)
+    return ensure_data(data_root(None), source, log=log)
 
 
 def cmd_prepare(args) -> int:
     from .data.prepare import SplitConfig, prepare
+    from .data.preprocess import PreprocessConfig
 
     records = resolve_records_dir(args.source, args.data_dir)
     split = SplitConfig(seed=args.split_seed, val_frac=args.val_frac, test_frac=args.test_frac, folds=args.folds)
@@ -76,7 +72,9 @@ def cmd_prepare(args) -> int:
         from .training.trainer import init_ray
 
         init_ray(args.address)
-    prepare(args.source, records, args.out, _preprocess_config(args), split, labels_path=args.labels,
+    preprocess = PreprocessConfig(fs=args.fs, lowcut=args.lowcut, highcut=args.highcut, short_policy=args.short,
+                                  segment_length=args.segment_length, stride=args.stride or None)
+    prepare(args.source, records, args.out, preprocess, split, labels_path=args.labels,
             workers=args.workers, force=args.force, window_s=args.window, use_ray=args.ray,
             split_layout=args.split_layout)
     return 0
@@ -141,6 +139,8 @@ def cmd_sweep(args) -> int:
 def _run_stage2(args, spec, prepared, best_config: dict) -> int:
     """Stage 2: the fixed-budget multi-seed factorial (around stage 1's best for any
     sampled entry that is not a factor), then the answer (``tuning.effects``)."""
+    from ray import tune
+
     from .tuning import effects
     from .tuning.stages import stage2_from
     from .tuning.sweep import experiment_dir, run_sweep
@@ -150,8 +150,6 @@ def _run_stage2(args, spec, prepared, best_config: dict) -> int:
     seeds = stage2.param_space["seed"]["grid_search"]
     print(f"\nstage 2: every arm {budget} epochs, seeds {seeds}, no pruning → {stage2.name}", flush=True)
     storage = args.storage if "://" in str(args.storage) else str(Path(args.storage).resolve())
-    from ray import tune
-
     resume = args.resume and tune.Tuner.can_restore(experiment_dir(storage, stage2.name))
     grid = run_sweep(stage2, prepared, args.storage, resume=resume, address=args.address,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
@@ -211,15 +209,12 @@ def _split_records(args) -> list[str] | None:
 
 def cmd_evaluate(args) -> int:
     from .artifacts import json_safe
-    from .evaluate import evaluate_folder, write_predictions
+    from .evaluate import evaluate_folder, log_test_scoring, write_predictions
 
     _set_threads(args.threads)
     records = _split_records(args)
-    from .data.download import data_root, ensure_data, source_dir
-
-    # A given folder is used as is (never downloaded into); stdout carries only the JSON.
-    data_dir = (source_dir(args.data_dir, args.source) if args.data_dir else
-                ensure_data(data_root(None), args.source, log=lambda m: print(m, file=sys.stderr)))
+    # stdout carries only the JSON, so download notes go to stderr
+    data_dir = resolve_records_dir(args.source, args.data_dir, log=lambda m: print(m, file=sys.stderr))
     result, predictions = evaluate_folder(args.checkpoint, data_dir, labels=args.labels, source=args.source,
                                           batch_size=args.batch_size, records=records, window_s=args.window,
                                           return_predictions=True, reliability=args.reliability)
@@ -229,8 +224,6 @@ def cmd_evaluate(args) -> int:
         write_predictions(args.predictions, predictions)
         result["predictions"] = str(args.predictions)
     if args.records_from_split == "test" and args.test_log:
-        from .evaluate import log_test_scoring
-
         log_test_scoring(args.test_log, result, " ".join(["ecg-ray", *sys.argv[1:]]))
     print(json.dumps(json_safe(result), indent=1, allow_nan=False))
     return 0
@@ -294,9 +287,10 @@ def cmd_explain(args) -> int:
         raise ValueError("explain: give either --record PATH (one figure) or --data-dir D --cases N (case page)")
     if args.record is not None:
         from .explain.cases import load_explainable
-        from .explain.figures import plot_explanation
+        from .explain.figures import explanation_figure
         from .explain.saliency import default_method, explain_signal
         from .data.errors import RecordError
+        from .plots import save
         from .predict import error_line, read_input
 
         predictor = load_explainable(args.checkpoint)
@@ -309,7 +303,8 @@ def cmd_explain(args) -> int:
         except RecordError as err:
             print(f"ecg-ray: error: {error_line(str(args.record), err)}", file=sys.stderr)
             return 2
-        out = plot_explanation(e, args.out or Path(Path(args.record).stem + "_explain.png"), label=args.label)
+        out = save(explanation_figure(e, label=args.label), args.out or Path(Path(args.record).stem + "_explain.png"),
+                   palette=True)
         print(json.dumps(json_safe({"figure": str(out), "record": str(args.record), "predicted": e.predicted,
                                     "explained_class": e.target_class, "method": e.method, "layer": e.layer,
                                     "probabilities": dict(zip(CLASS_KEYS, e.probabilities)),
@@ -504,25 +499,39 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecg-ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def add_command(name: str, func, summary: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary)
+        p.set_defaults(func=func)
+        return p
+
     def config_flags(p: argparse.ArgumentParser, *args, **kwargs) -> None:
         if command is None or command == p.prog.split()[-1]:
             _add_config_flags(p, *args, **kwargs)
 
-    p = sub.add_parser("download", help="fetch PhysioNet 2017 and MIT-BIH (checksums verified)")
+    p = add_command("download", cmd_download, "fetch PhysioNet 2017 and MIT-BIH (checksums verified)")
     p.add_argument("--data-dir", type=Path, default=None, help="data root (default: $ECG_RAY_DATA or cache)")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
-    p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("prepare", help="records → parquet segments + manifest (splits, counts)")
+    from .data.preprocess import PreprocessConfig
+
+    pre = PreprocessConfig()
+    p = add_command("prepare", cmd_prepare, "records → parquet segments + manifest (splits, counts)")
     _add_data_args(p)
-    _add_preprocess_args(p)
+    p.add_argument("--fs", type=float, default=pre.fs,
+                   help=f"sampling rate records are resampled to, Hz (default {pre.fs:g}); "
+                        "--segment-length and --stride count samples at this rate")
+    p.add_argument("--segment-length", type=int, default=pre.segment_length,
+                   help=f"model input window, samples at {pre.fs:g} Hz (default {pre.segment_length})")
+    p.add_argument("--stride", type=int, default=pre.stride,
+                   help=f"samples between inference window starts (default {pre.stride}; 0 = window length)")
+    p.add_argument("--short", choices=("pad", "drop"), default=pre.short_policy, help="records shorter than a window")
+    p.add_argument("--lowcut", type=float, default=pre.lowcut)
+    p.add_argument("--highcut", type=float, default=pre.highcut)
     p.add_argument("--out", type=Path, required=True, help="prepared dataset folder")
-    p.add_argument("--labels", type=Path, default=None, help="label file (default: REFERENCE.csv beside records)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--val-frac", type=float, default=0.15)
     p.add_argument("--test-frac", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=42)
-    p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--ray", action="store_true",
                    help="fan the records out as Ray tasks (the cluster of --address / $RAY_ADDRESS, else a local "
@@ -532,22 +541,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="store one folder per split x fold (signals as float32 bytes) so a run streams only its "
                         "own records: for corpora larger than the object store")
     p.add_argument("--force", action="store_true", help="redo even if the output is up to date")
-    p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("models", help="the model zoo: parameters and CPU throughput")
+    p = add_command("models", cmd_models, "the model zoo: parameters and CPU throughput")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--length", type=int, default=3000)
     p.add_argument("--iters", type=int, default=3)
-    p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("train", help="train one config with Ray Train on a prepared dataset")
+    p = add_command("train", cmd_train, "train one config with Ray Train on a prepared dataset")
     _add_run_args(p, "run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="replace a run already in --out")
     config_flags(p)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sweep", help="run a search space as an ASHA-pruned Ray Tune sweep")
+    p = add_command("sweep", cmd_sweep, "run a search space as an ASHA-pruned Ray Tune sweep")
     p.add_argument("spec", type=Path, help="search space YAML (search_spaces/*.yaml)")
     p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: spec data.prepared, "
                                                             "else prepared now from the records)")
@@ -562,56 +568,46 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: local or RAY_ADDRESS)")
     p.add_argument("--stage1-only", action="store_true",
                    help="stop after the ASHA search even if the spec has a stage2 section")
-    p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("calibrate", help="fit a checkpoint's temperature on its validation records (stored in it)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt or the run folder holding it")
+    p = add_command("calibrate", cmd_calibrate,
+                    "fit a checkpoint's temperature on its validation records (stored in it)")
+    _add_model_args(p, "model.pt or the run folder holding it")
     p.add_argument("--data", type=Path, required=True, help="the prepared dataset it was trained on")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("evaluate", help="checkpoint → recording-level metrics (one JSON object) on a records folder")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder, export archive or .ts")
-    p.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE)
-    p.add_argument("--data-dir", type=Path, default=None, help="records folder (default: $ECG_RAY_DATA / cache)")
-    p.add_argument("--labels", type=Path, default=None, help="label file (default: REFERENCE.csv beside records)")
+    p = add_command("evaluate", cmd_evaluate,
+                    "checkpoint → recording-level metrics (one JSON object) on a records folder")
+    _add_model_args(p)
+    _add_data_args(p)
+    _add_split_args(p, "score only")
     p.add_argument("--predictions", type=Path, default=None, help="write record,label,probabilities CSV here")
-    p.add_argument("--records-from-split", choices=("train", "val", "test"), default=None,
-                   help="score only this split's records of --prepared")
-    p.add_argument("--prepared", type=Path, default=None, help="prepared dataset whose saved split to use")
-    p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
     p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--reliability", type=Path, default=None,
                    help="write a reliability diagram (PNG): temperature 1 vs the model's own")
     p.add_argument("--test-log", type=Path, default=Path("results/test_split_log.csv"),
                    help="every scoring of the test split appends a line here (date, checkpoint, command, F1); "
                         "'' to skip")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="label and class probabilities of single records")
+    p = add_command("predict", cmd_predict, "label and class probabilities of single records")
     p.add_argument("records", nargs="+", help=".mat/.hea (either, or the stem), WFDB record, or .npy (with --fs)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder, export archive or .ts")
+    _add_model_args(p)
     p.add_argument("--fs", type=float, default=None, help="sampling rate of .npy input (Hz)")
     p.add_argument("--lead", default=None, help="WFDB lead name or index (default: MLII, else the first)")
     p.add_argument("--format", choices=("json", "table"), default="json", help="one JSON line per record, or a table")
     p.add_argument("--prefer", choices=("checkpoint", "torchscript"), default="checkpoint",
                    help="which model of an export archive to run")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--timing", action="store_true", help="also print ms per 30-s record on stderr")
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="checkpoint → release archive (checkpoint, TorchScript, config, metrics, card)")
+    p = add_command("export", cmd_export,
+                    "checkpoint → release archive (checkpoint, TorchScript, config, metrics, card)")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt or its run folder")
     p.add_argument("--out", type=Path, required=True, help="model.tar.gz (archive) or a folder")
     p.add_argument("--metrics", type=Path, default=None, help="`ecg-ray evaluate` JSON to release with "
                                                               "(default: the checkpoint's validation metrics)")
     p.add_argument("--verify-record", type=Path, default=None, help="real record to check TorchScript = eager on")
     p.add_argument("--fs", type=float, default=None, help="sampling rate if --verify-record is .npy")
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("explain", help="Grad-CAM / attention on a record, or a case-analysis page + deletion test")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt, run folder or export archive")
+    p = add_command("explain", cmd_explain, "Grad-CAM / attention on a record, or a case-analysis page + deletion test")
+    _add_model_args(p, "model.pt, run folder or export archive")
     p.add_argument("--record", type=Path, default=None, help="one record (.mat/.hea, WFDB, .npy with --fs)")
     p.add_argument("--class", dest="cls", default=None, help="class to explain: N, A, O, ~ (default: predicted)")
     p.add_argument("--label", default=None, help="true label of --record, for the title")
@@ -621,18 +617,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="Grad-CAM layer, e.g. frontend.blocks.1 (default: last conv block)")
     p.add_argument("--data-dir", type=Path, default=None, help="records folder for the case analysis")
     p.add_argument("--cases", type=int, default=3, help="per class: this many most confident right and wrong")
-    p.add_argument("--labels", type=Path, default=None, help="label file (default: REFERENCE.csv beside records)")
-    p.add_argument("--records-from-split", choices=("train", "val", "test"), default=None,
-                   help="case analysis on this split's records of --prepared only")
-    p.add_argument("--prepared", type=Path, default=None, help="prepared dataset whose saved split to use")
+    p.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    _add_split_args(p, "case analysis only on")
     p.add_argument("--max-records", type=int, default=None, help="cap on the split's records scored")
     p.add_argument("--deletion-records", type=int, default=30, help="correct records in the deletion test (0: skip)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, default=None, help="figure (--record) or folder (--data-dir)")
-    p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("crossval", help="k-fold cross-validation of one config (per-fold + mean ± sd)")
+    p = add_command("crossval", cmd_crossval, "k-fold cross-validation of one config (per-fold + mean ± sd)")
     p.add_argument("--config", required=True, help="run folder / results.json, YAML of TrainConfig fields, "
                                                    "checkpoint, or a sweep folder (its best trial)")
     _add_run_args(p)
@@ -640,17 +632,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--fold-ids", default=None, help="comma list: run only these folds (e.g. 0,1)")
     p.add_argument("--exclude-test", action="store_true", help="make folds over train+val only, test untouched")
     config_flags(p, "--max-records: default all records, whatever the config's cap")
-    p.set_defaults(func=cmd_crossval)
 
-    p = sub.add_parser("final", help="train the final model on train+val (test held out) for a fixed epoch count")
+    p = add_command("final", cmd_final, "train the final model on train+val (test held out) for a fixed epoch count")
     p.add_argument("--config", default=None, help="as for crossval (default: the --from-crossval config)")
     _add_run_args(p)
     p.add_argument("--epochs", type=int, default=None, help="epoch count")
     p.add_argument("--from-crossval", type=Path, default=None, help="crossval folder: its median best epoch")
     config_flags(p, "--max-records: default all records, whatever the config's cap", skip=("num_epochs",))
-    p.set_defaults(func=cmd_final)
-    formats = ("table", "csv", "json", "markdown")
-    p = sub.add_parser("runs", help="read a sweep (or train run folders): list, best, compare")
+
+    p = add_command("runs", cmd_runs, "read a sweep (or train run folders): list, best, compare")
     p.add_argument("experiment", help="experiment folder (<storage>/<name>, local or URI) or an ecg-ray train run")
     actions = p.add_subparsers(dest="action", required=True)
     filters = argparse.ArgumentParser(add_help=False)
@@ -662,7 +652,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     filters.add_argument("--seed", nargs="+", type=int, default=None)
     filters.add_argument("--status", nargs="+", default=None, help="TERMINATED, ERROR, RUNNING, ...")
     output = argparse.ArgumentParser(add_help=False)
-    output.add_argument("--format", choices=formats, default="table")
+    output.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     a = actions.add_parser("list", parents=[filters, output], help="one row per trial")
     a.add_argument("--sort", default=None, help=f"column or metric, best first (default: best_{HEADLINE})")
     a.add_argument("--columns", default=None, help="comma list of trials-table columns to show")
@@ -674,10 +664,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="rank on each trial's last reported value (Tune's default) or its best epoch")
     a = actions.add_parser("compare", parents=[output], help="runs side by side")
     a.add_argument("runs", nargs="+", help="trial ids (or unique parts of them) or run folders")
-    p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("ablation", help="fixed-budget factorial answer (ANOVA, paired contrasts with CIs, Holm), "
-                                        "the per-rung ASHA reading, and the old best-of-trial table (labelled)")
+    p = add_command("ablation", cmd_ablation, "fixed-budget factorial answer (ANOVA, paired contrasts with CIs, Holm), "
+                    "the per-rung ASHA reading, and the old best-of-trial table (labelled)")
     p.add_argument("experiment", help="experiment folder (local or URI), or a saved trials CSV "
                                       "(`runs list --format csv`, results/*/trials*.csv)")
     p.add_argument("--budget", type=int, default=None,
@@ -693,9 +682,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("max", "min"), default=None)
     p.add_argument("--factors", default="model,imbalance,augment", help="comma list of factor columns")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
-    p.set_defaults(func=cmd_ablation)
 
-    p = sub.add_parser("report", help="markdown report with figures and tables of a sweep or run")
+    p = add_command("report", cmd_report, "markdown report with figures and tables of a sweep or run")
     p.add_argument("experiment", help="experiment folder or ecg-ray train run folder")
     p.add_argument("--out", type=Path, required=True, help="report folder, e.g. results/<name>/")
     p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: the one the sweep read)")
@@ -704,11 +692,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("max", "min"), default=None)
     p.add_argument("--record", default=None, help="record to draw in the data figures (default: a val AF record)")
     p.add_argument("--no-eval", action="store_true", help="skip running the best checkpoint on validation")
-    p.set_defaults(func=cmd_report)
 
     from .bench.runner import SECTIONS, parse_sections
 
-    p = sub.add_parser("bench", help="benchmarks: data feed, training throughput, prepare, ASHA savings, GPU")
+    p = add_command("bench", cmd_bench, "benchmarks: data feed, training throughput, prepare, ASHA savings, GPU")
     p.add_argument("--sections", type=parse_sections, default=list(SECTIONS),
                    help=f"comma list of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--data", type=Path, default=None, help="prepared dataset (feed, train, asha, gpu)")
@@ -721,14 +708,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--feed-records", type=int, default=0, help="cap on training records for feed (0: all)")
     p.add_argument("--train-records", type=int, default=200, help="cap on training records for train/gpu (0: all)")
     p.add_argument("--models", default=None, help="comma list of architectures (default: every registered one)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads = TorchTrainer worker CPUs (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads = TorchTrainer worker CPUs (default: all cores)")
     p.add_argument("--prepare-workers", type=_int_list, default=[1, 2], help="process counts to time (default: 1,2)")
     p.add_argument("--prepare-records", type=int, default=None, help="time a balanced subset of this many records")
     p.add_argument("--asha-spec", type=Path, default=None, help="search space (default: search_spaces/bench_asha.yaml)")
     p.add_argument("--asha-set", action="append", default=[], metavar="KEY=VALUE", help="override the spec, e.g. "
                    "data.max_records=40 (as sweep --set)")
     p.add_argument("--storage", default="ray_results/bench", help="where the two sweeps' experiments go")
-    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -24,13 +24,14 @@ Undefined values (e.g. AUROC of a class absent from the labels) are ``null``.
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import CLASS_KEYS, CLASS_TO_INDEX, CLASSES
 from .artifacts import json_safe
@@ -42,10 +43,11 @@ from .training.metrics import (bootstrap_f1, classification_metrics, confusion, 
                                softmax)
 
 PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in CLASS_KEYS], "predicted", "n_segments"]
+TEST_LOG_FIELDS = ["date", "checkpoint", "command", "n_records", "f1_cinc", "f1_cinc_ci_lo", "f1_cinc_ci_hi"]
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(msg, file=sys.stderr, flush=True)  # sys.stderr looked up per call: tests and callers may swap it
 
 
 def split_records(prepared: Path, split: str) -> list[str]:
@@ -110,15 +112,7 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
     items = _items(src, data_dir, labels, window_s, wanted, skip)
 
     # Segments of many records are pooled into batches; each record keeps its slice.
-    names, ys, n_segs, seg_logits, seconds = [], [], [], [], []
-    pending, pending_n = [], 0
-
-    def flush() -> None:
-        nonlocal pending, pending_n
-        if pending:
-            seg_logits.append(predictor.logits(np.concatenate(pending)))
-            pending, pending_n = [], 0
-
+    names, ys, n_segs, seconds, seg_logits, pending = [], [], [], [], [], []
     for name, label, signal, fs in items:
         try:
             segments, _ = predictor.segments(signal, fs, name)
@@ -130,22 +124,20 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         n_segs.append(len(segments))
         seconds.append(len(signal) / fs)
         pending.append(segments)
-        pending_n += len(segments)
-        if pending_n >= batch_size:
-            flush()
+        if sum(map(len, pending)) >= batch_size:
+            seg_logits.append(predictor.logits(np.concatenate(pending)))
+            pending = []
         if len(names) % 1000 == 0:
             log(f"evaluate: {len(names)} records scored ({time.perf_counter() - t0:.0f} s)")
-    flush()
+    if pending:
+        seg_logits.append(predictor.logits(np.concatenate(pending)))
     if not names:
         raise DataError(f"no usable records in {data_dir} ({sum(skipped.values())} skipped)")
 
     logits_seg = np.concatenate(seg_logits)
-    bounds = np.cumsum([0] + n_segs)
     codes = np.repeat(np.arange(len(names)), n_segs)
     probs = predictor.record_probabilities(logits_seg, codes, len(names))
     y = np.asarray(ys, dtype=np.int64)
-    y_seg = np.repeat(y, n_segs)
-    pred = probs.argmax(axis=1)
     clusters = [src.group_of(n) for n in names] if src.grouped else None
     raw = record_probabilities(logits_seg, codes, len(names), predictor.aggregate, 1.0)  # no temperature
 
@@ -158,14 +150,14 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         "f1_by_length": f1_by_length(y, probs, seconds),
         "temperature": predictor.temperature,
         "aggregate": predictor.aggregate,
-        "confusion": confusion(y, pred),
+        "confusion": confusion(y, probs.argmax(axis=1)),
         "classes": list(CLASSES),
         "n_records": len(names),
-        "n_segments": int(bounds[-1]),
+        "n_segments": int(sum(n_segs)),
         "n_skipped": int(sum(skipped.values())),
         "skipped": dict(skipped),
         "records_per_class": {c: int((y == i).sum()) for i, c in enumerate(CLASSES)},
-        "segment": classification_metrics(y_seg, softmax(logits_seg, predictor.temperature)),
+        "segment": classification_metrics(np.repeat(y, n_segs), softmax(logits_seg, predictor.temperature)),
         "checkpoint": predictor.source,
         "model": predictor.info.get("model"),
         "preprocess_hash": predictor.preprocess.hash,
@@ -174,10 +166,10 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if reliability is not None:
-        from .plots import plot_reliability
+        from .plots import reliability_figure, save
 
-        plot_reliability(y, {"temperature 1": raw, f"temperature {predictor.temperature:.2f}": probs}, reliability,
-                         title=f"Reliability, {len(names)} records")
+        save(reliability_figure(y, {"temperature 1": raw, f"temperature {predictor.temperature:.2f}": probs},
+                                title=f"Reliability, {len(names)} records"), reliability)
         result["reliability_figure"] = str(reliability)
     if skipped:
         log("evaluate: skipped " + ", ".join(f"{n} {r}" for r, n in skipped.most_common()))
@@ -196,31 +188,18 @@ def write_predictions(path: Path, predictions: list[dict]) -> None:
     """``record,label,p_N,p_A,p_O,p_noisy,predicted,n_segments`` CSV."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=PREDICTION_FIELDS)
-        writer.writeheader()
-        for row in predictions:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-TEST_LOG_FIELDS = ["date", "checkpoint", "command", "n_records", "f1_cinc", "f1_cinc_ci_lo", "f1_cinc_ci_hi"]
+    frame = pd.DataFrame(predictions, columns=PREDICTION_FIELDS)
+    frame.to_csv(path, index=False, float_format="%.6f", lineterminator="\r\n")  # \r\n: the csv module's default
 
 
 def log_test_scoring(path: Path, result: dict, command: str) -> None:
     """Append one line per scoring of a test split (date, checkpoint, command, F1 with its CI):
     the record of how often the test split was looked at."""
-    from datetime import datetime, timezone
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file()
     lo, hi = (result.get("ci") or {}).get("f1_cinc", [None, None])
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TEST_LOG_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         "checkpoint": result.get("checkpoint"), "command": command,
-                         "n_records": result.get("n_records"), "f1_cinc": f"{result['f1_cinc']:.4f}",
-                         "f1_cinc_ci_lo": f"{lo:.4f}" if lo is not None else "",
-                         "f1_cinc_ci_hi": f"{hi:.4f}" if hi is not None else ""})
+    row = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "checkpoint": result.get("checkpoint"),
+           "command": command, "n_records": result.get("n_records"), "f1_cinc": f"{result['f1_cinc']:.4f}",
+           "f1_cinc_ci_lo": "" if lo is None else f"{lo:.4f}", "f1_cinc_ci_hi": "" if hi is None else f"{hi:.4f}"}
+    pd.DataFrame([row], columns=TEST_LOG_FIELDS).to_csv(path, mode="a", header=not path.is_file(), index=False,
+                                                        lineterminator="\r\n")

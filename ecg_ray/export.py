@@ -17,11 +17,11 @@ unpacked folder, or ``model.ts`` alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tarfile
 import tempfile
-import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,10 +31,10 @@ import torch
 
 from . import CLASS_KEYS, CLASSES, __version__
 from .artifacts import Run, provenance, read_json
-from .data.preprocess import PreprocessConfig
-from .predict import CHECKPOINT_NAME, CONFIG_NAME, TORCHSCRIPT_NAME, synthetic_ecg
+from .predict import (ARCHIVE_SUFFIXES, CHECKPOINT_NAME, CONFIG_NAME, TORCHSCRIPT_NAME, Predictor,
+                      predictor_from_checkpoint, read_input, synthetic_ecg)
 from .training.augment import augment_label
-from .training.checkpoint import checkpoint_file, load_checkpoint, model_from_checkpoint
+from .training.checkpoint import checkpoint_file, load_checkpoint
 
 FORMAT = "ecg-ray-export/1"
 METRICS_NAME = "metrics.json"
@@ -51,21 +51,16 @@ PHYSIONET_CITATION = (
     "Stanley HE. PhysioBank, PhysioToolkit, and PhysioNet. Circulation 2000;101(23):e215-e220")
 
 
-def verification_segments(preprocess: PreprocessConfig, record: Path | None = None,
+def verification_segments(predictor: Predictor, record: Path | None = None,
                           fs: float | None = None) -> tuple[np.ndarray, str]:
     """Segments to compare traced and eager output on: those of a real record
     if given, else of a synthetic ECG-like signal. ``(segments (n, L), what)``."""
-    from .data.preprocess import preprocess_record
-    from .predict import read_input
-
-    if record is not None:
-        signal, rate = read_input(record, fs)
-        what = f"real record {record}"
-    else:
-        signal, rate = synthetic_ecg(60.0, preprocess.fs), preprocess.fs
-        what = "synthetic ECG-like signal"
-    segments, _ = preprocess_record(signal, rate, preprocess, str(record or "synthetic"))
-    return segments, what
+    if record is None:
+        rate = predictor.preprocess.fs
+        segments, _ = predictor.segments(synthetic_ecg(60.0, rate), rate, "synthetic")
+        return segments, "synthetic ECG-like signal"
+    segments, _ = predictor.segments(*read_input(record, fs), str(record))
+    return segments, f"real record {record}"
 
 
 def trace_model(model: torch.nn.Module, segments: np.ndarray) -> tuple[torch.jit.ScriptModule, float]:
@@ -78,9 +73,7 @@ def trace_model(model: torch.nn.Module, segments: np.ndarray) -> tuple[torch.jit
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
-        diff = 0.0
-        for batch in (x[:1], x):
-            diff = max(diff, float((traced(batch) - model(batch)).abs().max()))
+        diff = max(float((traced(batch) - model(batch)).abs().max()) for batch in (x[:1], x))
     if not diff <= TRACE_TOLERANCE:
         raise ValueError(f"TorchScript output differs from the eager model by {diff:.3g} (> {TRACE_TOLERANCE})")
     return traced, diff
@@ -103,14 +96,10 @@ def training_info(ckpt_file: Path, payload: dict) -> dict:
         from .data.dataset import PreparedDataset
         from .data.errors import DataError
 
-        try:
+        with contextlib.suppress(DataError, OSError, ValueError):  # moved or deleted since: the card says less
             manifest = PreparedDataset(info["prepared"]).manifest
-            info["dataset_records"] = manifest.get("n_records")
-            info["dataset_source"] = manifest.get("source")
-        except (DataError, OSError, ValueError):  # moved or deleted since: the card says less
-            pass
-    final = run.final
-    if final:
+            info.update(dataset_records=manifest.get("n_records"), dataset_source=manifest.get("source"))
+    if final := run.final:
         info["final"] = {k: final.get(k) for k in ("trained_on", "train_records", "monitored_on",
                                                     "monitor_records", "epochs", "note")}
     return info
@@ -143,47 +132,47 @@ def released_metrics(payload: dict, metrics_path: Path | None) -> dict:
             raise ValueError(f"--metrics {metrics_path}: not an `ecg-ray evaluate` JSON (no 'f1_cinc')")
         where = metrics.get("records_from") or metrics.get("data_dir")
         return {"from": f"ecg-ray evaluate on {where} ({metrics.get('n_records')} records)", "metrics": metrics}
-    m = payload.get("metrics", {})
     return {"from": f"the checkpoint's validation metrics at epoch {payload.get('epoch', 0) + 1} "
-                    "(recording level: val_*, segment level: val_seg_*)", "metrics": m}
+                    "(recording level: val_*, segment level: val_seg_*)", "metrics": payload.get("metrics", {})}
 
 
 def _metric(m: dict, key: str):
-    for k in (key, f"val_{key}"):
-        if m.get(k) is not None:
-            return m[k]
-    return None
+    """``m[key]``, else the checkpoint's ``m["val_" + key]``, else None."""
+    return next((m[k] for k in (key, f"val_{key}") if m.get(k) is not None), None)
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def metrics_table(m: dict) -> str:
+    """The card's metrics as markdown: headline table, per-class table, F1 by length, confusion matrix."""
     rows = [("F1(N,A,O) — challenge headline", "f1_cinc"), ("F1 macro (4 classes)", "f1_macro"),
             ("F1 weighted", "f1_weighted"), ("accuracy", "accuracy"), ("AUROC macro (one-vs-rest)", "auroc_macro")]
-    out = ["| metric | value |", "|---|---|"]
-    for label, key in rows:
-        v = _metric(m, key)
-        out.append(f"| {label} | {'n/a' if v is None else f'{v:.4f}'} |")
+    out = [_row("metric", "value"), "|---|---|", *(_row(label, _number(_metric(m, key))) for label, key in rows)]
     ci = m.get("ci") or {}
     if ci.get("f1_cinc"):
         lo, hi = ci["f1_cinc"]
-        out.insert(3, f"| F1(N,A,O) 95 % CI ({m.get('ci_method', 'bootstrap over records')}) | {lo:.4f}–{hi:.4f} |")
+        method = m.get("ci_method", "bootstrap over records")
+        out.insert(3, _row(f"F1(N,A,O) 95 % CI ({method})", f"{lo:.4f}–{hi:.4f}"))
     if m.get("ece") is not None:
-        out.append(f"| ECE (15 bins, top label; temperature {m.get('temperature', 1.0):.3f}) | {m['ece']:.4f} |")
-    out += ["", "| class | F1 | F1 95 % CI | sensitivity | specificity | PPV | AUROC |",
-            "|---|---|---|---|---|---|---|"]
+        out.append(_row(f"ECE (15 bins, top label; temperature {m.get('temperature', 1.0):.3f})", f"{m['ece']:.4f}"))
+    out += ["", _row("class", "F1", "F1 95 % CI", "sensitivity", "specificity", "PPV", "AUROC"), "|---" * 7 + "|"]
     for c, k in zip(CLASSES, CLASS_KEYS):
-        cells = [_metric(m, f"{name}_{k}") for name in ("f1", "sens", "spec", "ppv", "auroc")]
-        text = ["n/a" if v is None else f"{v:.4f}" for v in cells]
         band = ci.get(f"f1_{k}")
-        text.insert(1, f"{band[0]:.3f}–{band[1]:.3f}" if band else "n/a")
-        out.append(f"| {c} | " + " | ".join(text) + " |")
+        out.append(_row(c, _number(_metric(m, f"f1_{k}")), f"{band[0]:.3f}–{band[1]:.3f}" if band else "n/a",
+                        *(_number(_metric(m, f"{name}_{k}")) for name in ("sens", "spec", "ppv", "auroc"))))
     if m.get("f1_by_length"):
         out += ["", "F1(N,A,O) by record length: " + "; ".join(
             f"{r['band_s']} s: {r['f1_cinc']:.3f} (n={r['n']})" for r in m["f1_by_length"])]
-    conf = m.get("confusion")
-    if conf:
+    if m.get("confusion"):
         out += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
-                "| true \\ predicted | " + " | ".join(CLASSES) + " |", "|---" * (len(CLASSES) + 1) + "|"]
-        out += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(CLASSES, conf)]
+                _row("true \\ predicted", *CLASSES), "|---" * (len(CLASSES) + 1) + "|"]
+        out += [_row(c, *row) for c, row in zip(CLASSES, m["confusion"])]
     return "\n".join(out)
 
 
@@ -256,16 +245,23 @@ the training data: short single-lead recordings from a handheld device.
 """
 
 
+def _anonymous(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Archive members carry no user or group of the machine that made them."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
 def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
                  verify_record: Path | None = None, verify_fs: float | None = None) -> dict:
     """Write the release to ``out`` (``.tar.gz``/``.tgz`` → archive, else a folder);
     returns a summary (files and sizes, trace check)."""
     ckpt = checkpoint_file(checkpoint)
     payload = load_checkpoint(ckpt)
-    model = model_from_checkpoint(payload)
-    preprocess = PreprocessConfig.from_dict(payload["preprocess"])
-    segments, verified_on = verification_segments(preprocess, verify_record, verify_fs)
-    traced, diff = trace_model(model, segments)
+    predictor = predictor_from_checkpoint(payload, str(ckpt))
+    preprocess = predictor.preprocess
+    segments, verified_on = verification_segments(predictor, verify_record, verify_fs)
+    traced, diff = trace_model(predictor.model, segments)
 
     config = {
         "format": FORMAT,
@@ -273,8 +269,8 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
         "model_params": payload["model_params"],
         "preprocess": payload["preprocess"],
         "preprocess_hash": preprocess.hash,
-        "temperature": float(payload.get("temperature", 1.0)),
-        "aggregate": payload.get("config", {}).get("aggregate", "mean_prob"),
+        "temperature": predictor.temperature,
+        "aggregate": predictor.aggregate,
         "classes": list(CLASSES),
         "probability_keys": list(CLASS_KEYS),
         "input": {"shape": ["batch", 1, preprocess.segment_length], "dtype": "float32",
@@ -290,7 +286,7 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
         "provenance": provenance(preprocess.hash),
     }
     metrics = released_metrics(payload, metrics_path)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in predictor.model.parameters())
     config_text = json.dumps(config, indent=1)
 
     with tempfile.TemporaryDirectory(prefix="ecgray-export-") as tmp:
@@ -307,14 +303,11 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
 
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.name.endswith((".tar.gz", ".tgz")):
+        if out.name.endswith(ARCHIVE_SUFFIXES):
             part = out.with_name(out.name + ".part")
             with tarfile.open(part, "w:gz") as tar:
                 for f in files:
-                    info = tar.gettarinfo(str(tmp / f), arcname=f)
-                    info.mtime, info.uid, info.gid, info.uname, info.gname = int(time.time()), 0, 0, "", ""
-                    with open(tmp / f, "rb") as fh:
-                        tar.addfile(info, fh)
+                    tar.add(tmp / f, arcname=f, filter=_anonymous)
             part.replace(out)
         else:
             out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Every figure of the project: matplotlib on the Agg canvas, PNG, one style.
 
 Each figure has a builder ``*_figure(...) -> Figure`` (no pyplot, no global
-state: safe in tests, workers and threads) and a ``plot_*(..., out) -> Path``
-that builds it in ``STYLE`` and writes the PNG. Inputs are plain pandas /
-numpy: the frames of ``ecg_ray.tuning.analysis``, per-epoch history dicts of a
-checkpoint, ``y_true`` + ``probs`` arrays, records read from disk.
+state: safe in tests, workers and threads), drawn in ``STYLE``; ``save(fig, out)``
+writes any of them as a PNG. Inputs are plain pandas / numpy: the frames of
+``ecg_ray.tuning.analysis``, per-epoch history dicts of a checkpoint, ``y_true``
++ ``probs`` arrays, records read from disk.
 """
 
 from __future__ import annotations
@@ -18,26 +18,26 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import CLASS_KEYS as KEYS
-from . import CLASSES, HEADLINE
+from . import CLASS_KEYS, CLASSES, HEADLINE
+from .tables import fmt_value
 
 DPI = 110
-#: The one style of every figure.
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]
+#: The one style of every figure; ``@matplotlib.rc_context(STYLE)`` on each builder applies it.
 STYLE = {
     "figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "tight", "savefig.facecolor": "white",
     "font.size": 9.5, "axes.titlesize": 10.5, "axes.titleweight": "bold", "axes.labelsize": 9.5,
     "xtick.labelsize": 8.5, "ytick.labelsize": 8.5, "legend.fontsize": 8, "legend.frameon": False,
     "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6, "axes.spines.top": False,
     "axes.spines.right": False, "lines.linewidth": 1.6, "lines.markersize": 4,
-    "axes.prop_cycle": matplotlib.cycler(color=["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-                                                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]),
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
 }
 #: One colour per class everywhere (N, A, O, ~).
 CLASS_COLORS = {"N": "#1f77b4", "A": "#d62728", "O": "#2ca02c", "~": "#7f7f7f"}
-CLASS_KEYS = dict(zip(CLASSES, KEYS))
 TRAIN_STYLE = {"linestyle": "--", "marker": "o"}
 VAL_STYLE = {"linestyle": "-", "marker": "o"}
-CMAP = "viridis"
+SEGMENT_STYLE = {"linestyle": ":", "marker": "s"}
 
 
 def _figure(*args, **kwargs) -> Figure:
@@ -64,14 +64,6 @@ def save(fig: Figure, out, palette: bool = False) -> Path:
     return out
 
 
-def _styled(builder):
-    def wrapper(*args, **kwargs):
-        with matplotlib.rc_context(STYLE):
-            return builder(*args, **kwargs)
-    wrapper.__name__, wrapper.__doc__ = builder.__name__, builder.__doc__
-    return wrapper
-
-
 def _epochs_frame(epochs) -> pd.DataFrame:
     """A history (list of per-epoch dicts) or an epochs DataFrame, with ``epoch``."""
     df = epochs if isinstance(epochs, pd.DataFrame) else pd.DataFrame(list(epochs))
@@ -87,12 +79,25 @@ def _series(ax, df: pd.DataFrame, key: str, label: str, **style) -> bool:
     return True
 
 
-def _epoch_axis(ax, df: pd.DataFrame) -> None:
-    n = int(df["epoch"].max()) + 1 if len(df) else 1
+def _epoch_ticks(ax, n_epochs: int) -> None:
     ax.set_xlabel("epoch")
-    ax.set_xlim(0.7, n + 0.3)
-    if n <= 20:
-        ax.set_xticks(range(1, n + 1))
+    if n_epochs <= 20:
+        ax.set_xticks(range(1, n_epochs + 1))
+
+
+def _cell_grid(fig: Figure, values: np.ndarray, texts, white: np.ndarray, columns, rows, colorbar: str,
+               shrink: float, **imshow):
+    """``values`` as an image with each cell annotated (white text where ``white``), the
+    columns and rows labelled, and a colorbar: the heatmap and the confusion matrix."""
+    ax = fig.add_subplot()
+    ax.grid(False)
+    image = ax.imshow(values, **imshow)
+    for (i, j), text in np.ndenumerate(np.asarray(texts)):
+        ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if white[i, j] else "black")
+    ax.set_xticks(range(len(columns)), [str(c) for c in columns])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    fig.colorbar(image, ax=ax, label=colorbar, shrink=shrink)
+    return ax
 
 
 # -- training curves -----------------------------------------------------------------------------
@@ -101,92 +106,72 @@ def _epoch_axis(ax, df: pd.DataFrame) -> None:
 CURVE_PANELS = [
     ("Loss", "cross-entropy", [("train_loss", "train", TRAIN_STYLE), ("val_loss", "validation", VAL_STYLE)]),
     ("Accuracy", "accuracy", [("train_acc", "train (segments)", TRAIN_STYLE),
-                              ("val_seg_accuracy", "val segments", {"linestyle": ":", "marker": "s"}),
+                              ("val_seg_accuracy", "val segments", SEGMENT_STYLE),
                               ("val_accuracy", "val recordings", VAL_STYLE)]),
     ("F1", "F1", [(HEADLINE, "F1(N,A,O) recordings", VAL_STYLE),
-                  ("val_seg_f1_cinc", "F1(N,A,O) segments", {"linestyle": ":", "marker": "s"}),
+                  ("val_seg_f1_cinc", "F1(N,A,O) segments", SEGMENT_STYLE),
                   ("val_f1_macro", "macro F1 (4 classes)", {"linestyle": "-.", "marker": "^"})]),
-    ("Per-class F1 (recordings)", "F1", [(f"val_f1_{CLASS_KEYS[c]}", c, {**VAL_STYLE, "color": CLASS_COLORS[c]})
-                                         for c in CLASSES]),
+    ("Per-class F1 (recordings)", "F1", [(f"val_f1_{key}", c, {**VAL_STYLE, "color": CLASS_COLORS[c]})
+                                         for c, key in zip(CLASSES, CLASS_KEYS)]),
     ("AUROC (one-vs-rest, macro)", "AUROC", [("val_auroc_macro", "recordings", VAL_STYLE),
-                                             ("val_seg_auroc_macro", "segments", {"linestyle": ":", "marker": "s"})]),
+                                             ("val_seg_auroc_macro", "segments", SEGMENT_STYLE)]),
     ("Learning rate", "lr", [("lr", "lr", {"marker": "o", "color": "#555555"})]),
 ]
 
 
-@_styled
+@matplotlib.rc_context(STYLE)
 def training_curves_figure(epochs, title: str | None = None) -> Figure:
     """Six panels of one run per epoch: loss, accuracy, F1, per-class F1, AUROC, lr."""
     df = _epochs_frame(epochs)
+    n_epochs = int(df["epoch"].max()) + 1 if len(df) else 1
     fig = _figure(figsize=(12, 6.4), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
-    for ax, (name, ylabel, series) in zip(axes, CURVE_PANELS):
-        drawn = [_series(ax, df, key, label, **style) for key, label, style in series]
-        ax.set_title(name)
-        ax.set_ylabel(ylabel)
-        _epoch_axis(ax, df)
-        if name != "Learning rate" and name != "Loss":
+    for ax, (name, ylabel, series) in zip(fig.subplots(2, 3).ravel(), CURVE_PANELS):
+        drawn = sum(_series(ax, df, key, label, **style) for key, label, style in series)
+        ax.set(title=name, ylabel=ylabel, xlim=(0.7, n_epochs + 0.3))
+        _epoch_ticks(ax, n_epochs)
+        if name not in ("Loss", "Learning rate"):
             ax.set_ylim(-0.02, 1.02)
         if name == "Learning rate" and "lr" in df and (pd.to_numeric(df["lr"]) > 0).all():
             ax.set_yscale("log")
-        if sum(drawn) > 1:
+        if drawn > 1:
             ax.legend(loc="best")
-        if not any(drawn):
+        if not drawn:
             ax.text(0.5, 0.5, "not reported", ha="center", va="center", transform=ax.transAxes, color="grey")
     if title:
         fig.suptitle(title, fontweight="bold")
     return fig
 
 
-def plot_training_curves(epochs, out, title: str | None = None) -> Path:
-    """Training curves of one run (an epochs DataFrame or a checkpoint's history)."""
-    return save(training_curves_figure(epochs, title), out)
-
-
-@_styled
+@matplotlib.rc_context(STYLE)
 def runs_overlay_figure(runs: Mapping[str, object], metrics: Sequence[str] = (HEADLINE, "val_loss"),
                         title: str | None = None) -> Figure:
     """One panel per metric, one line per run (``runs``: label → epochs), labelled."""
+    frames = {label: _epochs_frame(epochs) for label, epochs in runs.items()}
+    longest = max((len(df) for df in frames.values()), default=1)
     fig = _figure(figsize=(5.2 * len(metrics), 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
-    longest = max((len(_epochs_frame(e)) for e in runs.values()), default=1)
     for ax, metric in zip(axes, metrics):
-        for label, epochs in runs.items():
-            df = _epochs_frame(epochs)
+        for label, df in frames.items():
             if metric in df:
                 ax.plot(df["epoch"] + 1, pd.to_numeric(df[metric], errors="coerce"), marker="o", label=str(label))
             else:
                 ax.plot([], [], label=f"{label} (no {metric})")
-        ax.set_title(metric)
-        ax.set_ylabel(metric)
-        ax.set_xlabel("epoch")
-        if longest <= 20:
-            ax.set_xticks(range(1, longest + 1))
+        ax.set(title=metric, ylabel=metric)
+        _epoch_ticks(ax, longest)
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7.5)
     if title:
         fig.suptitle(title, fontweight="bold")
     return fig
 
 
-def plot_runs_overlay(runs: Mapping[str, object], out, metrics: Sequence[str] = (HEADLINE, "val_loss"),
-                      title: str | None = None) -> Path:
-    """Several runs' curves overlaid, one labelled line per run in each panel."""
-    return save(runs_overlay_figure(runs, metrics, title), out)
-
-
 # -- tables and ablation -------------------------------------------------------------------------
 
-def _cell(v) -> str:
-    from .tables import fmt_value
-
-    return fmt_value(v, ".3f")
-
-
-@_styled
+@matplotlib.rc_context(STYLE)
 def summary_table_figure(df: pd.DataFrame, title: str | None = None, index: bool = False) -> Figure:
     """A table of ``df`` drawn as a figure (header row shaded, numbers to 3 d.p.)."""
     frame = df.reset_index() if index else df
-    text = [[_cell(v) for v in row] for row in frame.itertuples(index=False)] or [[""] * len(frame.columns)]
+    text = [[fmt_value(v, ".3f") for v in row] for row in frame.itertuples(index=False)]
+    text = text or [[""] * len(frame.columns)]
     columns = [str(c) for c in frame.columns]
     widths = [max([len(c) + 2] + [len(r[i]) + 2 for r in text]) for i, c in enumerate(columns)]
     row_h, title_h = 0.26, (0.4 if title else 0.0)
@@ -210,52 +195,30 @@ def summary_table_figure(df: pd.DataFrame, title: str | None = None, index: bool
     return fig
 
 
-def plot_summary_table(df: pd.DataFrame, out, title: str | None = None, index: bool = False) -> Path:
-    """A summary statistics table as a PNG."""
-    return save(summary_table_figure(df, title, index), out)
-
-
-@_styled
+@matplotlib.rc_context(STYLE)
 def ablation_heatmap_figure(interaction: pd.DataFrame, metric_label: str = "mean best F1(N,A,O)",
                             counts: pd.DataFrame | None = None, title: str | None = None) -> Figure:
     """Row factor x column factor, cell colour and annotation = mean metric
     (``n=`` trials per cell when ``counts`` is given); empty cells grey."""
     values = interaction.to_numpy(dtype=float)
-    fig = _figure(figsize=(1.6 + 1.5 * values.shape[1], 1.4 + 0.9 * values.shape[0]), layout="constrained")
-    ax = fig.add_subplot()
-    ax.grid(False)
-    masked = np.ma.masked_invalid(values)
-    cmap = matplotlib.colormaps[CMAP].with_extremes(bad="#dddddd")
-    finite = values[np.isfinite(values)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    finite = np.isfinite(values)
+    vmin, vmax = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
     if vmin == vmax:
         vmin, vmax = vmin - 0.05, vmax + 0.05
-    image = ax.imshow(masked, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(values.shape[1]), [str(c) for c in interaction.columns])
-    ax.set_yticks(range(values.shape[0]), [str(i) for i in interaction.index])
-    ax.set_xlabel(str(interaction.columns.name or ""))
-    ax.set_ylabel(str(interaction.index.name or ""))
-    mid = (vmin + vmax) / 2
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            v = values[i, j]
-            text = "–" if not np.isfinite(v) else f"{v:.3f}"
-            if counts is not None and np.isfinite(v):
-                text += f"\nn={int(counts.iloc[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                    color="black" if not np.isfinite(v) or v > mid else "white")
-    fig.colorbar(image, ax=ax, label=metric_label, shrink=0.9)
-    ax.set_title(title or f"{interaction.index.name} × {interaction.columns.name}: {metric_label}")
+    texts = np.full(values.shape, "–", dtype=object)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            texts[i, j] = f"{v:.3f}" + (f"\nn={int(counts.iloc[i, j])}" if counts is not None else "")
+    fig = _figure(figsize=(1.6 + 1.5 * values.shape[1], 1.4 + 0.9 * values.shape[0]), layout="constrained")
+    ax = _cell_grid(fig, np.ma.masked_invalid(values), texts, finite & (values <= (vmin + vmax) / 2),
+                    interaction.columns, interaction.index, metric_label, 0.9, vmin=vmin, vmax=vmax,
+                    cmap=matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd"), aspect="auto")
+    ax.set(xlabel=str(interaction.columns.name or ""), ylabel=str(interaction.index.name or ""),
+           title=title or f"{interaction.index.name} × {interaction.columns.name}: {metric_label}")
     return fig
 
 
-def plot_ablation_heatmap(interaction: pd.DataFrame, out, metric_label: str = "mean best F1(N,A,O)",
-                          counts: pd.DataFrame | None = None, title: str | None = None) -> Path:
-    """The interaction table (e.g. model x imbalance) as an annotated heatmap."""
-    return save(ablation_heatmap_figure(interaction, metric_label, counts, title), out)
-
-
-@_styled
+@matplotlib.rc_context(STYLE)
 def factor_bars_figure(levels: pd.DataFrame, metric_label: str = "mean best F1(N,A,O)",
                        confidence: float = 0.95) -> Figure:
     """One panel per factor: a bar per level (mean) with CI whiskers, ``n`` on each
@@ -271,13 +234,12 @@ def factor_bars_figure(levels: pd.DataFrame, metric_label: str = "mean best F1(N
         mean = part["mean"].to_numpy(float)
         lo, hi = part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float)
         err = np.vstack([np.where(np.isfinite(lo), mean - lo, 0), np.where(np.isfinite(hi), hi - mean, 0)])
-        ax.bar(x, mean, color=[STYLE["axes.prop_cycle"].by_key()["color"][i % 10] for i in range(len(part))],
-               alpha=0.85, width=0.65)
+        ax.bar(x, mean, color=[PALETTE[i % len(PALETTE)] for i in range(len(part))], alpha=0.85, width=0.65)
         ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=5, linewidth=1.2)
-        for xi, m, n in zip(x, mean, part["n"]):
+        for xi, n in zip(x, part["n"]):
             ax.text(xi, 0.01 * top, f"n={n}", ha="center", va="bottom", fontsize=7.5, color="white")
-        ax.set_xticks(x, [str(v) for v in part["level"]], rotation=20 if len(part) > 3 else 0, ha="right"
-                      if len(part) > 3 else "center")
+        many = len(part) > 3
+        ax.set_xticks(x, [str(v) for v in part["level"]], rotation=20 if many else 0, ha="right" if many else "center")
         ax.set_title(factor)
         ax.grid(axis="x", visible=False)
     axes[0].set_ylabel(f"{metric_label}\n(whiskers: {confidence:.0%} CI)")
@@ -291,43 +253,24 @@ def factor_bars_figure(levels: pd.DataFrame, metric_label: str = "mean best F1(N
     return fig
 
 
-def plot_factor_bars(levels: pd.DataFrame, out, metric_label: str = "mean best F1(N,A,O)",
-                     confidence: float = 0.95) -> Path:
-    """Per-factor bar chart of level means with confidence-interval whiskers."""
-    return save(factor_bars_figure(levels, metric_label, confidence), out)
-
-
 # -- classification results ----------------------------------------------------------------------
 
-@_styled
+@matplotlib.rc_context(STYLE)
 def confusion_matrix_figure(cm, classes: Sequence[str] = CLASSES, title: str | None = None) -> Figure:
     """Recording-level confusion matrix: rows true, columns predicted; cell text
     = count and row share, colour = row share (recall)."""
     cm = np.asarray(cm, dtype=float)
     rows = cm.sum(1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    texts = [[f"{int(c)}\n{s:.0%}" for c, s in zip(cm_row, share_row)] for cm_row, share_row in zip(cm, share)]
     fig = _figure(figsize=(4.8, 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    ax.grid(False)
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=9,
-                    color="white" if share[i, j] > 0.55 else "black")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.colorbar(image, ax=ax, label="share of true class", shrink=0.85)
-    ax.set_title(title or f"Confusion matrix ({int(cm.sum())} recordings)")
+    ax = _cell_grid(fig, share, texts, share > 0.55, classes, classes, "share of true class", 0.85,
+                    cmap="Blues", vmin=0, vmax=1)
+    ax.set(xlabel="predicted", ylabel="true", title=title or f"Confusion matrix ({int(cm.sum())} recordings)")
     return fig
 
 
-def plot_confusion_matrix(cm, out, classes: Sequence[str] = CLASSES, title: str | None = None) -> Path:
-    return save(confusion_matrix_figure(cm, classes, title), out)
-
-
-@_styled
+@matplotlib.rc_context(STYLE)
 def roc_figure(y_true, probs, classes: Sequence[str] = CLASSES, title: str | None = None) -> Figure:
     """One-vs-rest ROC curve per class present (and absent from not every sample),
     AUROC in the legend, plus the chance diagonal (label ``chance``)."""
@@ -345,111 +288,13 @@ def roc_figure(y_true, probs, classes: Sequence[str] = CLASSES, title: str | Non
         auc = roc_auc_score(positives, p[:, k])
         ax.plot(fpr, tpr, color=CLASS_COLORS.get(name), label=f"{name} (AUROC {auc:.3f}, n={int(positives.sum())})")
     ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="chance")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_aspect("equal")
-    ax.set_xlabel("false positive rate (1 − specificity)")
-    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal", xlabel="false positive rate (1 − specificity)",
+           ylabel="true positive rate (sensitivity)", title=title or "One-vs-rest ROC (recordings)")
     ax.legend(loc="lower right")
-    ax.set_title(title or "One-vs-rest ROC (recordings)")
     return fig
 
 
-def plot_roc_curves(y_true, probs, out, classes: Sequence[str] = CLASSES, title: str | None = None) -> Path:
-    return save(roc_figure(y_true, probs, classes, title), out)
-
-
-# -- data figures --------------------------------------------------------------------------------
-
-@_styled
-def preprocessing_figure(records_dir, record: str, cfg=None, label: str | None = None) -> Figure:
-    """Three stacked panels of one real record: raw (mV), bandpassed + z-scored,
-    and the segments the model sees, each boundary drawn and the dropped tail shaded."""
-    from .data.physionet2017 import read_record
-    from .data.preprocess import PreprocessConfig, filter_record, segment
-
-    cfg = cfg or PreprocessConfig()
-    raw, fs = read_record(Path(records_dir), record)
-    filtered = filter_record(raw, fs, cfg, record)
-    windows, padded = segment(filtered, cfg.segment_length, cfg.hop, cfg.short_policy == "pad")
-    t_raw = np.arange(len(raw)) / fs
-    t = np.arange(len(filtered)) / cfg.fs
-    fig = _figure(figsize=(12, 6.6), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
-    axes[0].plot(t_raw, raw, color="#555555", linewidth=0.7)
-    axes[0].set_ylabel("mV")
-    axes[0].set_title(f"Raw: record {record}{f' (label {label})' if label else ''}, {fs:g} Hz, "
-                      f"{len(raw) / fs:.1f} s")
-    axes[1].plot(t, filtered, color=STYLE["axes.prop_cycle"].by_key()["color"][0], linewidth=0.7)
-    axes[1].set_ylabel("z-score")
-    axes[1].set_title(f"Bandpass {cfg.lowcut:g}–{cfg.highcut:g} Hz (Butterworth order {cfg.order}, zero-phase), "
-                      f"resampled to {cfg.fs:g} Hz, z-scored")
-    colors = ["#1f77b4", "#ff7f0e"]
-    hop, length = cfg.hop, cfg.segment_length
-    n = len(windows)
-    for k in range(n):
-        start = k * hop / cfg.fs
-        seg_t = start + np.arange(length) / cfg.fs
-        axes[2].plot(seg_t, windows[k], color=colors[k % 2], linewidth=0.7)
-        axes[2].axvspan(start, start + length / cfg.fs, color=colors[k % 2], alpha=0.08, linewidth=0)
-        axes[2].axvline(start, color="black", linewidth=0.8, linestyle="--")
-        axes[2].text(start + 0.05, 0.97, f"#{k}", transform=axes[2].get_xaxis_transform(), va="top", fontsize=8)
-    if n:
-        end = ((n - 1) * hop + length) / cfg.fs
-        axes[2].axvline(end, color="black", linewidth=0.8, linestyle="--")
-        if end < t[-1]:
-            axes[2].axvspan(end, t[-1], color="#999999", alpha=0.25, linewidth=0, label="dropped tail")
-            axes[2].plot(t[t >= end], filtered[t >= end], color="#999999", linewidth=0.7)
-            axes[2].legend(loc="lower right")
-    axes[2].set_ylabel("z-score")
-    axes[2].set_xlabel("time (s)")
-    axes[2].set_title(f"{n} segment{'s' if n != 1 else ''} of {length} samples ({length / cfg.fs:g} s), "
-                      f"stride {hop}{' (zero-padded)' if padded else ''}; each keeps the record's label")
-    for ax in axes:
-        ax.grid(True, axis="x")
-    return fig
-
-
-def plot_preprocessing(records_dir, record: str, out, cfg=None, label: str | None = None) -> Path:
-    """Raw vs filtered vs segmented signal of a real record, segment boundaries drawn."""
-    return save(preprocessing_figure(records_dir, record, cfg, label), out)
-
-
-@_styled
-def augmentation_figure(segment, name: str, seed: int = 0, fs: float = 300.0, **params) -> Figure:
-    """One augmentation (applied with p=1) on one real segment: original and
-    augmented overlaid, and their difference below."""
-    import torch
-
-    from .training.augment import build_augmenter, make_generator
-
-    x = torch.tensor(np.array(segment, dtype=np.float32))[None]
-    augmenter = build_augmenter([name], p=1.0, **params)
-    y = augmenter(x, make_generator(seed)).numpy()[0]
-    x = x.numpy()[0]
-    t = np.arange(len(x)) / fs
-    fig = _figure(figsize=(10, 4.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
-    top.plot(t, x, color="#888888", linewidth=0.9, label="original")
-    top.plot(t, y, color="#d62728", linewidth=0.9, alpha=0.85, label=name)
-    top.set_ylabel("z-score")
-    top.legend(loc="upper right", ncols=2)
-    top.set_title(f"Augmentation '{name}': {augmenter.augmenters[0]!r}")
-    bottom.plot(t, y - x, color="#444444", linewidth=0.8)
-    bottom.set_ylabel("difference")
-    bottom.set_xlabel("time (s)")
-    return fig
-
-
-def plot_augmentations(segment, out_dir, names: Sequence[str] | None = None, seed: int = 0,
-                       fs: float = 300.0) -> list[Path]:
-    """One PNG per augmentation (``augment_<name>.png``) on the same real segment."""
-    from .training.augment import AUGMENT_NAMES
-
-    return [save(augmentation_figure(segment, name, seed, fs), Path(out_dir) / f"augment_{name}.png")
-            for name in (names or AUGMENT_NAMES)]
-
-
+@matplotlib.rc_context(STYLE)
 def reliability_figure(y_true, curves: Mapping[str, np.ndarray], n_bins: int = 15,
                        title: str | None = None) -> Figure:
     """Reliability diagram: top-label confidence vs accuracy per bin, one line per
@@ -472,7 +317,81 @@ def reliability_figure(y_true, curves: Mapping[str, np.ndarray], n_bins: int = 1
     return fig
 
 
-@_styled
-def plot_reliability(y_true, curves: Mapping[str, np.ndarray], out, n_bins: int = 15,
-                     title: str | None = None) -> Path:
-    return save(reliability_figure(y_true, curves, n_bins, title), out)
+# -- data figures --------------------------------------------------------------------------------
+
+@matplotlib.rc_context(STYLE)
+def preprocessing_figure(records_dir, record: str, cfg=None, label: str | None = None) -> Figure:
+    """Three stacked panels of one real record: raw (mV), bandpassed + z-scored,
+    and the segments the model sees, each boundary drawn and the dropped tail shaded."""
+    from .data.physionet2017 import read_record
+    from .data.preprocess import PreprocessConfig, filter_record, segment
+
+    cfg = cfg or PreprocessConfig()
+    raw, fs = read_record(Path(records_dir), record)
+    filtered = filter_record(raw, fs, cfg, record)
+    windows, padded = segment(filtered, cfg.segment_length, cfg.hop, cfg.short_policy == "pad")
+    t = np.arange(len(filtered)) / cfg.fs
+    fig = _figure(figsize=(12, 6.6), layout="constrained")
+    raw_ax, filtered_ax, segments_ax = fig.subplots(3, 1, sharex=True)
+    raw_ax.plot(np.arange(len(raw)) / fs, raw, color="#555555", linewidth=0.7)
+    raw_ax.set(ylabel="mV", title=f"Raw: record {record}{f' (label {label})' if label else ''}, {fs:g} Hz, "
+                                  f"{len(raw) / fs:.1f} s")
+    filtered_ax.plot(t, filtered, color=PALETTE[0], linewidth=0.7)
+    filtered_ax.set(ylabel="z-score", title=f"Bandpass {cfg.lowcut:g}–{cfg.highcut:g} Hz (Butterworth order "
+                                            f"{cfg.order}, zero-phase), resampled to {cfg.fs:g} Hz, z-scored")
+    colors = [PALETTE[0], PALETTE[3]]
+    hop, length = cfg.hop, cfg.segment_length
+    n = len(windows)
+    for k in range(n):
+        start = k * hop / cfg.fs
+        segments_ax.plot(start + np.arange(length) / cfg.fs, windows[k], color=colors[k % 2], linewidth=0.7)
+        segments_ax.axvspan(start, start + length / cfg.fs, color=colors[k % 2], alpha=0.08, linewidth=0)
+        segments_ax.axvline(start, color="black", linewidth=0.8, linestyle="--")
+        segments_ax.text(start + 0.05, 0.97, f"#{k}", transform=segments_ax.get_xaxis_transform(), va="top",
+                         fontsize=8)
+    if n:
+        end = ((n - 1) * hop + length) / cfg.fs
+        segments_ax.axvline(end, color="black", linewidth=0.8, linestyle="--")
+        if end < t[-1]:
+            segments_ax.axvspan(end, t[-1], color="#999999", alpha=0.25, linewidth=0, label="dropped tail")
+            segments_ax.plot(t[t >= end], filtered[t >= end], color="#999999", linewidth=0.7)
+            segments_ax.legend(loc="lower right")
+    segments_ax.set(ylabel="z-score", xlabel="time (s)",
+                    title=f"{n} segment{'s' if n != 1 else ''} of {length} samples ({length / cfg.fs:g} s), "
+                          f"stride {hop}{' (zero-padded)' if padded else ''}; each keeps the record's label")
+    for ax in (raw_ax, filtered_ax, segments_ax):
+        ax.grid(True, axis="x")
+    return fig
+
+
+@matplotlib.rc_context(STYLE)
+def augmentation_figure(segment, name: str, seed: int = 0, fs: float = 300.0, **params) -> Figure:
+    """One augmentation (applied with p=1) on one real segment: original and
+    augmented overlaid, and their difference below."""
+    import torch
+
+    from .training.augment import build_augmenter, make_generator
+
+    x = torch.tensor(np.array(segment, dtype=np.float32))[None]
+    augmenter = build_augmenter([name], p=1.0, **params)
+    y = augmenter(x, make_generator(seed)).numpy()[0]
+    x = x.numpy()[0]
+    t = np.arange(len(x)) / fs
+    fig = _figure(figsize=(10, 4.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    top.plot(t, x, color="#888888", linewidth=0.9, label="original")
+    top.plot(t, y, color="#d62728", linewidth=0.9, alpha=0.85, label=name)
+    top.set(ylabel="z-score", title=f"Augmentation '{name}': {augmenter.augmenters[0]!r}")
+    top.legend(loc="upper right", ncols=2)
+    bottom.plot(t, y - x, color="#444444", linewidth=0.8)
+    bottom.set(ylabel="difference", xlabel="time (s)")
+    return fig
+
+
+def plot_augmentations(segment, out_dir, names: Sequence[str] | None = None, seed: int = 0,
+                       fs: float = 300.0) -> list[Path]:
+    """One PNG per augmentation (``augment_<name>.png``) on the same real segment."""
+    from .training.augment import AUGMENT_NAMES
+
+    return [save(augmentation_figure(segment, name, seed, fs), Path(out_dir) / f"augment_{name}.png")
+            for name in (names or AUGMENT_NAMES)]

@@ -19,10 +19,11 @@ pair (either file, or the stem), a WFDB record (``.hea`` + ``.dat``), or a
 
 from __future__ import annotations
 
+import functools
 import json
 import tarfile
 import tempfile
-import time
+import timeit
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,8 @@ from .data import physionet2017
 from .data.errors import RecordError
 from .data.preprocess import PreprocessConfig, preprocess_record
 from .models import batched_logits
-from .training.metrics import record_probabilities, softmax
+from .training.checkpoint import load_checkpoint, model_from_checkpoint
+from .training.metrics import record_probabilities
 
 #: Keys of the per-class probabilities in predictions (``~`` is written ``noisy``).
 PROB_KEYS = CLASS_KEYS
@@ -62,10 +64,6 @@ class Predictor:
         """Raw logits ``(n, 4)`` of preprocessed windows ``(n, L)``, batched."""
         return batched_logits(self.model, segments, self.batch_size)
 
-    def probabilities(self, segments: np.ndarray) -> np.ndarray:
-        """Calibrated softmax probabilities ``(n, 4)`` of each window ``(n, L)``."""
-        return softmax(self.logits(segments), self.temperature)
-
     def record_probabilities(self, window_logits: np.ndarray, codes: np.ndarray, n_records: int) -> np.ndarray:
         """One probability vector per record from its windows' logits."""
         return record_probabilities(window_logits, codes, n_records, self.aggregate, self.temperature)
@@ -78,40 +76,21 @@ class Predictor:
         """Label and mean segment probabilities of one raw record (mV at ``fs``)."""
         segments, padded = self.segments(signal, fs, name)
         probs = self.record_probabilities(self.logits(segments), np.zeros(len(segments), np.int64), 1)[0]
-        return result_row(name, probs, len(segments), padded, len(signal) / fs)
-
-
-def result_row(name: str, probs: np.ndarray, n_segments: int, padded: bool, seconds: float) -> dict:
-    return {"record": name, "label": CLASSES[int(np.argmax(probs))],
-            "probabilities": {k: round(float(p), 6) for k, p in zip(PROB_KEYS, probs)},
-            "n_segments": int(n_segments), "padded": bool(padded), "duration_s": round(float(seconds), 3)}
+        return {"record": name, "label": CLASSES[int(np.argmax(probs))],
+                "probabilities": {k: round(float(p), 6) for k, p in zip(PROB_KEYS, probs)},
+                "n_segments": len(segments), "padded": bool(padded), "duration_s": round(float(len(signal) / fs), 3)}
 
 
 # -- loading --------------------------------------------------------------------------------------
 
-def _is_archive(path: Path) -> bool:
-    return path.name.endswith(ARCHIVE_SUFFIXES)
-
-
-def _check_config(config: dict, where: str) -> PreprocessConfig:
-    classes = config.get("classes")
-    if classes is not None and tuple(classes) != CLASSES:
-        raise ValueError(f"{where}: class order {classes} differs from {list(CLASSES)}")
-    if "preprocess" not in config:
-        raise ValueError(f"{where}: no 'preprocess' section")
-    return PreprocessConfig.from_dict(config["preprocess"])
-
-
-def _from_checkpoint(file: Path, source: str, batch_size: int) -> Predictor:
-    from .training.checkpoint import load_checkpoint, model_from_checkpoint
-
-    payload = load_checkpoint(file)
-    model = model_from_checkpoint(payload)
+def predictor_from_checkpoint(payload: dict, source: str, batch_size: int = 256) -> Predictor:
+    """The ``Predictor`` of a loaded checkpoint (``training.checkpoint.load_checkpoint``)."""
+    config = payload.get("config", {})
     info = {"model": payload["model"], "model_params": payload["model_params"], "epoch": payload["epoch"],
-            "metrics": payload.get("metrics", {}), "config": payload.get("config", {})}
-    return Predictor(model, PreprocessConfig.from_dict(payload["preprocess"]), source, "checkpoint", info,
-                     batch_size, float(payload.get("temperature", 1.0)),
-                     payload.get("config", {}).get("aggregate", "mean_prob"))
+            "metrics": payload.get("metrics", {}), "config": config}
+    return Predictor(model_from_checkpoint(payload), PreprocessConfig.from_dict(payload["preprocess"]), source,
+                     "checkpoint", info, batch_size, float(payload.get("temperature", 1.0)),
+                     config.get("aggregate", "mean_prob"))
 
 
 def _from_torchscript(file: Path, source: str, batch_size: int) -> Predictor:
@@ -128,9 +107,21 @@ def _from_torchscript(file: Path, source: str, batch_size: int) -> Predictor:
             raise FileNotFoundError(f"{file}: no embedded config and no {CONFIG_NAME} beside it")
         text = beside.read_text()
     config = json.loads(text)
-    model.eval()
-    return Predictor(model, _check_config(config, str(file)), source, "torchscript", config, batch_size,
-                     float(config.get("temperature", 1.0)), config.get("aggregate", "mean_prob"))
+    classes = config.get("classes")
+    if classes is not None and tuple(classes) != CLASSES:
+        raise ValueError(f"{file}: class order {classes} differs from {list(CLASSES)}")
+    if "preprocess" not in config:
+        raise ValueError(f"{file}: no 'preprocess' section")
+    return Predictor(model.eval(), PreprocessConfig.from_dict(config["preprocess"]), source, "torchscript", config,
+                     batch_size, float(config.get("temperature", 1.0)), config.get("aggregate", "mean_prob"))
+
+
+def _from_folder(folder: Path, source: str, batch_size: int, prefer: str) -> Predictor:
+    """A run folder or an unpacked export: its checkpoint, unless TorchScript is preferred or alone."""
+    script = folder / TORCHSCRIPT_NAME
+    if script.is_file() and (prefer == "torchscript" or not (folder / CHECKPOINT_NAME).is_file()):
+        return _from_torchscript(script, source, batch_size)
+    return predictor_from_checkpoint(load_checkpoint(folder / CHECKPOINT_NAME), source, batch_size)
 
 
 def load_predictor(path: Path | str, batch_size: int = 256, prefer: str = "checkpoint") -> Predictor:
@@ -143,33 +134,22 @@ def load_predictor(path: Path | str, batch_size: int = 256, prefer: str = "check
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
-    if path.is_file() and path.name.endswith(TORCHSCRIPT_SUFFIXES):
+    if path.is_dir():
+        return _from_folder(path, str(path), batch_size, prefer)
+    if path.name.endswith(TORCHSCRIPT_SUFFIXES):
         return _from_torchscript(path, str(path), batch_size)
-    if _is_archive(path):
-        wanted = TORCHSCRIPT_NAME if prefer == "torchscript" else CHECKPOINT_NAME
-        try:
-            with tarfile.open(path, "r:gz") as tar:
-                names = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
-                if wanted not in names:
-                    wanted = CHECKPOINT_NAME if CHECKPOINT_NAME in names else TORCHSCRIPT_NAME
-                if wanted not in names:
-                    raise ValueError(f"{path}: archive holds neither {CHECKPOINT_NAME} nor {TORCHSCRIPT_NAME}")
-                with tempfile.TemporaryDirectory(prefix="ecgray-model-") as tmp:
-                    for name in (wanted, CONFIG_NAME):
-                        if name in names:
-                            (Path(tmp) / name).write_bytes(tar.extractfile(names[name]).read())
-                    file = Path(tmp) / wanted
-                    if wanted == CHECKPOINT_NAME:
-                        return _from_checkpoint(file, str(path), batch_size)
-                    return _from_torchscript(file, str(path), batch_size)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise ValueError(f"unreadable model archive {path}: {e}") from None
-    if path.is_dir():  # a run folder or an unpacked export
-        has_ts = (path / TORCHSCRIPT_NAME).is_file()
-        if has_ts and (prefer == "torchscript" or not (path / CHECKPOINT_NAME).is_file()):
-            return _from_torchscript(path / TORCHSCRIPT_NAME, str(path), batch_size)
-        return _from_checkpoint(path / CHECKPOINT_NAME, str(path), batch_size)
-    return _from_checkpoint(path, str(path), batch_size)
+    if not path.name.endswith(ARCHIVE_SUFFIXES):
+        return predictor_from_checkpoint(load_checkpoint(path), str(path), batch_size)
+    try:  # an archive: unpack the model files and load them as a folder
+        with tarfile.open(path, "r:gz") as tar, tempfile.TemporaryDirectory(prefix="ecgray-model-") as tmp:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+            if CHECKPOINT_NAME not in members and TORCHSCRIPT_NAME not in members:
+                raise ValueError(f"{path}: archive holds neither {CHECKPOINT_NAME} nor {TORCHSCRIPT_NAME}")
+            for name in {CHECKPOINT_NAME, TORCHSCRIPT_NAME, CONFIG_NAME} & members.keys():
+                (Path(tmp) / name).write_bytes(tar.extractfile(members[name]).read())
+            return _from_folder(Path(tmp), str(path), batch_size, prefer)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ValueError(f"unreadable model archive {path}: {e}") from None
 
 
 # -- input records ---------------------------------------------------------------------------------
@@ -235,18 +215,17 @@ def read_input(path: Path | str, fs: float | None = None, lead: str | int | None
         raise RecordError(name, "unsupported file type", "expected .mat/.hea (PhysioNet), WFDB .hea/.dat, or .npy")
     else:
         base = path
-    hea = Path(str(base) + ".hea")
-    mat = Path(str(base) + ".mat")
-    if not hea.is_file() and not mat.is_file() and not Path(str(base) + ".dat").is_file():
+    hea, mat, dat = (Path(f"{base}{ext}") for ext in (".hea", ".mat", ".dat"))
+    if not (hea.is_file() or mat.is_file() or dat.is_file()):
         raise RecordError(name, "no such record", f"no {base.name}.hea/.mat/.dat in {base.parent}")
     if mat.is_file():
         try:
             signal, rate = physionet2017.read_record(base.parent, base.name)
         except RecordError as e:
             raise RecordError(name, e.reason, _one_line(e.detail)) from None
+    elif not hea.is_file():
+        raise RecordError(name, "missing header", str(hea))
     else:
-        if not hea.is_file():
-            raise RecordError(name, "missing header", str(hea))
         signal, rate = _wfdb_signal(base, lead)
     if fs and abs(fs - rate) > 1e-6:
         raise RecordError(name, "sampling rate mismatch", f"--fs {fs:g} but the header says {rate:g} Hz")
@@ -270,13 +249,12 @@ def error_line(path: str, e: RecordError) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    width = max([len("record")] + [len(r["record"]) for r in rows])
-    lines = [f"{'record':<{width}}  label  " + "  ".join(f"{c:>6}" for c in CLASSES) + "  segments"]
-    for r in rows:
-        p = r["probabilities"]
-        lines.append(f"{r['record']:<{width}}  {r['label']:<5}  " + "  ".join(f"{p[k]:6.3f}" for k in PROB_KEYS)
-                     + f"  {r['n_segments']:8d}")
-    return "\n".join(lines)
+    """The ``--format table`` text: a header, then one line per record."""
+    width = max(len(r["record"]) for r in [{"record": "record"}, *rows])
+    lines = [[f"{'record':<{width}}", "label", *(f"{c:>6}" for c in CLASSES), "segments"]]
+    lines += [[f"{r['record']:<{width}}", f"{r['label']:<5}", *(f"{r['probabilities'][k]:6.3f}" for k in PROB_KEYS),
+               f"{r['n_segments']:8d}"] for r in rows]
+    return "\n".join("  ".join(cells) for cells in lines)
 
 
 def synthetic_ecg(seconds: float = 30.0, fs: float = 300.0, seed: int = 0) -> np.ndarray:
@@ -294,15 +272,10 @@ def time_predict(predictor: Predictor, seconds: float = 30.0, fs: float = 300.0,
     one ``seconds``-long record at ``fs``, the model already loaded."""
     if signal is None:
         signal = synthetic_ecg(seconds, fs)
-    for _ in range(warmup):
-        predictor.predict_signal(signal, fs, "timing")
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predictor.predict_signal(signal, fs, "timing")
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
+    run = functools.partial(predictor.predict_signal, signal, fs, "timing")
+    timeit.repeat(run, number=1, repeat=warmup)
+    return float(np.median(timeit.repeat(run, number=1, repeat=repeats)) * 1000)
 
 
-__all__ = ["Predictor", "load_predictor", "read_input", "predict_paths", "error_line", "format_table",
-           "time_predict", "synthetic_ecg", "PROB_KEYS"]
+__all__ = ["Predictor", "load_predictor", "predictor_from_checkpoint", "read_input", "predict_paths", "error_line",
+           "format_table", "time_predict", "synthetic_ecg", "PROB_KEYS"]

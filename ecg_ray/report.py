@@ -24,24 +24,20 @@ import numpy as np
 import pandas as pd
 
 from . import CLASS_KEYS, CLASSES, HEADLINE, plots
-from .artifacts import json_safe
+from .artifacts import json_safe, write_json
+from .data import store
+from .data.dataset import PreparedDataset
+from .data.errors import DataError
+from .data.preprocess import PreprocessConfig, preprocess_record
+from .data.sources import DEFAULT_SOURCE, get_source
 from .tables import render
 from .tuning import effects
 from .tuning import experiment as exp
-from .tuning.experiment import SUMMARY_COLUMNS
 
 FIGURES = "figures"
 
 
 # -- validation predictions of a checkpoint ------------------------------------------------------
-
-def validation_records(prepared, val_fold=None, max_records=None) -> list[str]:
-    """The validation record ids a run with this ``val_fold`` / ``max_records``
-    was scored on (``PreparedDataset.select``, as training selects them)."""
-    from .data.dataset import PreparedDataset
-
-    return list(PreparedDataset(prepared).select(val_fold, max_records)[1])
-
 
 def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> dict:
     """Run ``checkpoint`` (eval mode, CPU, no Ray) on the inference windows of
@@ -54,7 +50,6 @@ def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> 
     from .training.calibration import checkpoint_window_logits
     from .training.checkpoint import load_checkpoint
     from .training.metrics import confusion, record_probabilities, score_records
-    
 
     payload = load_checkpoint(checkpoint)
     ids, y_rec, logits, codes = checkpoint_window_logits(payload, prepared, list(record_ids), batch_size,
@@ -76,19 +71,19 @@ def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> 
 # -- report --------------------------------------------------------------------------------------
 
 def _md_kv(rows: list[tuple[str, object]]) -> str:
+    """A markdown list of ``- **key**: value``, rows without a value left out."""
     return "\n".join(f"- **{k}**: {v}" for k, v in rows if v not in (None, ""))
 
 
-def _rel(path: Path, out: Path) -> str:
-    return Path(path).resolve().relative_to(out.resolve()).as_posix()
-
-
 def _img(path: Path, out: Path, alt: str) -> str:
-    return f"![{alt}]({_rel(path, out)})"
+    """A markdown image of ``path``, linked relative to the report folder ``out``."""
+    return f"![{alt}]({Path(path).resolve().relative_to(out.resolve()).as_posix()})"
 
 
-def _code(text) -> str:
-    return f"`{text}`"
+def _first_int(trials: pd.DataFrame, key: str) -> int | None:
+    """The first trial's integer setting ``key`` (None where unset)."""
+    value = trials[key].iloc[0] if key in trials and len(trials) else None
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def _data_context(trials: pd.DataFrame, prepared) -> tuple[Path | None, dict, dict]:
@@ -99,8 +94,6 @@ def _data_context(trials: pd.DataFrame, prepared) -> tuple[Path | None, dict, di
     prepared = prepared or sweep.get("prepared") or data.get("prepared")
     manifest = {}
     if prepared and Path(prepared).is_dir():
-        from .data.dataset import PreparedDataset
-
         try:
             manifest = PreparedDataset(prepared).manifest
         except Exception:  # a moved or incomplete prepared folder: report without it
@@ -128,9 +121,11 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     metric = exp.normalize_metric(metric or attrs.get("metric") or HEADLINE)
     mode = mode or attrs.get("mode") or exp.default_mode(metric)
     prepared, manifest, feed = _data_context(trials, prepared)
-    command = command or " ".join(shlex.quote(a) for a in ["ecg-ray", *sys.argv[1:]])
+    command = command or shlex.join(["ecg-ray", *sys.argv[1:]])
     is_sweep = attrs.get("kind") == "tune"
     name = attrs.get("name") or Path(str(experiment)).name
+    n = len(trials)
+    with_ablation = is_sweep and n > 1
     md: list[str] = []
     notes: list[str] = []
 
@@ -142,17 +137,17 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     md.append(f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by\n\n"
               f"```\n{command}\n```\n")
     sweep = attrs.get("sweep") or {}
-    produced = " ".join(shlex.quote(a) for a in sweep.get("argv", [])) if sweep.get("argv") else None
+    produced = shlex.join(sweep["argv"]) if sweep.get("argv") else None
     resumed = "--resume" in (sweep.get("argv") or [])
     md.append(_md_kv([
-        ("Experiment", _code(attrs.get("path"))),
-        ("Produced by", (_code(produced) + (" (the last run of the sweep: started by the same command without "
-                                            "`--resume`, then resumed with this one)" if resumed else ""))
+        ("Experiment", f"`{attrs.get('path')}`"),
+        ("Produced by", f"`{produced}`" + (" (the last run of the sweep: started by the same command without "
+                                           "`--resume`, then resumed with this one)" if resumed else "")
          if produced else None),
-        ("Search space", _code(sweep.get("spec")) if sweep.get("spec") else None),
+        ("Search space", f"`{sweep['spec']}`" if sweep.get("spec") else None),
         ("Sweep wall time", f"{sweep['seconds']:.0f} s{' (the resumed run)' if resumed else ''}"
          if sweep.get("seconds") else None),
-        ("Ranking metric", f"{_code(metric)} ({mode}), Tune's default scope: each trial's last reported value"
+        ("Ranking metric", f"`{metric}` ({mode}), Tune's default scope: each trial's last reported value"
          if is_sweep else None),
     ]) + "\n")
 
@@ -162,19 +157,14 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     splits = manifest.get("splits", {})
     config_hash = (sweep.get("config_hash") or (attrs.get("data") or {}).get("config_hash")
                    or manifest.get("config_hash"))
-    first = trials.iloc[0] if len(trials) else pd.Series(dtype=object)
-    val_fold = first.get("val_fold") if "val_fold" in trials else None
-    max_records = first.get("max_records") if "max_records" in trials else None
-    val_fold = None if val_fold is None or (isinstance(val_fold, float) and np.isnan(val_fold)) else int(val_fold)
-    max_records = None if max_records is None or (isinstance(max_records, float) and np.isnan(max_records)) \
-        else int(max_records)
+    val_fold, max_records = _first_int(trials, "val_fold"), _first_int(trials, "max_records")
     counts = feed.get("class_counts")
     md.append(_md_kv([
-        ("Source", f"{manifest.get('source', '?')} records in {_code(manifest.get('data_dir', '?'))}"
+        ("Source", f"{manifest.get('source', '?')} records in `{manifest.get('data_dir', '?')}`"
                    f" ({manifest.get('n_records', '?')} records, {manifest.get('n_segments', '?')} segments)"
          if manifest else None),
-        ("Prepared dataset", _code(prepared) if prepared else "unknown (pass --data)"),
-        ("Config hash", _code(config_hash) if config_hash else None),
+        ("Prepared dataset", f"`{prepared}`" if prepared else "unknown (pass --data)"),
+        ("Config hash", f"`{config_hash}`" if config_hash else None),
         ("Preprocessing", f"bandpass {pre.get('lowcut')}–{pre.get('highcut')} Hz (order {pre.get('order')}), "
                           f"{pre.get('fs'):g} Hz, z-score, segments of {pre.get('segment_length')} samples, "
                           f"stride {pre.get('stride') or pre.get('segment_length')}" if pre else None),
@@ -186,12 +176,11 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
         ("Records used", f"{feed.get('train_records')} training ({feed.get('train_segments')} segments), "
                          f"{feed.get('val_records')} validation ({feed.get('val_segments')} segments)"
          if feed.get("train_records") is not None else None),
-        ("Training segments per class", ", ".join(f"{c} {n}" for c, n in zip(CLASSES, counts)) if counts else None),
+        ("Training segments per class", ", ".join(f"{c} {k}" for c, k in zip(CLASSES, counts)) if counts else None),
     ]) + "\n")
 
     # -- trials
     md.append("## Trials\n")
-    n = len(trials)
     status = trials["status"].value_counts().to_dict()
     asha = int((trials["stop_reason"] == "asha").sum())
     patience = int((trials["stop_reason"] == "patience").sum())
@@ -200,74 +189,46 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
               (f"; {asha} stopped by ASHA, {patience} by early stopping" if is_sweep else "") +
               f"; {int(trials['epochs'].sum())} trial-epochs" +
               (f" (exhaustive: {n * max_epochs})" if is_sweep and max_epochs else "") + ".\n")
-    cols = [c for c in SUMMARY_COLUMNS if c in trials]
+    cols = [c for c in exp.SUMMARY_COLUMNS if c in trials]
     table = trials[cols].sort_values(f"best_{HEADLINE}", ascending=False, na_position="last", kind="stable")
     md.append(render(table, "markdown", ".3f") + "\n")
-    md.append(_img(plots.plot_summary_table(table, fig_dir / "trials_table.png", "Trials"), out, "trial table") + "\n")
+    table_png = plots.save(plots.summary_table_figure(table, "Trials"), fig_dir / "trials_table.png")
+    md.append(_img(table_png, out, "trial table") + "\n")
     retried = trials[trials["retried"]] if "retried" in trials else trials.iloc[:0]
     if len(retried):
         md.append("Retried trials (a lost node or worker; each resumed from its last checkpoint):\n")
-        md.append("\n".join(f"- {_code(r.trial_id)}: reported from {r.nodes} node(s), {r.epochs} epochs kept"
-                             for r in retried.itertuples()) + "\n")
+        md.append("\n".join(f"- `{r.trial_id}`: reported from {r.nodes} node(s), {r.epochs} epochs kept"
+                            for r in retried.itertuples()) + "\n")
     errored = trials[trials["status"] == "ERROR"]
     if len(errored):
         md.append("Errored trials (left out of the ablation):\n")
-        md.append("\n".join(f"- {_code(r.trial_id)}: {r.error}" for r in errored.itertuples()) + "\n")
+        md.append("\n".join(f"- `{r.trial_id}`: {r.error}" for r in errored.itertuples()) + "\n")
 
     # -- best trial
     md.append("## Best trial\n" if is_sweep else "## The run\n")
-    best = None
     try:
         best = exp.best_trial(trials, metric, mode)
     except ValueError as e:
+        best = None
         md.append(f"No best trial: {e}\n")
     if best is not None:
-        col = exp.metric_column(trials, metric, "last")
-        config = {k: json_safe(best.get(k)) for k in ("model", "imbalance", "augment", "lr", "seed", "batch_size")
-                  if k in best}
-        chosen = (f"Tune's `get_best_result({metric!r}, {mode!r})` — the same as "
-                  f"`ecg-ray runs {attrs.get('path')} best --metric {metric} --mode {mode}`: trial "
-                  if is_sweep else "Run ")
-        md.append(f"{chosen}**{best['trial_id']}**, {col} = {best[col]:.4f} (best epoch "
-                  f"{best['best_epoch'] if pd.notna(best['best_epoch']) else '?'} of {best['epochs']}: "
-                  f"{HEADLINE} {best[f'best_{HEADLINE}']:.4f}).\n")
-        md.append(_md_kv([("Config", _code(json.dumps(config, default=str))),
-                          ("Epochs", f"{best['epochs']}"), ("Checkpoint", _code(best.get("checkpoint")))]) + "\n")
-        run_epochs = epochs[epochs["trial_id"] == best["trial_id"]] if not epochs.empty else epochs
-        if len(run_epochs):
-            path = plots.plot_training_curves(run_epochs, fig_dir / "best_curves.png",
-                                              f"Trial {best['trial_id']}: {config.get('model')}, "
-                                              f"{config.get('imbalance')}, augment {config.get('augment')}")
-            md.append(_img(path, out, "training curves of the best trial") + "\n")
-        if not epochs.empty and epochs["trial_id"].nunique() > 1:
-            labels = {r.trial_id: f"{r.trial_id[-5:]} {r.model}/{r.imbalance}/{r.augment}"
-                      for r in trials.itertuples() if hasattr(r, "model")}
-            runs = {labels.get(t, t): g for t, g in epochs.groupby("trial_id", sort=True)}
-            md.append("All trials, validation F1(N,A,O) and loss per epoch (a short line is a trial ASHA "
-                      "stopped):\n")
-            md.append(_img(plots.plot_runs_overlay(runs, fig_dir / "all_trials_curves.png"), out,
-                           "all trials overlaid") + "\n")
+        md.append(_best_section(best, trials, epochs, metric, mode, fig_dir, out))
         checkpoint = best.get("checkpoint")
         if evaluate and checkpoint and isinstance(checkpoint, str) and prepared and Path(checkpoint).exists():
-            md.append(_validation_section(best, checkpoint, prepared, fig_dir, out, val_fold, max_records))
+            md.append(_validation_section(checkpoint, prepared, fig_dir, out, val_fold, max_records))
         elif evaluate:
             notes.append("validation confusion matrix / ROC skipped: "
                          + ("no checkpoint on storage" if not checkpoint else "prepared dataset not found (--data)"))
 
-    # -- ablation
-    if is_sweep and n > 1:
+    if with_ablation:
         md.append(_ablation_section(trials, fig_dir, out, epochs))
 
-    # -- data figures
     md.append("## Data figures\n")
     md.append(_data_figures(manifest, prepared, records_dir, record, fig_dir, out, notes))
 
-    # -- tensorboard
     if is_sweep:
-        events = []
         local = "://" not in str(attrs.get("path"))
-        if local:
-            events = sorted(Path(attrs["path"]).glob("*/events.out.tfevents*"))
+        events = sorted(Path(attrs["path"]).glob("*/events.out.tfevents*")) if local else []
         md.append("## TensorBoard\n")
         md.append(f"Tune writes TensorBoard event files for every trial ({len(events)} files under the "
                   f"experiment{'' if local else ' — not counted for a remote URI'}). Watch a running or "
@@ -275,13 +236,9 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
                   f"(scalars under `ray/tune/`, e.g. `ray/tune/{HEADLINE}`, one run per trial).\n")
 
     md.append("## Reproduce\n")
-    lines = []
-    if produced:
-        lines.append(produced)
-    lines.append(command)
-    md.append("```\n" + "\n".join(lines) + "\n```\n")
+    md.append("```\n" + "\n".join(filter(None, [produced, command])) + "\n```\n")
     md.append("Tables as data: `trials.csv` (one row per trial), `epochs.csv` (one row per trial-epoch)"
-              + (", `ablation.json`, `effects.json`" if is_sweep and n > 1 else "") + ".\n")
+              + (", `ablation.json`, `effects.json`" if with_ablation else "") + ".\n")
     if notes:
         md.append("Notes: " + "; ".join(notes) + ".\n")
     report = out / "report.md"
@@ -289,26 +246,57 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     return report
 
 
-def _validation_section(best, checkpoint, prepared, fig_dir: Path, out: Path, val_fold, max_records) -> str:
-    ids = validation_records(prepared, val_fold, max_records)
-    pred = predict_records(checkpoint, prepared, ids)
-    m, reported = pred["metrics"], pred["reported"]
-    cm_path = plots.plot_confusion_matrix(pred["confusion"], fig_dir / "best_confusion.png",
-                                          title=f"Validation, {len(pred['record_ids'])} recordings")
-    roc_path = plots.plot_roc_curves(pred["y_true"], pred["probs"], fig_dir / "best_roc.png")
+def _best_section(best: pd.Series, trials: pd.DataFrame, epochs: pd.DataFrame, metric: str, mode: str,
+                  fig_dir: Path, out: Path) -> str:
+    """The best trial (Tune's choice) or the run: its metric, config, training curves and all trials overlaid."""
+    is_sweep = trials.attrs.get("kind") == "tune"
+    col = exp.metric_column(trials, metric, "last")
+    config = {k: json_safe(best.get(k)) for k in ("model", "imbalance", "augment", "lr", "seed", "batch_size")
+              if k in best}
+    chosen = (f"Tune's `get_best_result({metric!r}, {mode!r})` — the same as "
+              f"`ecg-ray runs {trials.attrs.get('path')} best --metric {metric} --mode {mode}`: trial "
+              if is_sweep else "Run ")
+    parts = [f"{chosen}**{best['trial_id']}**, {col} = {best[col]:.4f} (best epoch "
+             f"{best['best_epoch'] if pd.notna(best['best_epoch']) else '?'} of {best['epochs']}: "
+             f"{HEADLINE} {best[f'best_{HEADLINE}']:.4f}).\n",
+             _md_kv([("Config", f"`{json.dumps(config, default=str)}`"), ("Epochs", f"{best['epochs']}"),
+                     ("Checkpoint", f"`{best.get('checkpoint')}`")]) + "\n"]
+    run_epochs = epochs[epochs["trial_id"] == best["trial_id"]] if not epochs.empty else epochs
+    if len(run_epochs):
+        fig = plots.training_curves_figure(run_epochs, f"Trial {best['trial_id']}: {config.get('model')}, "
+                                                       f"{config.get('imbalance')}, augment {config.get('augment')}")
+        path = plots.save(fig, fig_dir / "best_curves.png")
+        parts.append(_img(path, out, "training curves of the best trial") + "\n")
+    if not epochs.empty and epochs["trial_id"].nunique() > 1:
+        labels = {r.trial_id: f"{r.trial_id[-5:]} {r.model}/{r.imbalance}/{r.augment}"
+                  for r in trials.itertuples() if hasattr(r, "model")}
+        runs = {labels.get(t, t): g for t, g in epochs.groupby("trial_id", sort=True)}
+        parts.append("All trials, validation F1(N,A,O) and loss per epoch (a short line is a trial ASHA "
+                     "stopped):\n")
+        parts.append(_img(plots.save(plots.runs_overlay_figure(runs), fig_dir / "all_trials_curves.png"), out,
+                          "all trials overlaid") + "\n")
+    return "\n".join(parts)
+
+
+def _validation_section(checkpoint, prepared, fig_dir: Path, out: Path, val_fold, max_records) -> str:
+    """The best checkpoint re-run on the validation records its run was scored on
+    (``PreparedDataset.select``, as training selects them): metrics, confusion matrix, ROC."""
+    pred = predict_records(checkpoint, prepared, PreparedDataset(prepared).select(val_fold, max_records)[1])
+    m = pred["metrics"]
+    cm_path = plots.save(plots.confusion_matrix_figure(pred["confusion"],
+                                                       title=f"Validation, {len(pred['record_ids'])} recordings"),
+                         fig_dir / "best_confusion.png")
+    roc_path = plots.save(plots.roc_figure(pred["y_true"], pred["probs"]), fig_dir / "best_roc.png")
     keys = [("f1", "F1"), ("sens", "sensitivity"), ("spec", "specificity"), ("auroc", "AUROC")]
     per_class = pd.DataFrame({label: [m[f"val_{k}_{c}"] for c in CLASS_KEYS] for k, label in keys},
                              index=list(CLASSES))
     per_class.index.name = "class"
-    rep = reported.get(HEADLINE)
-    check = (f"reported at that epoch: {rep:.4f} — " + ("matches" if rep is not None and
-             abs(rep - m[HEADLINE]) < 1e-4 else "DIFFERS")) if rep is not None else "nothing reported to check"
-    headline = pd.DataFrame([{"level": "recordings", **{k: m[f"val_{k}"] for k in
-                                                         ("f1_cinc", "f1_macro", "f1_weighted", "accuracy",
-                                                          "auroc_macro")}},
-                             {"level": "segments", **{k: m[f"val_seg_{k}"] for k in
-                                                      ("f1_cinc", "f1_macro", "f1_weighted", "accuracy",
-                                                       "auroc_macro")}}])
+    rep = pred["reported"].get(HEADLINE)
+    check = ("nothing reported to check" if rep is None else
+             f"reported at that epoch: {rep:.4f} — {'matches' if abs(rep - m[HEADLINE]) < 1e-4 else 'DIFFERS'}")
+    headline = pd.DataFrame([{"level": level, **{k: m[f"{prefix}{k}"] for k in
+                                                 ("f1_cinc", "f1_macro", "f1_weighted", "accuracy", "auroc_macro")}}
+                             for level, prefix in (("recordings", "val_"), ("segments", "val_seg_"))])
     return "\n".join([
         f"### Validation predictions of the best checkpoint (epoch {pred['epoch'] + 1})\n",
         f"The checkpoint run in torch on the {len(pred['record_ids'])} validation recordings "
@@ -323,9 +311,9 @@ def _validation_section(best, checkpoint, prepared, fig_dir: Path, out: Path, va
 def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path, epochs: pd.DataFrame | None = None) -> str:
     answer = effects.ablation_answer(trials, epochs if epochs is not None and not epochs.empty else None,
                                      legacy=False)
-    (out / "effects.json").write_text(json.dumps(answer, indent=1))
+    write_json(out / "effects.json", answer)
     result = effects.ablation(trials, f"best_{HEADLINE}")
-    (out / "ablation.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+    write_json(out / "ablation.json", result.to_dict(), default=str)
     label = "best val F1(N,A,O)"
     parts = ["## Ablation\n",
              "The answer compares trials at one budget only (`ecg-ray ablation`; all of it in `effects.json`, "
@@ -340,14 +328,14 @@ def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path, epochs: pd
              "rank 1 = best. Trials ASHA stopped count with the best value they reached.\n",
              render(result.levels, "markdown", ".3f") + "\n"]
     if len(result.levels):
-        parts.append(_img(plots.plot_factor_bars(result.levels, fig_dir / "ablation_bars.png", label,
-                                                 result.confidence), out, "per-factor means with CIs") + "\n")
+        bars = plots.factor_bars_figure(result.levels, label, result.confidence)
+        parts.append(_img(plots.save(bars, fig_dir / "ablation_bars.png"), out, "per-factor means with CIs") + "\n")
     if result.interaction is not None and result.interaction.size:
         inter = result.interaction.copy()
         parts.append(f"### {inter.index.name} × {inter.columns.name} interaction (mean {label} per cell)\n")
         parts.append(render(inter, "markdown", ".3f", index=True) + "\n")
-        parts.append(_img(plots.plot_ablation_heatmap(inter, fig_dir / "ablation_heatmap.png", f"mean {label}",
-                                                      result.interaction_n), out, "interaction heatmap") + "\n")
+        heatmap = plots.ablation_heatmap_figure(inter, f"mean {label}", result.interaction_n)
+        parts.append(_img(plots.save(heatmap, fig_dir / "ablation_heatmap.png"), out, "interaction heatmap") + "\n")
     if result.notes:
         parts.append("### Notes\n")
         parts.append("\n".join(f"- {n}" for n in result.notes) + "\n")
@@ -363,10 +351,7 @@ def _pick_record(manifest: dict, prepared, wanted: str | None) -> tuple[str | No
     val = (manifest.get("splits", {}).get("split", {}) or {}).get("val") or []
     if not val or not prepared:
         return None, None
-    from .data import store
-
-    index = store.load_index(Path(prepared))
-    labels = dict(zip(index["record_id"], index["label"]))
+    labels = PreparedDataset(prepared).labels()
     for rid in val:
         if labels.get(rid) == "A":
             return rid, "A"
@@ -374,13 +359,9 @@ def _pick_record(manifest: dict, prepared, wanted: str | None) -> tuple[str | No
 
 
 def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, out: Path, notes: list) -> str:
-    from .data.errors import DataError
-    from .data.preprocess import PreprocessConfig
-    from .data.sources import DEFAULT_SOURCE, get_source
-
+    """A real record's preprocessing figure and one figure per augmentation on one of its segments."""
     cfg = PreprocessConfig.from_dict(manifest["preprocess"]) if manifest.get("preprocess") else PreprocessConfig()
-    if records_dir is None and manifest.get("data_dir"):
-        records_dir = manifest["data_dir"]
+    records_dir = records_dir if records_dir is not None else manifest.get("data_dir")
     records_dir = Path(records_dir) if records_dir else None
     src = get_source(manifest.get("source", DEFAULT_SOURCE))
     drawable = bool(records_dir) and not src.grouped  # whole recordings, not windows cut from them
@@ -393,29 +374,26 @@ def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, 
         if labels:
             record = next((r for r, l in labels.items() if l == "A"), next(iter(labels)))
             label = labels[record]
+    on_disk = bool(records_dir and record) and (records_dir / f"{record}.hea").is_file()
     parts = []
-    if drawable and record and (records_dir / f"{record}.hea").is_file():
-        path = plots.plot_preprocessing(records_dir, record, fig_dir / "preprocessing.png", cfg, label)
-        parts.append(f"Preprocessing of record {_code(record)}: raw, filtered and z-scored, and the "
+    if drawable and on_disk:
+        path = plots.save(plots.preprocessing_figure(records_dir, record, cfg, label), fig_dir / "preprocessing.png")
+        parts.append(f"Preprocessing of record `{record}`: raw, filtered and z-scored, and the "
                      "segments the model sees with their boundaries.\n")
         parts.append(_img(path, out, "preprocessing") + "\n")
     else:
         notes.append("preprocessing figure skipped: records folder not found (--data-dir)")
     segment = None
     if prepared and record:
-        from .data import store
-
         table = store.load_segments(Path(prepared), [record])
         if table.num_rows:
             segment = store.signal_matrix(table)[0]
-    if segment is None and records_dir and record and (records_dir / f"{record}.hea").is_file():
-        from .data.preprocess import preprocess_record
-
+    if segment is None and on_disk:
         _, _, signal, fs = src.read(records_dir, record)[0][0]
         segment = preprocess_record(signal, fs, cfg, record)[0][0]
     if segment is not None:
         paths = plots.plot_augmentations(segment, fig_dir, fs=cfg.fs)
-        parts.append(f"Each augmentation applied (p = 1, seed 0) to the first segment of {_code(record)}; "
+        parts.append(f"Each augmentation applied (p = 1, seed 0) to the first segment of `{record}`; "
                      "in training each is applied per sample with probability `augment_p`.\n")
         parts.append("\n".join(_img(p, out, p.stem) for p in paths) + "\n")
     else:

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -30,16 +31,12 @@ def fmt_value(v, floatfmt: str = ".4f") -> str:
     return str(v)
 
 
-def _numeric(frame: pd.DataFrame) -> list[bool]:
-    return [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-            for c in frame.columns]
-
-
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f", index: bool = False) -> str:
     """A GitHub-flavoured markdown table (no extra dependency)."""
     frame = df.reset_index() if index else df
+    numeric = [is_numeric_dtype(frame[c]) and not is_bool_dtype(frame[c]) for c in frame.columns]
     lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |",
-             "|" + "|".join("---:" if n else "---" for n in _numeric(frame)) + "|"]
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(fmt_value(v, floatfmt).replace("|", "\\|") for v in row) + " |"
               for row in frame.itertuples(index=False)]
     return "\n".join(lines)
@@ -50,8 +47,8 @@ def to_text(df: pd.DataFrame, floatfmt: str = ".4f", index: bool = False) -> str
     frame = df.reset_index() if index else df
     cells = [[str(c) for c in frame.columns]] + [[fmt_value(v, floatfmt) for v in row]
                                                  for row in frame.itertuples(index=False)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))] if cells and cells[0] else []
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    widths = [max(map(len, column)) for column in zip(*cells)]
+    numeric = [is_numeric_dtype(frame[c]) for c in frame.columns]  # booleans too: "yes" right-aligned
     lines = []
     for k, row in enumerate(cells):
         lines.append("  ".join(v.rjust(w) if num and k else v.ljust(w) for v, w, num in zip(row, widths, numeric))

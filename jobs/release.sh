@@ -23,9 +23,10 @@ $ECG evaluate --checkpoint $REL/$NAME --source mitbih --data-dir "$DATA/mitdb" \
 cp "$RUN"/history.json "$RUN"/results.json results/training/$NAME/
 .venv/bin/python -c "
 import json, sys
-from ecg_ray.plots import plot_training_curves
-plot_training_curves(json.load(open('results/training/$NAME/history.json')), 'results/training/$NAME/curves.png',
-                     title='$NAME: default recipe, seed 42, full training split')"
+from ecg_ray.plots import save, training_curves_figure
+save(training_curves_figure(json.load(open('results/training/$NAME/history.json')),
+                            title='$NAME: default recipe, seed 42, full training split'),
+     'results/training/$NAME/curves.png')"
 $ECG explain --checkpoint $REL/$NAME --record "$CINC/A00005" --out results/explain/A00005_AF.png
 $ECG explain --checkpoint $REL/$NAME --record "$CINC/A00010" --out results/explain/A00010_normal.png
 rm -rf results/explain/cases

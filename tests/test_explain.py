@@ -15,11 +15,12 @@ from ecg_ray.data import physionet2017
 from ecg_ray.data.preprocess import PreprocessConfig, filter_record
 from ecg_ray.explain.cases import explain_cases, pick_cases
 from ecg_ray.explain.faithfulness import FRACTIONS, deletion_curves
-from ecg_ray.explain.figures import plot_deletion, plot_explanation
+from ecg_ray.explain.figures import deletion_figure, explanation_figure
 from ecg_ray.explain.saliency import (attention_map, default_layer, explain_filtered, explain_signal,
                                       gradcam, stitch, target_index)
 from ecg_ray.data.preprocess import window_starts
 from ecg_ray.models import build_model
+from ecg_ray.plots import save
 
 CFG = PreprocessConfig()
 
@@ -137,7 +138,7 @@ def test_deletion_test_returns_both_curves(af_record, tmp_path):
     assert ((0 <= curves.salient) & (curves.salient <= 1)).all()
     d = curves.to_dict()
     assert d["area_difference"] == pytest.approx(d["area_random"] - d["area_salient"])
-    assert plot_deletion(curves, tmp_path / "deletion.png").stat().st_size > 10_000
+    assert save(deletion_figure(curves), tmp_path / "deletion.png", palette=True).stat().st_size > 10_000
     with pytest.raises(ValueError, match="at least one"):
         deletion_curves(model, [], CFG)
 
@@ -148,7 +149,7 @@ def test_explanation_figure_of_a_long_record(cinc_dir, cinc_labels, tmp_path):
     signal, fs = physionet2017.read_record(cinc_dir, name)
     e = explain_filtered(_tiny("cnn_only"), filter_record(signal, fs, CFG), CFG, name, cls="N")
     assert e.target_class == "N"
-    out = plot_explanation(e, tmp_path / "long.png", label=cinc_labels[name])
+    out = save(explanation_figure(e, label=cinc_labels[name]), tmp_path / "long.png", palette=True)
     assert out.stat().st_size > 20_000
 
 

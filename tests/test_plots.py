@@ -61,9 +61,9 @@ def test_training_curves(sweep, tmp_path):
     f1 = data_lines(by_title["F1"])[0]
     assert f1.get_label().startswith("F1(N,A,O)") and len(f1.get_xdata()) == len(run)
     assert np.allclose(f1.get_ydata(), run["val_f1_cinc"])
-    assert_png(plots.plot_training_curves(run, tmp_path / "curves.png", "t"))
+    assert_png(plots.save(plots.training_curves_figure(run, "t"), tmp_path / "curves.png"))
     # a checkpoint's history (list of dicts) works as well
-    assert_png(plots.plot_training_curves(run.to_dict("records"), tmp_path / "curves2.png"))
+    assert_png(plots.save(plots.training_curves_figure(run.to_dict("records")), tmp_path / "curves2.png"))
 
 
 @pytest.mark.e2e
@@ -75,7 +75,7 @@ def test_runs_overlay_one_line_per_run(sweep, tmp_path):
     assert len(fig.get_axes()) == 3
     for ax in fig.get_axes():
         assert [l.get_label() for l in data_lines(ax)] == list(runs)
-    assert_png(plots.plot_runs_overlay(runs, tmp_path / "overlay.png"))
+    assert_png(plots.save(plots.runs_overlay_figure(runs), tmp_path / "overlay.png"))
 
 
 @pytest.mark.e2e
@@ -86,7 +86,7 @@ def test_summary_table_cells(sweep, tmp_path):
     cells = fig.get_axes()[0].tables[0].get_celld()
     assert len(cells) == (len(table) + 1) * len(SUMMARY_COLUMNS)
     assert cells[(0, 0)].get_text().get_text() == "trial_id"
-    assert_png(plots.plot_summary_table(table, tmp_path / "table.png", "Trials"))
+    assert_png(plots.save(plots.summary_table_figure(table, "Trials"), tmp_path / "table.png"))
 
 
 @pytest.mark.e2e
@@ -99,7 +99,7 @@ def test_ablation_heatmap_and_bars(sweep, tmp_path):
     assert ax.images[0].get_array().shape == inter.shape
     assert len(ax.texts) == inter.size == trials["model"].nunique() * trials["imbalance"].nunique()
     assert [t.get_text() for t in ax.get_xticklabels()] == list(inter.columns)
-    assert_png(plots.plot_ablation_heatmap(inter, tmp_path / "heat.png", counts=result.interaction_n))
+    assert_png(plots.save(plots.ablation_heatmap_figure(inter, counts=result.interaction_n), tmp_path / "heat.png"))
 
     fig = plots.factor_bars_figure(result.levels)
     factors = list(dict.fromkeys(result.levels["factor"]))
@@ -107,7 +107,7 @@ def test_ablation_heatmap_and_bars(sweep, tmp_path):
     assert [a.get_title() for a in axes] == factors
     for ax, factor in zip(axes, factors):
         assert len(ax.patches) == (result.levels["factor"] == factor).sum()
-    assert_png(plots.plot_factor_bars(result.levels, tmp_path / "bars.png"))
+    assert_png(plots.save(plots.factor_bars_figure(result.levels), tmp_path / "bars.png"))
 
 
 def test_heatmap_and_bars_on_hand_made_levels(tmp_path):
@@ -116,12 +116,12 @@ def test_heatmap_and_bars_on_hand_made_levels(tmp_path):
     ax = plots.ablation_heatmap_figure(inter).get_axes()[0]
     assert ax.images[0].get_array().shape == (2, 3) and len(ax.texts) == 6
     assert "–" in [t.get_text() for t in ax.texts]  # the empty cell
-    assert_png(plots.plot_ablation_heatmap(inter, tmp_path / "h.png"))
+    assert_png(plots.save(plots.ablation_heatmap_figure(inter), tmp_path / "h.png"))
     levels = pd.DataFrame({"factor": ["model", "model", "imbalance"], "level": ["a", "b", "w"], "n": [3, 3, 6],
                            "mean": [0.6, 0.7, 0.65], "ci_low": [0.5, 0.65, np.nan], "ci_high": [0.7, 0.75, np.nan]})
     axes = plots.factor_bars_figure(levels).get_axes()
     assert [len(a.patches) for a in axes] == [2, 1]
-    assert_png(plots.plot_factor_bars(levels, tmp_path / "b.png"))
+    assert_png(plots.save(plots.factor_bars_figure(levels), tmp_path / "b.png"))
 
 
 # -- classification figures ----------------------------------------------------------------------
@@ -132,7 +132,7 @@ def test_confusion_matrix(tmp_path):
     assert ax.images[0].get_array().shape == (4, 4) and len(ax.texts) == 16
     assert ax.texts[0].get_text() == "40\n89%"
     assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASSES)
-    assert_png(plots.plot_confusion_matrix(cm, tmp_path / "cm.png"))
+    assert_png(plots.save(plots.confusion_matrix_figure(cm), tmp_path / "cm.png"))
 
 
 def test_roc_curves_one_per_present_class(tmp_path):
@@ -145,7 +145,7 @@ def test_roc_curves_one_per_present_class(tmp_path):
     labels = [l.get_label() for l in data_lines(ax)]
     assert [l.split()[0] for l in labels] == ["N", "A", "O", "chance"]
     assert all("AUROC" in l for l in labels[:3])
-    assert_png(plots.plot_roc_curves(y, probs, tmp_path / "roc.png"))
+    assert_png(plots.save(plots.roc_figure(y, probs), tmp_path / "roc.png"))
 
 
 # -- data figures --------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_preprocessing_figure_of_a_real_record(real_record, tmp_path):
     boundaries = [l for l in seg_ax.get_lines() if l.get_linestyle() == "--"]
     assert len(boundaries) == len(segments) + 1
     assert f"{len(segments)} segments" in seg_ax.get_title()
-    assert_png(plots.plot_preprocessing(folder, name, tmp_path / "prep.png", cfg, "A"))
+    assert_png(plots.save(plots.preprocessing_figure(folder, name, cfg, "A"), tmp_path / "prep.png"))
 
 
 def test_one_figure_per_augmentation_on_a_real_segment(real_segments, tmp_path):

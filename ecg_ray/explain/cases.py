@@ -23,9 +23,10 @@ import numpy as np
 from .. import CLASSES
 from ..artifacts import json_safe
 from ..evaluate import evaluate_folder
+from ..plots import save
 from ..predict import PROB_KEYS, Predictor, load_predictor, read_input
 from .faithfulness import deletion_curves
-from .figures import METHOD_NAMES, plot_deletion, plot_explanation
+from .figures import METHOD_NAMES, deletion_figure, explanation_figure
 from .saliency import default_method, explain_signal
 
 PROB = dict(zip(CLASSES, PROB_KEYS))
@@ -97,9 +98,9 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
                 lines += ["_none_", ""]
             for p in cases[c][kind]:
                 e = _explain(predictor, data_dir / p["record"], p["record"], method, layer)
-                fig = plot_explanation(e, out_dir / "figures" / f"{c.replace('~', 'noisy')}_{kind}_{p['record']}.png",
-                                       label=p["label"])
-                lines += [f"![{p['record']}](figures/{fig.name})", "", caption(p), ""]
+                name = f"{c.replace('~', 'noisy')}_{kind}_{p['record']}.png"
+                save(explanation_figure(e, label=p["label"]), out_dir / "figures" / name, palette=True)
+                lines += [f"![{p['record']}](figures/{name})", "", caption(p), ""]
                 written += 1
     _log(f"explain: {written} case figures written")
 
@@ -114,7 +115,7 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
         deletion = curves.to_dict()
         deletion.update(records=[p["record"] for p in chosen], method=method, per_record=curves.per_record)
         (out_dir / "deletion.json").write_text(json.dumps(json_safe(deletion), indent=1))
-        plot_deletion(curves, out_dir / "deletion.png")
+        save(deletion_figure(curves), out_dir / "deletion.png", palette=True)
         lines += ["## Faithfulness: deletion test", "", "![deletion test](deletion.png)", "",
                   f"{curves.n_records} correctly classified records drawn at random (seed {seed}); windows of "
                   "0.1 s masked to 0, most salient first vs at random (3 draws). Area under the probability "

@@ -130,13 +130,6 @@ def stitch(maps: np.ndarray, starts: list[int], length: int) -> np.ndarray:
     return np.divide(total, count, out=np.zeros(length), where=count > 0)
 
 
-def segment_starts(n_samples: int, cfg: PreprocessConfig) -> list[int]:
-    """Where each of the record's segments starts (the cut ``preprocess.segment`` makes)."""
-    if n_samples < cfg.segment_length:
-        return [0]
-    return window_starts(n_samples, cfg.segment_length, cfg.hop).tolist()
-
-
 def probabilities(model: nn.Module, segments: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return torch.softmax(model(segments).float(), dim=1).cpu().numpy()
@@ -159,16 +152,14 @@ def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConf
         logits = model(x).float().cpu().numpy()
     seg_probs = softmax(logits, temperature)
     probs = record_probabilities(logits, np.zeros(len(logits), np.int64), 1, aggregate, temperature)[0]
-    target = target_index(cls)
-    if target is None:
-        target = int(np.argmax(probs))
+    target = int(np.argmax(probs)) if cls is None else target_index(cls)
     if method == "gradcam":
         maps = gradcam(model, x, target, layer)
         layer = layer or default_layer(model)
     else:
         maps = attention_map(model, x)
         layer = None
-    starts = segment_starts(len(filtered), cfg)
+    starts = window_starts(len(filtered), cfg.segment_length, cfg.hop).tolist()  # the cut ``segment`` made
     saliency = stitch(maps, starts, len(filtered))
     peak = saliency.max()
     if peak > 0:

@@ -19,20 +19,24 @@ import pandas as pd
 
 from .. import CLASS_KEYS, HEADLINE
 from ..artifacts import json_safe
-from ..tables import fmt_value, render, to_markdown, to_text  # noqa: F401  (re-exported)
-from .effects import Ablation, ablation, bootstrap_interval, seed_stability, t_interval  # noqa: F401
-from .experiment import (BEST_METRICS, FACTORS, SUMMARY_COLUMNS, _is_uri, best_trial, default_mode,  # noqa: F401
-                         filter_trials, flatten_config, is_train_run, load_experiment, metric_column,
-                         normalize_augment, normalize_metric, select_trials)
+from ..tables import fmt_value, render, to_markdown
+from .effects import ablation, bootstrap_interval, t_interval
+from .experiment import (BEST_METRICS, FACTORS, SUMMARY_COLUMNS, _is_uri, best_trial, default_mode, filter_trials,
+                         is_train_run, load_experiment, metric_column, normalize_augment, normalize_metric,
+                         select_trials)
+
+__all__ = [  # the views below and what callers import from here
+    "compare_table", "list_table", "best_record", "format_best", "compare_runs",
+    "render", "to_markdown", "ablation", "bootstrap_interval", "t_interval", "SUMMARY_COLUMNS", "best_trial",
+    "filter_trials", "is_train_run", "load_experiment", "metric_column", "normalize_augment", "normalize_metric"]
 
 
 def compare_table(trials_df: pd.DataFrame, ids: list[str] | None = None) -> pd.DataFrame:
     """Runs side by side: one column per trial, one row per config value or
     headline metric (config values that are the same everywhere last)."""
     df = trials_df if ids is None else select_trials(trials_df, ids)
-    config_cols = [c for c in trials_df.attrs.get("config_columns", []) if c in df]
-    config_cols = [c for c in (*FACTORS, "lr", "seed") if c in df] + [c for c in config_cols
-                                                                       if c not in (*FACTORS, "lr", "seed")]
+    lead = [c for c in (*FACTORS, "lr", "seed") if c in df]
+    config_cols = lead + [c for c in trials_df.attrs.get("config_columns", []) if c in df and c not in lead]
     varying = [c for c in config_cols if df[c].astype(str).nunique() > 1 or c in FACTORS]
     same = [c for c in config_cols if c not in varying]
     metric_cols = ["status", "epochs", "stopped_early", "best_epoch",
@@ -86,19 +90,12 @@ def format_best(record: dict, fmt: str = "table") -> str:
 def compare_runs(trials_df: pd.DataFrame, runs: list[str]) -> pd.DataFrame:
     """``compare_table`` of ``runs``: trial ids (or unique prefixes/suffixes) of
     ``trials_df``, or folders (another experiment, or ``ecg-ray train`` runs)."""
-    frames = []
-    for run in runs:
-        if Path(run).is_dir() or _is_uri(run):
-            other, _ = load_experiment(run)
-            frames.append(other)
-        else:
-            frames.append(select_trials(trials_df, [run]))
+    frames = [load_experiment(run)[0] if Path(run).is_dir() or _is_uri(run) else select_trials(trials_df, [run])
+              for run in runs]
     df = pd.concat(frames, ignore_index=True)
-    if df["trial_id"].duplicated().any():  # same folder name twice: keep the columns apart
-        df["trial_id"] = [f"{t}#{i}" if d else t for i, (t, d) in
-                          enumerate(zip(df["trial_id"], df["trial_id"].duplicated(keep=False)))]
+    twice = df["trial_id"].duplicated(keep=False)  # same folder name twice: keep the columns apart
+    df.loc[twice, "trial_id"] = [f"{t}#{i}" for i, t in df.loc[twice, "trial_id"].items()]
     df.attrs.update(trials_df.attrs)
-    cols = list(dict.fromkeys([*trials_df.attrs.get("config_columns", []),
-                               *[c for f in frames for c in f.attrs.get("config_columns", [])]]))
-    df.attrs["config_columns"] = cols
+    df.attrs["config_columns"] = list(dict.fromkeys(c for f in (trials_df, *frames)
+                                                    for c in f.attrs.get("config_columns", [])))
     return compare_table(df)

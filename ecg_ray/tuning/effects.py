@@ -36,10 +36,12 @@ MDD formulas (α = 0.05, power 0.8, two-sided):
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,7 +49,7 @@ from scipy import stats
 
 from .. import HEADLINE
 from ..artifacts import json_safe
-from ..tables import render, to_text
+from ..tables import render
 from .experiment import FACTORS, default_mode, load_experiment, metric_column, normalize_metric
 
 ALPHA = 0.05
@@ -91,7 +93,7 @@ def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = HEADL
     if col not in trials_df:
         raise ValueError(f"trials table has no {col!r} column (score={score!r}, metric={metric!r})")
     df = trials_df.assign(score=pd.to_numeric(trials_df[col], errors="coerce"))
-    status = df["status"] if "status" in df else pd.Series("", index=df.index)
+    status = df.get("status", pd.Series("", index=df.index))
     reason = np.select([status.eq("ERROR"), df["epochs"].lt(budget), df["epochs"].gt(budget),
                         ~np.isfinite(df["score"])],
                        ["error", f"fewer than {budget} epochs (pruned, early-stopped or unfinished)",
@@ -157,29 +159,6 @@ def _varying(table: pd.DataFrame, factors) -> list[str]:
     return [f for f in factors if f in table and table[f].astype(str).nunique() > 1]
 
 
-def _design(table: pd.DataFrame, factors: list[str]) -> tuple[pd.DataFrame, dict]:
-    """Factors renamed ``f0, f1, ...`` (formula-safe), as strings; ``seed`` → ``blk``."""
-    names = {f"f{i}": f for i, f in enumerate(factors)}
-    data = pd.DataFrame({k: table[f].astype(str).to_numpy() for k, f in names.items()})
-    data["score"] = table["score"].to_numpy(dtype=float)
-    if "seed" in table and table["seed"].astype(str).nunique() > 1:
-        data["blk"] = table["seed"].astype(str).to_numpy()
-        names["blk"] = "seed (block)"
-    return data, names
-
-
-def _formulas(names: dict) -> list[tuple[str, str]]:
-    keys = [k for k in names if k != "blk"]
-    mains = [f"C({k})" for k in keys]
-    pairs = [f"C({a}):C({b})" for i, a in enumerate(keys) for b in keys[i + 1:]]
-    block = ["C(blk)"] if "blk" in names else []
-    out = []
-    if pairs:
-        out.append(("main effects + two-way interactions", "score ~ " + " + ".join(mains + pairs + block)))
-    out.append(("main effects only", "score ~ " + " + ".join(mains + block)))
-    return out
-
-
 def fit_model(table: pd.DataFrame, factors) -> tuple[object | None, dict]:
     """The OLS fit behind the ANOVA: two-way interactions when the design leaves
     residual df ≥ 1 with a full-rank design matrix, else main effects only; None
@@ -189,8 +168,21 @@ def fit_model(table: pd.DataFrame, factors) -> tuple[object | None, dict]:
     factors = _varying(table, factors)
     if not factors or len(table) < 3:
         return None, {"model": None, "note": "fewer than 3 trials or no varying factor: no linear model"}
-    data, names = _design(table, factors)
-    for label, formula in _formulas(names):
+    # factors renamed f0, f1, ... (formula-safe), as strings; seed -> blk
+    names = {f"f{i}": f for i, f in enumerate(factors)}
+    data = pd.DataFrame({k: table[f].astype(str).to_numpy() for k, f in names.items()})
+    data["score"] = table["score"].to_numpy(dtype=float)
+    mains = [f"C({k})" for k in names]
+    pairs = [f"C({a}):C({b})" for a, b in itertools.combinations(names, 2)]
+    block = []
+    if "seed" in table and table["seed"].astype(str).nunique() > 1:
+        data["blk"] = table["seed"].astype(str).to_numpy()
+        names["blk"] = "seed (block)"
+        block = ["C(blk)"]
+    candidates = [("main effects + two-way interactions", mains + pairs + block)] if pairs else []
+    candidates.append(("main effects only", mains + block))
+    for label, terms in candidates:
+        formula = "score ~ " + " + ".join(terms)
         with warnings.catch_warnings():  # a singular design is detected below and refitted smaller
             warnings.simplefilter("ignore")
             fit = smf.ols(formula, data=data).fit()
@@ -206,35 +198,67 @@ def fit_model(table: pd.DataFrame, factors) -> tuple[object | None, dict]:
     return None, {"model": None, "note": "design too small or unbalanced for a linear model (no residual df)"}
 
 
-def _term_name(term: str, names: dict) -> str:
-    parts = [p.strip()[2:-1] for p in term.split(":")] if term != RESIDUAL else []
-    return " x ".join(names.get(p, p) for p in parts) if parts else RESIDUAL
-
-
 def anova_table(fit, info: dict) -> pd.DataFrame:
     """Type-II ANOVA of ``fit`` (``statsmodels.stats.anova.anova_lm(typ=2)``):
     one row per term, factor names restored, ``eta_sq_partial`` added."""
     from statsmodels.stats.anova import anova_lm
 
+    cols = ["term", "sum_sq", "df", "F", "p", "eta_sq_partial"]
     if fit is None:
-        return pd.DataFrame(columns=["term", "sum_sq", "df", "F", "p", "eta_sq_partial"])
+        return pd.DataFrame(columns=cols)
     table = anova_lm(fit, typ=2).reset_index(names="term")
     resid = float(table.loc[table["term"] == RESIDUAL, "sum_sq"].iloc[0])
     table["eta_sq_partial"] = np.where(table["term"] == RESIDUAL, np.nan, table["sum_sq"] / (table["sum_sq"] + resid))
-    table["term"] = [_term_name(t, info["names"]) for t in table["term"]]
-    return table.rename(columns={"PR(>F)": "p"})[["term", "sum_sq", "df", "F", "p", "eta_sq_partial"]]
+    names = info["names"]  # "C(f0):C(f1)" -> "model x imbalance"
+    table["term"] = [t if t == RESIDUAL else " x ".join(names.get(p.strip()[2:-1], p) for p in t.split(":"))
+                     for t in table["term"]]
+    return table.rename(columns={"PR(>F)": "p"})[cols]
 
 
 # -- levels and paired contrasts -----------------------------------------------------------------
 
-def level_table(table: pd.DataFrame, factors, mode: str = "max") -> pd.DataFrame:
-    """Per factor and level: n, mean, sd, 95 % t CI (``t_interval``), rank."""
+def _mean_interval(values, bounds) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of the finite ``values``, ``bounds(x)`` giving the interval:
+    NaN bounds with fewer than two values, the point itself when all are equal."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    mean = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    if np.ptp(x) == 0:  # scipy's intervals are undefined at scale 0; the interval is the point
+        return mean, mean, mean
+    low, high = bounds(x)
+    return mean, float(low), float(high)
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the t confidence interval of the mean
+    (``scipy.stats.t.interval`` with the standard error, ddof 1); NaN values are
+    ignored, and with fewer than two values the bounds are NaN."""
+    return _mean_interval(values, lambda x: stats.t.interval(confidence, x.size - 1, loc=x.mean(),
+                                                             scale=stats.sem(x)))
+
+
+def bootstrap_interval(values, confidence: float = 0.95, n_boot: int = 5000,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: percentile bootstrap interval of the mean
+    (``scipy.stats.bootstrap``, seeded)."""
+    def bounds(x):
+        ci = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_boot,
+                             method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+        return ci.low, ci.high
+    return _mean_interval(values, bounds)
+
+
+def level_table(table: pd.DataFrame, factors, mode: str = "max", value: str = "score",
+                interval=t_interval, confidence: float = 0.95) -> pd.DataFrame:
+    """Per factor and level: n, mean, sd, CI of ``value`` (``interval``: ``t_interval``
+    or ``bootstrap_interval``), trial ids, rank (1 = best); factors in order, best level first."""
     rows = []
     for f in [f for f in factors if f in table]:
         for level, g in table.groupby(table[f].astype(str), sort=True):
-            mean, lo, hi = t_interval(g["score"])
-            rows.append({"factor": f, "level": level, "n": len(g), "mean": mean,
-                         "sd": float(g["score"].std(ddof=1)) if len(g) > 1 else np.nan,
+            mean, lo, hi = interval(g[value], confidence)
+            rows.append({"factor": f, "level": level, "n": len(g), "mean": mean, "sd": float(g[value].std()),
                          "ci_low": lo, "ci_high": hi, "trials": sorted(g["trial_id"])})
     out = pd.DataFrame(rows, columns=["factor", "level", "n", "mean", "sd", "ci_low", "ci_high", "trials"])
     out["rank"] = out.groupby("factor")["mean"].rank(ascending=(mode == "min"), method="min").astype("Int64")
@@ -244,7 +268,7 @@ def level_table(table: pd.DataFrame, factors, mode: str = "max") -> pd.DataFrame
 
 def paired_scores(table: pd.DataFrame, factor: str, a: str, b: str, factors) -> pd.DataFrame:
     """Pairs of trials at levels ``a`` and ``b`` of ``factor`` that agree on every
-    other factor and the seed: columns ``a``, ``b``, ``trial_a``, ``trial_b``.
+    other factor and the seed: columns ``a``, ``b`` (scores), ``trial_a``, ``trial_b``.
     Trials that agree on all of those (a config column that is not a factor
     varied too) are averaged into one side of a pair."""
     keys = [f for f in factors if f in table and f != factor] + (["seed"] if "seed" in table else [])
@@ -275,7 +299,7 @@ def paired_mdd(diff: np.ndarray, alpha: float = ALPHA, power: float = POWER) -> 
     from statsmodels.stats.power import TTestPower
 
     sd = float(np.std(diff, ddof=1)) if len(diff) > 1 else np.nan
-    if len(diff) < 2 or not np.isfinite(sd) or sd == 0:
+    if not sd > 0:  # fewer than 2 pairs, or every difference the same
         return np.nan
     try:
         d = TTestPower().solve_power(effect_size=None, nobs=len(diff), alpha=alpha, power=power,
@@ -295,10 +319,21 @@ def contrast_table(table: pd.DataFrame, factors, mode: str = "max", test: str = 
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     rows = []
     for f in _varying(table, factors):
-        levels = sorted(table[f].astype(str).unique())
-        for i, a in enumerate(levels):
-            for b in levels[i + 1:]:
-                rows.append(_contrast_row(table, f, a, b, factors, mode, test))
+        level = table[f].astype(str)
+        for a, b in itertools.combinations(sorted(level.unique()), 2):
+            pairs = paired_scores(table, f, a, b, factors)
+            x, y = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
+            # which is better: by the pairs' means, by all trials' means when nothing pairs up
+            mx, my = (x.mean(), y.mean()) if len(x) else (table.loc[level == a, "score"].mean(),
+                                                            table.loc[level == b, "score"].mean())
+            if (mx < my) if mode == "max" else (mx > my):
+                a, b, x, y = b, a, y, x
+            p, lo, hi = _test(x, y, test)
+            trials = sorted(t for col in ("trial_a", "trial_b") for ts in pairs[col] for t in ts)
+            rows.append({"factor": f, "better": a, "worse": b, "delta": float((x - y).mean()) if len(x) else np.nan,
+                         "ci_low": lo, "ci_high": hi, "p": p, "mdd": paired_mdd(x - y), "n_pairs": int(len(x)),
+                         "n": len(trials), "test": "paired t (ttest_rel)" if test == "t" else "Wilcoxon signed-rank",
+                         "trials": trials})
     cols = ["factor", "better", "worse", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "mdd",
             "n_pairs", "n", "test", "trials"]
     out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant")])
@@ -309,23 +344,6 @@ def contrast_table(table: pd.DataFrame, factors, mode: str = "max", test: str = 
                                                   method="holm")[1]
     out["significant"] = out["p_holm"].to_numpy(dtype=float) < ALPHA
     return out[cols]
-
-
-def _contrast_row(table, f, a, b, factors, mode, test) -> dict:
-    pairs = paired_scores(table, f, a, b, factors)
-    x, y = pairs["a"].to_numpy(float), pairs["b"].to_numpy(float)
-    level = table[f].astype(str)
-    mx, my = (x.mean(), y.mean()) if len(x) else (table.loc[level == a, "score"].mean(),
-                                                    table.loc[level == b, "score"].mean())
-    if (mx < my) if mode == "max" else (mx > my):
-        a, b, x, y = b, a, y, x
-        pairs = pairs.rename(columns={"trial_a": "trial_b", "trial_b": "trial_a"})
-    p, lo, hi = _test(x, y, test)
-    trials = sorted(t for col in ("trial_a", "trial_b") for ts in pairs[col] for t in ts)
-    return {"factor": f, "better": a, "worse": b, "delta": float((x - y).mean()) if len(x) else np.nan,
-            "ci_low": lo, "ci_high": hi, "p": p, "mdd": paired_mdd(x - y), "n_pairs": int(len(x)),
-            "n": len(trials), "test": "paired t (ttest_rel)" if test == "t" else "Wilcoxon signed-rank",
-            "trials": trials}
 
 
 def decide(levels: pd.DataFrame, contrasts: pd.DataFrame, factors, mode: str = "max") -> list[dict]:
@@ -374,12 +392,12 @@ def factor_mdd(info: dict, table: pd.DataFrame, factors, alpha: float = ALPHA, p
 
 # -- one analysis --------------------------------------------------------------------------------
 
-def _tag(df: pd.DataFrame, budget: int, n: int | None = None, trials=None) -> pd.DataFrame:
+def _tag(df: pd.DataFrame, budget: int, trials: list[str] | None = None) -> pd.DataFrame:
+    """``df`` with ``budget_epochs`` first and, given ``trials``, ``n`` and ``trials`` last."""
     out = df.copy()
     out.insert(0, "budget_epochs", int(budget))
-    if n is not None:
-        out["n"] = n
     if trials is not None:
+        out["n"] = len(trials)
         out["trials"] = [list(trials)] * len(out)
     return out
 
@@ -395,11 +413,11 @@ def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str =
     fit, info = fit_model(table, factors)
     levels = _tag(level_table(table, factors, mode), budget)
     contrasts = _tag(contrast_table(table, factors, mode, test), budget)
-    anova = _tag(anova_table(fit, info), budget, n=len(table), trials=ids)
+    anova = _tag(anova_table(fit, info), budget, ids)
     mdd = _tag(pd.DataFrame(factor_mdd(info, table, factors),
                             columns=["factor", "mdd", "trials_per_level", "resid_sd", "df_resid"]),
-               budget, n=len(table), trials=ids)
-    notes = [n for n in (info.get("note"),) if n]
+               budget, ids)
+    notes = [info["note"]] if info.get("note") else []
     if len(seeds) < 2:
         notes.append("one seed: no seed block; pairs are matched on the other factors only, and the model's "
                      "residual is made of the interactions it leaves out (seed noise and those effects are one)")
@@ -435,8 +453,6 @@ def asha_rungs(trials_df: pd.DataFrame) -> list[int]:
 def load_tables(source, epochs_csv=None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """``(trials_df, epochs_df)`` of an experiment folder (``experiment.load_experiment``)
     or of a saved trials CSV (with ``epochs_csv``, else no epochs table)."""
-    from pathlib import Path
-
     if str(source).endswith(".csv") and Path(source).is_file():
         return pd.read_csv(source), (pd.read_csv(epochs_csv) if epochs_csv else None)
     trials, epochs = load_experiment(source)
@@ -479,41 +495,6 @@ def _legacy(trials_df: pd.DataFrame, metric: str, factors, mode: str) -> dict:
 
 # -- best-of-trial ablation (budget-confounded; kept for comparison) ---------------------------
 
-def _finite(values) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    return x[np.isfinite(x)]
-
-
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the t confidence interval of the mean
-    (``scipy.stats.t.interval`` with the standard error, ddof 1); NaN values are
-    ignored, and with fewer than two values the bounds are NaN."""
-    x = _finite(values)
-    mean = float(x.mean()) if x.size else float("nan")
-    if x.size < 2:
-        return mean, float("nan"), float("nan")
-    sem = float(stats.sem(x))
-    if sem == 0:  # identical values: scipy's interval is undefined at scale 0, the interval is the point
-        return mean, mean, mean
-    lo, hi = stats.t.interval(confidence, x.size - 1, loc=mean, scale=sem)
-    return mean, float(lo), float(hi)
-
-
-def bootstrap_interval(values, confidence: float = 0.95, n_boot: int = 5000,
-                       seed: int = 0) -> tuple[float, float, float]:
-    """``(mean, low, high)``: percentile bootstrap interval of the mean
-    (``scipy.stats.bootstrap``, seeded)."""
-    x = _finite(values)
-    mean = float(x.mean()) if x.size else float("nan")
-    if x.size < 2:
-        return mean, float("nan"), float("nan")
-    if np.ptp(x) == 0:  # identical values: every resample has the same mean
-        return mean, mean, mean
-    ci = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_boot, method="percentile",
-                         rng=np.random.default_rng(seed)).confidence_interval
-    return mean, float(ci.low), float(ci.high)
-
-
 @dataclass
 class Ablation:
     """What ``ablation`` found. ``levels``: one row per (factor, level) with
@@ -545,12 +526,6 @@ class Ablation:
                 "excluded": self.excluded}
 
 
-def _overlap(a: pd.Series, b: pd.Series) -> bool | None:
-    if not all(np.isfinite([a.ci_low, a.ci_high, b.ci_low, b.ci_high])):
-        return None
-    return a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
-
-
 def ablation(trials_df: pd.DataFrame, metric: str = f"best_{HEADLINE}",
              factors: tuple[str, ...] = FACTORS, *, mode: str | None = None, confidence: float = 0.95,
              method: str = "t", include_errored: bool = False) -> Ablation:
@@ -568,52 +543,31 @@ def ablation(trials_df: pd.DataFrame, metric: str = f"best_{HEADLINE}",
     mode = mode or default_mode(col)
     if method not in ("t", "bootstrap"):
         raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
-    interval = t_interval if method == "t" else bootstrap_interval
-    df = trials_df.copy()
-    df[col] = pd.to_numeric(df[col], errors="coerce")
-    excluded = []
-    if not include_errored and "status" in df:
-        bad = df[df["status"] == "ERROR"]
-        excluded += [f"{t} (error)" for t in bad["trial_id"]]
-        df = df[df["status"] != "ERROR"]
-    missing = df[~np.isfinite(df[col])]
-    excluded += [f"{t} (no {col})" for t in missing["trial_id"]]
-    df = df[np.isfinite(df[col])]
+    df = trials_df.assign(**{col: pd.to_numeric(trials_df[col], errors="coerce")})
+    errored = df["status"].eq("ERROR") if "status" in df and not include_errored else pd.Series(False, df.index)
+    missing = ~errored & ~np.isfinite(df[col])
+    excluded = ([f"{t} (error)" for t in df.loc[errored, "trial_id"]]
+                + [f"{t} (no {col})" for t in df.loc[missing, "trial_id"]])
+    df = df[~errored & ~missing]
     factors = tuple(f for f in factors if f in df.columns)
 
-    rows, notes = [], []
+    levels = level_table(df, factors, mode, col, t_interval if method == "t" else bootstrap_interval,
+                         confidence).drop(columns="trials")
+    notes = []
     pct = f"{confidence:.0%}"
-    for factor in factors:
-        level_rows = []
-        for level, group in df.groupby(factor, sort=True, dropna=False):
-            mean, lo, hi = interval(group[col].to_numpy(), confidence)
-            level_rows.append({"factor": factor, "level": str(level), "n": int(len(group)), "mean": mean,
-                               "sd": float(group[col].std(ddof=1)) if len(group) > 1 else float("nan"),
-                               "ci_low": lo, "ci_high": hi})
-        level_df = pd.DataFrame(level_rows)
-        if level_df.empty:
-            continue
-        level_df["rank"] = level_df["mean"].rank(ascending=(mode == "min"), method="min").astype(int)
-        level_df = level_df.sort_values("rank", kind="stable")
-        rows.append(level_df)
-        if len(level_df) < 2:
-            notes.append(f"{factor}: only one level ({level_df['level'].iloc[0]}), nothing to compare.")
-            continue
-        records = list(level_df.itertuples(index=False))
-        for i, a in enumerate(records):
-            for b in records[i + 1:]:
-                ov = _overlap(a, b)
-                if ov is None:
-                    notes.append(f"{factor}: {a.level} vs {b.level} cannot be compared "
-                                 f"(a level has fewer than 2 trials: no {pct} CI).")
-                elif ov:
-                    notes.append(f"{factor}: {a.level} ({a.mean:.3f}) and {b.level} ({b.mean:.3f}) are not "
-                                 f"distinguishable ({pct} CIs overlap).")
-                else:
-                    notes.append(f"{factor}: {a.level} ({a.mean:.3f}) beats {b.level} ({b.mean:.3f}); "
-                                 f"{pct} CIs do not overlap.")
-    levels = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["factor", "level", "n", "mean", "sd", "ci_low", "ci_high", "rank"])
+    for factor, rows in levels.groupby("factor", sort=False):
+        if len(rows) < 2:
+            notes.append(f"{factor}: only one level ({rows['level'].iloc[0]}), nothing to compare.")
+        for a, b in itertools.combinations(rows.itertuples(index=False), 2):
+            if not np.isfinite([a.ci_low, a.ci_high, b.ci_low, b.ci_high]).all():
+                notes.append(f"{factor}: {a.level} vs {b.level} cannot be compared "
+                             f"(a level has fewer than 2 trials: no {pct} CI).")
+            elif a.ci_low <= b.ci_high and b.ci_low <= a.ci_high:
+                notes.append(f"{factor}: {a.level} ({a.mean:.3f}) and {b.level} ({b.mean:.3f}) are not "
+                             f"distinguishable ({pct} CIs overlap).")
+            else:
+                notes.append(f"{factor}: {a.level} ({a.mean:.3f}) beats {b.level} ({b.mean:.3f}); "
+                             f"{pct} CIs do not overlap.")
 
     interaction = interaction_n = None
     if len(factors) >= 2 and not df.empty:
@@ -657,15 +611,11 @@ _SHOW = {
 }
 
 
-def _frame(rows: list[dict], key: str) -> pd.DataFrame:
+def _render(rows: list[dict], key: str, fmt: str) -> str:
+    """The ``_SHOW[key]`` columns of ``rows`` as a ``table`` or ``markdown`` table."""
     df = pd.DataFrame(rows)
-    return df[[c for c in _SHOW[key] if c in df]] if len(df) else pd.DataFrame(columns=_SHOW[key])
-
-
-def _render(df: pd.DataFrame, fmt: str) -> str:
-    if fmt == "markdown":
-        return render(df, "markdown")
-    return to_text(df) if len(df) else "(none)"
+    df = df[[c for c in _SHOW[key] if c in df]] if len(df) else pd.DataFrame(columns=_SHOW[key])
+    return render(df, fmt) if len(df) or fmt == "markdown" else "(none)"
 
 
 def format_effects(result: dict, fmt: str = "table", level: int = 2) -> str:
@@ -682,14 +632,14 @@ def format_effects(result: dict, fmt: str = "table", level: int = 2) -> str:
                                        if d["distinguishable"] else "") for d in result["decisions"]] or ["- none"]
     parts += ["", f"{sub}Contrasts: ΔF1 (better − worse), 95% CI, {result.get('test') or 'paired test'}, "
                   f"Holm-adjusted p, MDD (α {result['alpha']}, power {result['power']})", "",
-              _render(_frame(result["contrasts"], "contrasts"), fmt)]
+              _render(result["contrasts"], "contrasts", fmt)]
     parts += ["", f"{sub}Type-II ANOVA: {model.get('formula') or 'no model'}"
                   + (f" ({model['note']})" if model.get("note") else ""), "",
-              _render(_frame(result["anova"], "anova"), fmt)]
-    parts += ["", f"{sub}Level means (95% t CI)", "", _render(_frame(result["levels"], "levels"), fmt)]
+              _render(result["anova"], "anova", fmt)]
+    parts += ["", f"{sub}Level means (95% t CI)", "", _render(result["levels"], "levels", fmt)]
     if result["mdd"]:
         parts += ["", f"{sub}Minimum detectable difference per factor (model residual SD)", "",
-                  _render(_frame(result["mdd"], "mdd"), fmt)]
+                  _render(result["mdd"], "mdd", fmt)]
     if result["notes"]:
         parts += [""] + [f"- note: {n}" for n in result["notes"]]
     return "\n".join(parts)

@@ -28,10 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.fs
+import yaml
 
 from .. import HEADLINE
 from ..artifacts import Run
+from ..data.errors import DataError
 from ..training.augment import augment_label as normalize_augment
+from ..training.checkpoint import FILENAME, load_checkpoint
+from ..training.config import TrainConfig
 
 #: Metrics whose best epoch value gets a ``best_<metric>`` column (and its direction).
 BEST_METRICS: dict[str, str] = {
@@ -63,32 +67,30 @@ def _is_uri(path) -> bool:
     return "://" in str(path)
 
 
-class _Store:
-    """Read access to a local folder or a pyarrow-supported URI."""
+def _fs_path(path) -> str:
+    """A path as its pyarrow filesystem names it: ``s3://bucket/x`` → ``bucket/x``, ``file:///x`` → ``/x``."""
+    return str(path).split("://", 1)[-1]
 
-    def __init__(self, root: str):
-        self.uri = _is_uri(root)
-        self.fs, self.root = pyarrow.fs.FileSystem.from_uri(str(root) if self.uri else str(Path(root).resolve()))
 
-    def join(self, *parts: str) -> str:
-        return "/".join([parts[0].rstrip("/"), *parts[1:]])
+def _exists(fs: pyarrow.fs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
-    def exists(self, path: str) -> bool:
-        return self.fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
-    def is_dir(self, path: str) -> bool:
-        return self.fs.get_file_info(path).type == pyarrow.fs.FileType.Directory
+def _read_text(fs: pyarrow.fs.FileSystem, path: str) -> str | None:
+    """A file's text, or None if it is missing or unreadable."""
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except OSError:
+        return None
 
-    def listdir(self, path: str) -> list[str]:
-        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-        return sorted(i.base_name for i in infos)
 
-    def read_text(self, path: str) -> str | None:
-        try:
-            with self.fs.open_input_stream(path) as f:
-                return f.read().decode()
-        except OSError:
-            return None
+def _read_json(fs: pyarrow.fs.FileSystem, path: str) -> dict:
+    """A JSON file's content, or ``{}`` if it is missing or unreadable."""
+    try:
+        return json.loads(_read_text(fs, path) or "{}")
+    except json.JSONDecodeError:
+        return {}
 
 
 # -- normalising configs -------------------------------------------------------------------------
@@ -131,12 +133,9 @@ def _parse_result_lines(text: str | None) -> list[dict]:
     """JSON lines of a ``result.json``; a half-written last line (a running trial) is skipped."""
     rows = []
     for line in (text or "").splitlines():
-        line = line.strip()
-        if not line:
-            continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError:  # a blank or half-written line
             continue
         if isinstance(row, dict):
             rows.append(row)
@@ -167,19 +166,17 @@ def _merge_history(trial_id: str, history: list[dict], results: list[dict]) -> l
     return _epoch_rows(trial_id, history + results)
 
 
-def _checkpoint_history(store: "_Store", root: str, trial_id: str) -> list[dict]:
+def _checkpoint_history(fs: pyarrow.fs.FileSystem, root: str, trial_id: str) -> list[dict]:
     """The per-epoch metrics kept in the trial's latest Train checkpoint.
 
     Tune restarts a killed trial's function from scratch, and the restarted trial's
     ``result.json`` then lacks the epochs reported before the kill; the Train run
     resumed from its checkpoint, whose ``history`` has them all. Local storage only."""
-    if store.uri:
+    if not isinstance(fs, pyarrow.fs.LocalFileSystem):
         return []
     folders = sorted(p for p in Path(root).glob(f"train_{trial_id}/checkpoint_*") if p.is_dir())
     if not folders:
         return []
-    from ..training.checkpoint import load_checkpoint
-
     try:
         return list(load_checkpoint(folders[-1]).get("history") or [])
     except (OSError, ValueError):
@@ -187,7 +184,7 @@ def _checkpoint_history(store: "_Store", root: str, trial_id: str) -> list[dict]
 
 
 def _last_error_line(text: str | None) -> str:
-    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
 
@@ -196,9 +193,10 @@ def _is_number(v) -> bool:
 
 
 def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], last_result: dict | None,
-               all_results: list[dict], path: str, error: str, store: _Store | None) -> dict:
-    row = {"trial_id": trial_id, "status": status}
-    row.update(flatten_config(config))
+               all_results: list[dict], fs: pyarrow.fs.FileSystem | None) -> dict:
+    """A trial's row before ``_finish_trials``: config, ``final_``/``best_`` metrics,
+    best epoch and checkpoint, nodes, time. ``fs``: where to check that checkpoints remain."""
+    row = {"trial_id": trial_id, "status": status, **flatten_config(config)}
     last = epochs[-1] if epochs else {}
     # Tune ranks on the last *reported* result: its own last_result when at least as new as disk.
     if last_result and any(k not in TUNE_KEYS for k in last_result):
@@ -206,35 +204,28 @@ def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], las
             last = last_result
     row["epochs"] = len(epochs)
     for key, value in last.items():
-        if key in TUNE_KEYS or key == f"best_{HEADLINE}" or not _is_number(value):
-            continue
-        row[f"final_{key}"] = float(value)
+        if key not in TUNE_KEYS and key != f"best_{HEADLINE}" and _is_number(value):
+            row[f"final_{key}"] = float(value)
     row["patience_stopped"] = bool(last.get("early_stopped", False))
-    frame = pd.DataFrame(epochs) if epochs else pd.DataFrame()
+    frame = pd.DataFrame(epochs)
     for metric, mode in BEST_METRICS.items():
-        if metric in frame and frame[metric].notna().any():
-            values = pd.to_numeric(frame[metric], errors="coerce")
-            row[f"best_{metric}"] = float(values.max() if mode == "max" else values.min())
-        else:
-            row[f"best_{metric}"] = float("nan")
+        values = pd.to_numeric(frame[metric], errors="coerce") if metric in frame else pd.Series(dtype=float)
+        row[f"best_{metric}"] = float(values.agg(mode))
     row["best_epoch"] = float("nan")
     row["checkpoint"] = None
     if HEADLINE in frame and frame[HEADLINE].notna().any():
         row["best_epoch"] = int(frame.loc[pd.to_numeric(frame[HEADLINE]).idxmax(), "epoch"]) + 1
-        if "checkpoint_path" in frame and store is not None:
+        if "checkpoint_path" in frame and fs is not None:
             # Train keeps the top checkpoints by the headline: the best one still on storage.
-            kept = frame[frame["checkpoint_path"].map(lambda p: isinstance(p, str) and store.exists(
-                p if store.uri or not _is_uri(p) else p.split("://", 1)[1]))]
+            kept = frame[frame["checkpoint_path"].map(lambda p: isinstance(p, str) and _exists(fs, _fs_path(p)))]
             if len(kept):
                 row["checkpoint"] = kept.loc[pd.to_numeric(kept[HEADLINE]).idxmax(), "checkpoint_path"]
     # a trial retried after a lost node or worker shows up as epochs reported from more than one node
-    nodes = [r["node_id"] for r in all_results or epochs if isinstance(r.get("node_id"), str)]
-    row["nodes"] = len(set(nodes))
-    row["retried"] = len(set(nodes)) > 1 or len(all_results or []) > len(epochs)
-    row["time_s"] = float(sum(r.get("time_this_iter_s") or 0.0 for r in all_results)) if all_results else (
-        float(last.get("time_total_s") or 0.0))
-    row["path"] = path
-    row["error"] = error
+    nodes = {r["node_id"] for r in all_results or epochs if isinstance(r.get("node_id"), str)}
+    row["nodes"] = len(nodes)
+    row["retried"] = len(nodes) > 1 or len(all_results) > len(epochs)
+    row["time_s"] = (float(sum(r.get("time_this_iter_s") or 0.0 for r in all_results)) if all_results
+                     else float(last.get("time_total_s") or 0.0))
     return row
 
 
@@ -249,88 +240,79 @@ def _load_train_run(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     run = Run(Path(path).resolve())
     results, config = run.results, run.config
     epochs = _epoch_rows(run.path.name, run.history)
-    row = _trial_row(run.path.name, "TERMINATED", config, epochs, None, [], str(run.path), "", None)
+    row = _trial_row(run.path.name, "TERMINATED", config, epochs, None, [], None)
     row["time_s"] = float(results.get("seconds") or 0.0)
     row["checkpoint"] = str(run.checkpoint) if run.checkpoint else None
     if results.get("best_epoch") is not None:
         row["best_epoch"] = int(results["best_epoch"]) + 1
-    max_epochs = int(config.get("num_epochs") or row["epochs"])
-    row["tune_order"] = 0
-    trials = _finish_trials([row], max_epochs)
-    epochs_df = pd.DataFrame(epochs)
-    info = {"kind": "train", "path": str(run.path), "name": run.path.name, "max_epochs": max_epochs,
-            "metric": HEADLINE, "mode": "max", "config_columns": _config_columns([config]),
-            "data": results.get("data", {}), "started": results.get("started"), "seconds": results.get("seconds")}
+    row.update(path=str(run.path), error="", tune_order=0)
+    return _frames([row], epochs, [config], {
+        "kind": "train", "path": str(run.path), "name": run.path.name,
+        "max_epochs": int(config.get("num_epochs") or row["epochs"]), "metric": HEADLINE, "mode": "max",
+        "data": results.get("data", {}), "started": results.get("started"), "seconds": results.get("seconds")})
+
+
+def _frames(rows: list[dict], epoch_rows: list[dict], configs: list[dict],
+            info: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(trials_df, epochs_df)`` from the trial rows and epoch rows, ``info`` (plus
+    ``config_columns``) in both frames' ``.attrs``."""
+    trials = _finish_trials(rows, info["max_epochs"])
+    epochs = pd.DataFrame(epoch_rows)
+    if not epochs.empty:
+        epochs = epochs[["trial_id", "epoch", *[c for c in epochs if c not in ("trial_id", "epoch")]]]
+    info["config_columns"] = list(dict.fromkeys(k for c in configs for k in flatten_config(c)))
     trials.attrs.update(info)
-    epochs_df.attrs.update(info)
-    return trials, epochs_df
-
-
-def _config_columns(configs: list[dict]) -> list[str]:
-    cols: dict[str, None] = {}
-    for c in configs:
-        cols.update(dict.fromkeys(flatten_config(c)))
-    return list(cols)
+    epochs.attrs.update(info)
+    return trials, epochs
 
 
 def _finish_trials(rows: list[dict], max_epochs: int) -> pd.DataFrame:
+    """The trial rows as a frame: stop reasons added, columns in reading order, sorted by ``trial_id``."""
     df = pd.DataFrame(rows)
-    if df.empty:
-        return df
     df["stopped_early"] = (df["status"] == "TERMINATED") & (df["epochs"] < max_epochs)
-    df["stop_reason"] = np.where(df["status"] == "ERROR", "error",
-                                 np.where(df["patience_stopped"] & df["stopped_early"], "patience",
-                                          np.where(df["stopped_early"], "asha", "")))
+    df["stop_reason"] = np.select([df["status"] == "ERROR", df["patience_stopped"] & df["stopped_early"],
+                                   df["stopped_early"]], ["error", "patience", "asha"], "")
     first = ["trial_id", "status", *[f for f in FACTORS if f in df], *[c for c in ("lr", "seed") if c in df]]
     tail = ["epochs", "stopped_early", "stop_reason", "patience_stopped", "best_epoch"]
     df["best_epoch"] = pd.to_numeric(df["best_epoch"], errors="coerce").astype("Int64")
-    metrics = sorted([c for c in df if c.startswith("best_") and c not in tail])
-    metrics += sorted([c for c in df if c.startswith("final_")])
+    metrics = sorted(c for c in df if c.startswith("best_") and c not in tail)
+    metrics += sorted(c for c in df if c.startswith("final_"))
     end = ["time_s", "checkpoint", "path", "error", "tune_order"]
     middle = [c for c in df if c not in first + tail + metrics + end]
-    df = df[first + middle + tail + metrics + [c for c in end if c in df]]
+    df = df[first + middle + tail + metrics + end]
     return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
 
 
-def _scan_trial_dirs(store: _Store, root: str) -> list[tuple[str, str]]:
+def _scan_trial_dirs(fs: pyarrow.fs.FileSystem, root: str) -> list[tuple[str, str]]:
     """``(trial_id, trial folder)`` of every ``run_trial_*`` folder holding params.json.
 
     A trial that started just before its job was stopped can leave a folder with no
     ``result.json``; on resume Tune reruns it under the same id in a new folder. One
     folder per trial id is kept: the one with the most reports."""
     found: dict[str, tuple[int, str]] = {}
-    for name in store.listdir(root):
-        folder = store.join(root, name)
-        if not name.startswith(("run_trial_", "trial_", "run_")) or not store.exists(store.join(folder, "params.json")):
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    for entry in sorted(entries, key=lambda e: e.base_name):
+        name, folder = entry.base_name, entry.path
+        if not name.startswith(("run_", "trial_")) or not _exists(fs, f"{folder}/params.json"):
             continue
         m = re.match(r"^\w*?_([0-9a-f]{5}_\d{5})_", name)
-        rows = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
+        rows = _parse_result_lines(_read_text(fs, f"{folder}/result.json"))
         trial_id = (rows[-1].get("trial_id") if rows else None) or (m.group(1) if m else name)
         if trial_id not in found or len(rows) > found[trial_id][0]:
             found[trial_id] = (len(rows), folder)
     return [(trial_id, folder) for trial_id, (_, folder) in found.items()]
 
 
-def _sweep_info(store: _Store, root: str) -> dict:
-    text = store.read_text(store.join(root, "ecg_ray_sweep.json"))
-    try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return {}
-
-
 def _spec_metric(sweep: dict) -> tuple[str, str]:
+    """The sweep spec's ranking ``(metric, mode)``; the headline, max, if the spec is gone or broken."""
     spec = sweep.get("spec")
-    if spec:
-        for candidate in (Path(spec), Path(__file__).resolve().parents[2] / spec):
-            if candidate.is_file():
-                try:
-                    import yaml
-
-                    data = yaml.safe_load(candidate.read_text()) or {}
-                    return data.get("metric", HEADLINE), data.get("mode", "max")
-                except Exception:  # a spec that no longer parses: fall back to the headline
-                    break
+    for candidate in (Path(spec), Path(__file__).resolve().parents[2] / spec) if spec else ():
+        if candidate.is_file():
+            try:
+                data = yaml.safe_load(candidate.read_text()) or {}
+                return data.get("metric", HEADLINE), data.get("mode", "max")
+            except Exception:  # a spec that no longer parses: fall back to the headline
+                break
     return HEADLINE, "max"
 
 
@@ -362,70 +344,45 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     if is_train_run(path):
         return _load_train_run(Path(path))
-    store = _Store(str(path))
-    root = store.root
-    if not store.is_dir(root):
+    fs, root = pyarrow.fs.FileSystem.from_uri(str(path) if _is_uri(path) else str(Path(path).resolve()))
+    if fs.get_file_info(root).type != pyarrow.fs.FileType.Directory:
         raise FileNotFoundError(f"no experiment or run folder at {path}")
-    sweep = _sweep_info(store, root)
-    tune_trials = []
     try:
         from ray.tune import ExperimentAnalysis
 
-        analysis = ExperimentAnalysis(str(path))
-        tune_trials = list(analysis.trials)
+        tune_trials = ExperimentAnalysis(str(path)).trials
     except Exception:  # no experiment state saved yet: read the trial folders alone
         tune_trials = []
+    # (trial_id, Tune's status, config, folder, Tune's last result); status None: a folder Tune's state lacks
+    found = [(t.trial_id, t.status, t.config or {}, t.path, dict(t.last_result or {})) for t in tune_trials]
+    known = {trial_id for trial_id, *_ in found}
+    found += [(trial_id, None, _read_json(fs, f"{folder}/params.json"), folder, None)
+              for trial_id, folder in _scan_trial_dirs(fs, root) if trial_id not in known]
 
-    rows, epoch_rows, configs = [], [], []
-    seen = set()
-    for order, trial in enumerate(tune_trials):
-        folder = trial.path if not store.uri else trial.path.split("://", 1)[-1]
-        results = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
-        # reports in result.json win; the checkpoint fills epochs a restart dropped from it
-        epochs = _merge_history(trial.trial_id, _checkpoint_history(store, root, trial.trial_id), results)
-        error = ""
-        if trial.status == "ERROR":
-            error = _last_error_line(store.read_text(store.join(folder, "error.txt"))) or "error"
-        config = trial.config or {}
-        configs.append(config)
-        status = trial.status
-        if status == "PENDING" and epochs:  # the saved state lags behind a trial already reporting
-            status = "RUNNING"
-        row = _trial_row(trial.trial_id, status, config, epochs, dict(trial.last_result or {}),
-                         results, trial.path, error, store)
-        row["tune_order"] = order
-        rows.append(row)
-        epoch_rows += epochs
-        seen.add(trial.trial_id)
-    for trial_id, folder in _scan_trial_dirs(store, root):
-        if trial_id in seen:
-            continue
-        results = _parse_result_lines(store.read_text(store.join(folder, "result.json")))
-        params = store.read_text(store.join(folder, "params.json"))
-        config = json.loads(params) if params else {}
-        configs.append(config)
-        error_text = store.read_text(store.join(folder, "error.txt"))
-        status = "ERROR" if error_text else ("TERMINATED" if results and results[-1].get("done") else "RUNNING")
-        epochs = _epoch_rows(trial_id, results)
-        row = _trial_row(trial_id, status, config, epochs, None, results, folder,
-                         _last_error_line(error_text), store)
-        row["tune_order"] = len(rows)
+    rows, epoch_rows = [], []
+    for order, (trial_id, status, config, folder, last_result) in enumerate(found):
+        results = _parse_result_lines(_read_text(fs, f"{_fs_path(folder)}/result.json"))
+        error = _read_text(fs, f"{_fs_path(folder)}/error.txt")
+        if status is None:
+            status = "ERROR" if error else ("TERMINATED" if results and results[-1].get("done") else "RUNNING")
+            epochs = _epoch_rows(trial_id, results)
+        else:
+            # reports in result.json win; the checkpoint fills epochs a restart dropped from it
+            epochs = _merge_history(trial_id, _checkpoint_history(fs, root, trial_id), results)
+            if status == "PENDING" and epochs:  # the saved state lags behind a trial already reporting
+                status = "RUNNING"
+        row = _trial_row(trial_id, status, config, epochs, last_result, results, fs)
+        row.update(path=folder, error=(_last_error_line(error) or "error") if status == "ERROR" else "",
+                   tune_order=order)
         rows.append(row)
         epoch_rows += epochs
     if not rows:
         raise FileNotFoundError(f"{path}: no Ray Tune trials and no results.json — not an experiment or run folder")
-    max_epochs = max(r["epochs"] for r in rows)
-    trials = _finish_trials(rows, max_epochs)
-    epochs_df = pd.DataFrame(epoch_rows)
-    if not epochs_df.empty:
-        front = ["trial_id", "epoch"]
-        epochs_df = epochs_df[front + [c for c in epochs_df if c not in front]]
+    sweep = _read_json(fs, f"{root}/ecg_ray_sweep.json")
     metric, mode = _spec_metric(sweep)
-    info = {"kind": "tune", "path": str(path), "name": Path(root).name, "max_epochs": int(max_epochs),
-            "metric": metric, "mode": mode, "config_columns": _config_columns(configs), "sweep": sweep}
-    trials.attrs.update(info)
-    epochs_df.attrs.update(info)
-    return trials, epochs_df
+    return _frames(rows, epoch_rows, [config for _, _, config, *_ in found], {
+        "kind": "tune", "path": str(path), "name": Path(root).name, "max_epochs": int(max(r["epochs"] for r in rows)),
+        "metric": metric, "mode": mode, "sweep": sweep})
 
 
 def metric_column(trials_df: pd.DataFrame, metric: str, scope: str = "last") -> str:
@@ -433,13 +390,9 @@ def metric_column(trials_df: pd.DataFrame, metric: str, scope: str = "last") -> 
     ``final_<m>`` (scope ``last``, Tune's default) or ``best_<m>`` (scope ``best``
     / ``all``), ``m`` normalised (``f1_cinc`` → ``val_f1_cinc``, ``auroc`` →
     ``val_auroc_macro``)."""
-    if metric in trials_df.columns:
-        return metric
     m = normalize_metric(metric)
-    if m in trials_df.columns:
-        return m
     prefix = "final_" if scope == "last" else "best_"
-    for candidate in (prefix + m, prefix + metric):
+    for candidate in (metric, m, prefix + m, prefix + metric):
         if candidate in trials_df.columns:
             return candidate
     known = sorted(c[len(prefix):] for c in trials_df.columns if c.startswith(prefix))
@@ -509,14 +462,10 @@ def select_trials(trials_df: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return pd.concat(picked)
 
 
-
-
 # -- a training config from wherever one is recorded --------------------------------------------
 
 def best_trial_config(sweep_dir, metric: str = HEADLINE) -> tuple[dict, str]:
     """``(config, description)`` of the trial ``best_trial`` picks in a sweep folder."""
-    from ..data.errors import DataError
-
     try:
         trials, _ = load_experiment(sweep_dir)
         best = best_trial(trials, metric)
@@ -528,17 +477,11 @@ def best_trial_config(sweep_dir, metric: str = HEADLINE) -> tuple[dict, str]:
                     f"after {best['epochs']} epochs)")
 
 
-def train_config_from(source) -> tuple["TrainConfig", str]:
+def train_config_from(source) -> tuple[TrainConfig, str]:
     """A ``TrainConfig`` from a run folder or its ``results.json``, a crossval
     folder (``summary.json``), a sweep folder (its best trial, as ``best_trial``
     picks it), a checkpoint, or a YAML/JSON file of ``TrainConfig`` fields:
     ``(config, description)``."""
-    import yaml
-
-    from ..data.errors import DataError
-    from ..training.checkpoint import FILENAME, load_checkpoint
-    from ..training.config import TrainConfig
-
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"config not found: {path}")
