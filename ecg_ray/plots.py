@@ -324,7 +324,7 @@ def preprocessing_figure(records_dir, record: str, cfg=None, label: str | None =
     """Three stacked panels of one real record: raw (mV), bandpassed + z-scored,
     and the segments the model sees, each boundary drawn and the dropped tail shaded."""
     from .data.physionet2017 import read_record
-    from .data.preprocess import PreprocessConfig, filter_record, segment
+    from .data.preprocess import PreprocessConfig, filter_record, segment, window_starts
 
     cfg = cfg or PreprocessConfig()
     raw, fs = read_record(Path(records_dir), record)
@@ -342,15 +342,16 @@ def preprocessing_figure(records_dir, record: str, cfg=None, label: str | None =
     colors = [PALETTE[0], PALETTE[3]]
     hop, length = cfg.hop, cfg.segment_length
     n = len(windows)
-    for k in range(n):
-        start = k * hop / cfg.fs
+    # where segment() cut each window: every hop, the last one ending at the record's end
+    starts = window_starts(len(filtered), length, hop)[:n] / cfg.fs
+    for k, start in enumerate(starts):
         segments_ax.plot(start + np.arange(length) / cfg.fs, windows[k], color=colors[k % 2], linewidth=0.7)
         segments_ax.axvspan(start, start + length / cfg.fs, color=colors[k % 2], alpha=0.08, linewidth=0)
         segments_ax.axvline(start, color="black", linewidth=0.8, linestyle="--")
         segments_ax.text(start + 0.05, 0.97, f"#{k}", transform=segments_ax.get_xaxis_transform(), va="top",
                          fontsize=8)
     if n:
-        end = ((n - 1) * hop + length) / cfg.fs
+        end = starts[-1] + length / cfg.fs
         segments_ax.axvline(end, color="black", linewidth=0.8, linestyle="--")
         if end < t[-1]:
             segments_ax.axvspan(end, t[-1], color="#999999", alpha=0.25, linewidth=0, label="dropped tail")
