@@ -189,13 +189,13 @@ def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, w
 
     from ..data import store
     from ..training.feed import load_datasets
-    from ..training.trainer import _free_port
+    from ..training.trainer import free_port
     from .feed import _train_worker_rates
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # as training.trainer.init_ray
     ctx.enable_progress_bars = False
-    port = _free_port()  # a Ray of its own, addressed explicitly (see training.trainer.init_ray)
+    port = free_port()  # a Ray of its own, addressed explicitly (see training.trainer.init_ray)
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     session = tempfile.mkdtemp(prefix="ecgsc", dir="/tmp")  # short: socket paths < 108 chars
     ray.init(object_store_memory=int(store_mib) * MiB, include_dashboard=False, log_to_driver=False,
@@ -221,7 +221,7 @@ def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, w
 def _child_whole(records: str, name: str) -> dict:
     """The whole-record functions (``read_record`` + ``filtered_record``) on one record."""
     from ..data import physionet2017
-    from ..data.prepare import filtered_record
+    from ..data.preprocess import filtered_record
 
     t0 = time.perf_counter()
     signal, fs = physionet2017.read_record(Path(records), name)
@@ -244,7 +244,9 @@ def _feed_rows(prepared: Path, scale: int, layout: str, opts, data_mib: float) -
     fit = int(max(1024, 2 * data_mib))
     capped = int(max(100, min(256, data_mib / 2)))
     plan = [("materialized", fit, "1"), ("streaming", capped, "0")]
-    for kind, store_mib, mat in plan[1:] if layout == "flat" else plan:
+    if layout == "flat":
+        plan = plan[1:]  # streamed only
+    for kind, store_mib, mat in plan:
         key = f"{scale}x_{layout}_{kind}"
         _log(f"feed {key} (object store {store_mib} MiB)")
         row = watched(["feed", prepared, store_mib, mat, opts.repeats, opts.warmup, opts.batch_size])

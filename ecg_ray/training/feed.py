@@ -32,7 +32,6 @@ Worker side:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -189,29 +188,30 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
     done = 0
     while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
         read = 0
-        # after each chunk, hand out the batches the pool holds; at the shard's end (None), drain it
-        for batch in chain(record_chunks(shard, epoch, prefetch, records_per_chunk), [None]):
-            if batch is not None:
-                flat, starts, lengths, labels = chunk_records(batch)
-                read += len(labels)
-                pick = np.arange(len(labels))
-                if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
-                    weight = sample_rates[labels]
-                    pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
-                if mode == "fixed":
-                    cuts = [window_starts(int(lengths[i]), length, length) for i in pick]
-                    rec, offsets = np.repeat(pick, [len(c) for c in cuts]), np.concatenate(cuts)
-                else:
-                    rec, offsets = crop_offsets(lengths[pick], length, crops_per_record, rng)
-                    rec = pick[rec]
-                pool.add(cut_windows(flat, starts, lengths, rec, offsets, length), labels[rec])
-            elif not read:
-                raise ValueError(f"rank {rank}: its shard of training records is empty (fewer records than workers?)")
-            while pool.ready(batch_size, draining=batch is None) and done < steps:
+        for batch in record_chunks(shard, epoch, prefetch, records_per_chunk):
+            flat, starts, lengths, labels = chunk_records(batch)
+            read += len(labels)
+            pick = np.arange(len(labels))
+            if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
+                weight = sample_rates[labels]
+                pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
+            if mode == "fixed":
+                cuts = [window_starts(int(lengths[i]), length, length) for i in pick]
+                rec, offsets = np.repeat(pick, [len(c) for c in cuts]), np.concatenate(cuts)
+            else:
+                rec, offsets = crop_offsets(lengths[pick], length, crops_per_record, rng)
+                rec = pick[rec]
+            pool.add(cut_windows(flat, starts, lengths, rec, offsets, length), labels[rec])
+            while pool.ready(batch_size, draining=False) and done < steps:
                 done += 1
                 yield tuple(_to_device(a, device) for a in pool.take(batch_size))
             if done >= steps:
                 return
+        if not read:
+            raise ValueError(f"rank {rank}: its shard of training records is empty (fewer records than workers?)")
+        while pool.ready(batch_size, draining=True) and done < steps:  # end of the shard
+            done += 1
+            yield tuple(_to_device(a, device) for a in pool.take(batch_size))
 
 
 def record_chunks(shard, epoch: int, prefetch: bool, size: int = RECORDS_PER_CHUNK):

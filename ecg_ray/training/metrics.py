@@ -144,9 +144,10 @@ def bootstrap_f1(y_true, probs, n_boot: int = 2000, seed: int = 0, confidence: f
     else:
         groups = pd.factorize(np.asarray(clusters))[0]
         members = [np.flatnonzero(groups == g) for g in range(groups.max() + 1)]
-        takes = [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-                 for _ in range(n_boot)]
-        f1 = np.stack([_f1_per_class(y_true[take], y_pred[take]) for take in takes])
+        f1 = np.empty((n_boot, len(CLASSES)))
+        for b in range(n_boot):  # one resample at a time: its records are a concatenation of whole clusters
+            take = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            f1[b] = _f1_per_class(y_true[take], y_pred[take])
     alpha = (1 - confidence) / 2
     columns = np.column_stack([f1[:, CINC_INDICES].mean(1), f1])
     bands = np.quantile(columns, [alpha, 1 - alpha], axis=0).T.tolist()

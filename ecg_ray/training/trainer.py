@@ -125,7 +125,8 @@ class EpochPrinter(ray.train.UserCallback):
               file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this machine now (for a Ray of its own)."""
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
@@ -181,7 +182,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_log
         # state API, which finds "the" cluster by scanning the machine: with a second Ray
         # on the same machine it gives up and ASHA-stopped trials leak their CPUs. So the
         # GCS port is chosen here and every worker is told the address explicitly.
-        port = _free_port()
+        port = free_port()
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
         runtime_env = {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}",
                                     **quiet_ray_data_env()}}
