@@ -4,6 +4,8 @@ its run folder and checkpoint contract, determinism, and the data feed's pieces.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from conftest import PROJECT_ROOT
+from smoke_sweep import kill_ray_session
 from ecg_ray import CLASSES
 from ecg_ray.training.checkpoint import load_checkpoint, model_from_checkpoint
 from ecg_ray.data.dataset import select_records, subsample
@@ -21,10 +24,16 @@ def _train(prepared, out, *extra):
     cmd = [sys.executable, "-m", "ecg_ray.cli", "train", "--data", str(prepared), "--out", str(out),
            "--model", "cnn_only", "--seed", "7", "--num-epochs", "1", "--max-records", "60",
            "--cpus-per-worker", "1", *extra]
-    with tempfile.TemporaryDirectory(prefix="ecgray", dir="/tmp") as ray_tmp:
-        env = {**__import__("os").environ, "ECG_RAY_TMPDIR": ray_tmp}
-        env.pop("RAY_ADDRESS", None)
+    # Ray's own processes can outlive the driver and still write to its session
+    # folder: kill them first, then remove the folder (as the ray_tmp fixture does)
+    ray_tmp = tempfile.mkdtemp(prefix="ecgray", dir="/tmp")
+    env = {**os.environ, "ECG_RAY_TMPDIR": ray_tmp}
+    env.pop("RAY_ADDRESS", None)
+    try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT, env=env)
+    finally:
+        kill_ray_session(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.e2e
