@@ -57,15 +57,13 @@ def user_cache() -> Path:
 
 def has_records(folder: Path) -> bool:
     """True when ``folder`` holds at least one record header (``.hea``)."""
-    folder = Path(folder)
-    return folder.is_dir() and next(folder.glob("*.hea"), None) is not None
+    return Path(folder).is_dir() and any(Path(folder).glob("*.hea"))
 
 
 def source_dir(root: str | Path, source: str) -> Path:
     """The records folder of ``source`` under ``root`` — or ``root`` itself when it
     already holds records (the user pointed straight at a records folder)."""
-    folder = get_source(source).folder
-    return Path(root) if has_records(root) else Path(root).joinpath(*folder)
+    return Path(root) if has_records(root) else Path(root).joinpath(*get_source(source).folder)
 
 
 def ensure_data(root: str | Path, source: str, log: Callable[[str], None] = print) -> Path:
@@ -119,8 +117,7 @@ def download_cinc(folder: Path, project_url: str, sums: dict[str, str], log) -> 
         _unzip(folder / CINC_ZIP, records, log)
     # The zip carries the original (v1) labels; the v3 revision replaces them.
     shutil.copyfile(folder / CINC_LABELS, records / "REFERENCE.csv")
-    n = sum(1 for _ in records.glob("*.hea"))
-    log(f"  {n} records and labels ({CINC_LABELS} as REFERENCE.csv) in {records}")
+    log(f"  {len(list(records.glob('*.hea')))} records and labels ({CINC_LABELS} as REFERENCE.csv) in {records}")
 
 
 def download_mitdb(folder: Path, project_url: str, sums: dict[str, str], log) -> None:
@@ -160,12 +157,8 @@ def _unzip(archive: Path, records: Path, log) -> None:
 def parse_checksums(text: str) -> dict[str, str]:
     """``path -> sha256`` from ``SHA256SUMS.txt`` lines ``<sha256> <path>``
     (one or two spaces, optional ``*`` binary marker)."""
-    sums = {}
-    for line in text.splitlines():
-        parts = line.strip().split(maxsplit=1)
-        if len(parts) == 2:
-            sums[parts[1].lstrip("*").strip()] = parts[0].lower()
-    return sums
+    pairs = (line.split(maxsplit=1) for line in text.splitlines())
+    return {p[1].lstrip("*").strip(): p[0].lower() for p in pairs if len(p) == 2}
 
 
 def sha256(path: Path) -> str:
@@ -234,11 +227,10 @@ def _fetch(project_url: str, name: str, folder: Path, sums: dict[str, str], log,
                     last = now
                     of = f"/{total / 1e6:.1f}" if total else ""
                     log(f"  {dest.name}: {done / 1e6:.1f}{of} MB, {done / 1e6 / (now - start):.1f} MB/s")
-    except OSError as e:  # network errors are DataErrors by now: this is the local file
+    except BaseException as e:
         part.unlink(missing_ok=True)
-        raise DataError(f"cannot write {part} ({e.strerror or e})") from None
-    except BaseException:
-        part.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # network errors are DataErrors by now: this is the local file
+            raise DataError(f"cannot write {part} ({e.strerror or e})") from None
         raise
     actual = h.hexdigest()
     if actual != expected:

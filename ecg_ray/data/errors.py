@@ -14,7 +14,5 @@ class RecordError(Exception):
     """One record cannot be used; ``reason`` is a short, countable category."""
 
     def __init__(self, record: str, reason: str, detail: str = ""):
-        self.record = record
-        self.reason = reason
-        self.detail = detail
+        self.record, self.reason, self.detail = record, reason, detail
         super().__init__(f"{record}: {reason}" + (f" ({detail})" if detail else ""))

@@ -11,8 +11,8 @@ preprocessing resamples them to the configured rate like any other record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import wfdb
@@ -23,12 +23,12 @@ RHYTHM_TO_CLASS = {"(N": "N", "(AFIB": "A", "(AFL": "A"}
 LEAD = "MLII"
 
 
-@dataclass
-class Window:
+class Window(NamedTuple):
+    """One labelled window, in the ``(item id, label, signal, fs)`` order of ``Source.read``'s items."""
     record_id: str
+    label: str
     signal: np.ndarray  # mV, at ``fs``
     fs: float
-    label: str
 
 
 def list_records(data_dir: Path) -> list[str]:
@@ -70,15 +70,13 @@ def label_windows(
     quality = _intervals([(s, t) for s, sym, t in zip(ann_samples, symbols, subtypes) if sym == "~"], n_samples)
     bad_lead = (1 << lead_index) | (1 << (4 + lead_index))
     noisy = [(a, b) for a, b, t in quality if t == -1 or (t > 0 and t & bad_lead)]
-    out = []
-    for start in range(0, n_samples - window + 1, window):
-        stop = start + window
+
+    def label(start: int, stop: int) -> str | None:
         if any(a < stop and b > start for a, b in noisy):
-            out.append((start, "~"))
-            continue
+            return "~"
         inside = {c for a, b, c in rhythm if a < stop and b > start}
-        out.append((start, inside.pop() if len(inside) == 1 else None))
-    return out
+        return inside.pop() if len(inside) == 1 else None
+    return [(start, label(start, start + window)) for start in range(0, n_samples - window + 1, window)]
 
 
 def read_windows(data_dir: Path, name: str, window_s: float = 30.0) -> tuple[list[Window], dict[str, int]]:
@@ -98,7 +96,7 @@ def read_windows(data_dir: Path, name: str, window_s: float = 30.0) -> tuple[lis
     window = int(round(window_s * record.fs))
     labelled = label_windows(len(signal), window, ann.sample, ann.symbol, ann.aux_note,
                              np.asarray(ann.subtype), lead_index)
-    windows = [Window(f"{name}_w{i:04d}", signal[start:start + window], float(record.fs), label)
+    windows = [Window(f"{name}_w{i:04d}", label, signal[start:start + window], float(record.fs))
                for i, (start, label) in enumerate(labelled) if label is not None]
     changes = len(labelled) - len(windows)
     return windows, {"rhythm changes within window": changes} if changes else {}

@@ -69,8 +69,7 @@ def _open_long_mat(data_dir: Path, name: str, min_samples: int):
     mat, hea = Path(data_dir) / f"{name}.mat", Path(data_dir) / f"{name}.hea"
     if not (mat.is_file() and hea.is_file()) or mat.stat().st_size < 2 * min_samples:
         return None
-    with open(mat, "rb") as f:
-        head = np.frombuffer(f.read(20), dtype="<i4")
+    head = np.fromfile(mat, dtype="<i4", count=5)
     if len(head) < 5 or head[0] != 30 or head[1] != 1 or head[3] != 0:  # little-endian int16, 1 row, real
         return None
     offset, n = 20 + int(head[4]), int(head[2])
@@ -160,7 +159,7 @@ def _regroup(sources: list[str], cell_of: dict[str, str], shard: Path):
     """Copy the rows of ``sources`` (parquet shards) into ``<cell>/<shard name>``, one
     file per split cell, a row group at a time (memory: one row group per cell), the
     signal as float32 bytes (``store.BYTES_SCHEMA``), uncompressed (float noise does not compress)."""
-    writers, buffers, rows = {}, {}, 0
+    writers, buffers = {}, {}
 
     def flush(cell):
         table = pa.concat_tables(buffers.pop(cell))
@@ -175,7 +174,6 @@ def _regroup(sources: list[str], cell_of: dict[str, str], shard: Path):
             pf = pq.ParquetFile(source)
             for g in range(pf.num_row_groups):
                 table = store.signal_bytes(pf.read_row_group(g))
-                rows += table.num_rows
                 cells = np.array([cell_of[r] for r in table.column("record_id").to_pylist()])
                 for cell in np.unique(cells):
                     buffers.setdefault(cell, []).append(table.filter(pa.array(cells == cell)))
@@ -187,7 +185,6 @@ def _regroup(sources: list[str], cell_of: dict[str, str], shard: Path):
     finally:
         for writer in writers.values():
             writer.close()
-    return [], [], rows
 
 
 def _split_layout(seg_dir: Path, splits: dict, use_ray: bool, workers: int) -> None:
@@ -212,9 +209,7 @@ def _fan_out(tasks, seg_dir: Path, use_ray: bool, workers: int):
     calls = [(fn, args, seg_dir / f"part-{i:05d}.parquet") for i, (fn, args) in enumerate(tasks)]
     if not use_ray:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_chunk, *call) for call in calls]
-            for future in as_completed(futures):
-                yield future.result()
+            yield from (done.result() for done in as_completed([pool.submit(_run_chunk, *call) for call in calls]))
         return
     import ray
 
@@ -319,11 +314,11 @@ def prepare(
                              test_frac=split.test_frac, k=split.folds, groups=groups)
     except ValueError as e:  # too few records/patients for the requested split
         raise DataError(f"cannot split the {len(ids)} usable records of {data_dir}: {e}") from None
-    layout_seconds = None
+    layout = {}
     if split_layout:
         t0 = time.perf_counter()
         _split_layout(seg_dir, splits, use_ray, workers)
-        layout_seconds = round(time.perf_counter() - t0, 2)
+        layout = {"layout": store.SPLIT_LAYOUT, "layout_seconds": round(time.perf_counter() - t0, 2)}
     label_of = dict(zip(ids, kept_labels))
     record_counts, train_counts = Counter(kept_labels), Counter(label_of[r] for r in splits["split"]["train"])
     skip_counts = Counter(reason for _, reason, _ in skipped)
@@ -348,9 +343,8 @@ def prepare(
         "labels_without_record": orphans,
         "train_class_counts": {c: train_counts[c] for c in CLASSES},
         "splits": splits,
+        **layout,
     }
-    if split_layout:
-        manifest.update(layout=store.SPLIT_LAYOUT, layout_seconds=layout_seconds)
     store.write_manifest(out, manifest)
     summary = ", ".join(f"{c} {manifest['records'][c]}" for c in CLASSES)
     skip_text = ", ".join(f"{n} {r}" for r, n in skip_counts.most_common()) or "none"

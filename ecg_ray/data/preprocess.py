@@ -56,9 +56,7 @@ class PreprocessConfig:
         if self.short_policy not in ("pad", "drop"):
             raise ValueError(f"short_policy must be 'pad' or 'drop', got {self.short_policy!r}")
         if not 0 < self.lowcut < self.highcut < self.fs / 2:
-            raise ValueError(
-                f"need 0 < lowcut < highcut < fs/2, got {self.lowcut}, {self.highcut}, fs={self.fs}"
-            )
+            raise ValueError(f"need 0 < lowcut < highcut < fs/2, got {self.lowcut}, {self.highcut}, fs={self.fs}")
 
     @property
     def hop(self) -> int:
@@ -69,13 +67,11 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
     @property
     def hash(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -244,8 +240,7 @@ def filter_record_chunked(read, n: int, fs: float, cfg: PreprocessConfig, scratc
         raise ValueError(f"filter_record_chunked needs a record at {cfg.fs:g} Hz, got {fs:g} Hz")
     sos = bandpass_sos(cfg.fs, cfg.lowcut, cfg.highcut, cfg.order)
     edge = _sosfiltfilt_edge(sos)
-    min_len = 3 * (2 * cfg.order + 1)
-    if n <= max(min_len, edge):
+    if n <= edge:  # the limit ``filter_record`` checks: ``edge`` is 3 * (2 * order + 1) for this bandpass
         raise RecordError(record, "too short to filter", f"{n} samples")
     chunk = max(int(chunk), edge + 1)
     zi = scipy.signal.sosfilt_zi(sos)

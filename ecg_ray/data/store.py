@@ -79,12 +79,9 @@ def records_table(records: list[tuple[str, str, np.ndarray]]) -> pa.Table:
     """A table from ``(record_id, label, filtered signal (n,))`` tuples."""
     signals = [np.asarray(sig, dtype=np.float32) for _, _, sig in records]
     labels = [label for _, label, _ in records]
-    return pa.Table.from_arrays(
-        [pa.array([r for r, _, _ in records], pa.string()), pa.array(labels, pa.string()),
-         pa.array([CLASS_TO_INDEX[l] for l in labels], pa.int8()), pa.array([len(s) for s in signals], pa.int32()),
-         pa.array(signals, pa.list_(pa.float32()))],
-        schema=SCHEMA,
-    )
+    return pa.table({"record_id": [r for r, _, _ in records], "label": labels,
+                     "label_index": [CLASS_TO_INDEX[l] for l in labels], "n_samples": [len(s) for s in signals],
+                     "signal": signals}, schema=SCHEMA)
 
 
 def write_records(path: Path, table: pa.Table) -> None:
@@ -140,8 +137,7 @@ def write_manifest(prepared: Path, manifest: dict) -> None:
 def signal_matrix(table: pa.Table) -> np.ndarray:
     """The ``signal`` column of a window table as a contiguous float32 array (n, L)."""
     column = table.column("signal").combine_chunks()
-    length = column.type.list_size
-    return column.values.to_numpy(zero_copy_only=False).reshape(-1, length)
+    return column.values.to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
 
 
 def signal_buffer(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
