@@ -188,13 +188,12 @@ def build_augmenter(names: list[str] | str | None, p: float = 0.5, **params) -> 
     for n in names:
         if n not in AUGMENTERS:
             raise ValueError(f"unknown augmentation {n!r}; valid: {AUGMENT_NAMES + ('none', 'all')}")
-    params_of = {n: [a for a in inspect.signature(cls).parameters if a != "p"] for n, cls in AUGMENTERS.items()}
+    owner_of = {f"{n}_{arg}": (n, arg) for n, cls in AUGMENTERS.items()
+                for arg in inspect.signature(cls).parameters if arg != "p"}
     kwargs: dict[str, dict] = {n: {} for n in AUGMENT_NAMES}
     for key, value in params.items():
-        owner = next((n for n in AUGMENT_NAMES if key.startswith(n + "_")), None)
-        arg = key[len(owner) + 1:] if owner else None
-        if arg not in params_of.get(owner, ()):
-            valid = [f"{n}_{a}" for n, args in params_of.items() for a in args]
-            raise ValueError(f"unknown augmentation parameter {key!r}; valid: {valid}")
-        kwargs[owner][arg] = value
+        if key not in owner_of:
+            raise ValueError(f"unknown augmentation parameter {key!r}; valid: {list(owner_of)}")
+        name, arg = owner_of[key]
+        kwargs[name][arg] = value
     return Compose([AUGMENTERS[n](p=p, **kwargs[n]) for n in names])

@@ -85,8 +85,7 @@ def calibrate_checkpoint(path, prepared, record_ids: list[str], log=print) -> di
     summary = {"temperature": t, "fitted_on": f"{len(y)} validation records", "aggregate": aggregate,
                "val_ece_before": expected_calibration_error(y, before),
                "val_ece_after": expected_calibration_error(y, after)}
-    payload["temperature"] = t
-    payload["calibration"] = summary
+    payload.update(temperature=t, calibration=summary)
     torch.save(payload, path)
     log(f"calibration: temperature {t:.3f} fitted on {len(y)} validation records; "
         f"ECE {summary['val_ece_before']:.3f} → {summary['val_ece_after']:.3f}")

@@ -33,8 +33,8 @@ def save_checkpoint(directory: Path, *, model_name: str, model_params: dict, sta
                     preprocess: dict, config: dict, epoch: int, metrics: dict,
                     history: list[dict] | None = None, optimizer: dict | None = None,
                     scheduler: dict | None = None, provenance: dict | None = None) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    path = Path(directory) / FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model": model_name,
@@ -49,7 +49,6 @@ def save_checkpoint(directory: Path, *, model_name: str, model_params: dict, sta
     }
     optional = {"optimizer": optimizer, "scheduler": _plain(scheduler), "provenance": _plain(provenance)}
     payload.update({k: v for k, v in optional.items() if v is not None})
-    path = directory / FILENAME
     torch.save(payload, path)
     return path
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +50,6 @@ from ..data.dataset import PreparedDataset
 from ..data.errors import DataError
 from ..data.sources import DEFAULT_SOURCE, get_source
 from ..tables import to_markdown
-from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
 
 #: Recording-level metrics summarised per fold (segment-level ``val_seg_*`` are not).
@@ -109,17 +107,9 @@ def cv_splits(manifest: dict, prepared: Path, folds: int, exclude_test: bool = F
 
 # -- summaries -------------------------------------------------------------------------------------
 
-def _stats(rows: list[dict]) -> tuple[dict, dict]:
-    """Mean and sample sd of each recording-level metric over folds, missing and non-finite values skipped."""
-    frame = pd.DataFrame([[r.get(m) for m in RECORD_METRICS] for r in rows], columns=RECORD_METRICS, dtype=float)
-    frame = frame.replace([np.inf, -np.inf], np.nan)
-    return frame.mean().to_dict(), frame.std(ddof=1).to_dict()
-
-
 def _at_epoch(history: list[dict], epoch_count: int) -> dict:
     """The history entry after ``epoch_count`` epochs (the last one if the fold stopped earlier)."""
-    entries = [h for h in history if int(h["epoch"]) + 1 <= epoch_count]
-    return entries[-1] if entries else history[0]
+    return next((h for h in reversed(history) if int(h["epoch"]) < epoch_count), history[0])
 
 
 def summarize(fold_results: list[dict]) -> dict:
@@ -129,12 +119,10 @@ def summarize(fold_results: list[dict]) -> dict:
     """
     best_counts = [int(f["results"]["best_epoch"]) + 1 for f in fold_results]
     common = int(math.ceil(float(np.median(best_counts))))
-    per_fold, readouts = [], {k: [] for k in READOUTS}
+    per_fold = []
     for f, count in zip(fold_results, best_counts):
         r, history = f["results"], f["history"]
         rows = {"best": r["best_metrics"], "common": _at_epoch(history, common), "last": history[-1]}
-        for k, v in rows.items():
-            readouts[k].append(v)
         per_fold.append({
             "fold": f["fold"], "best_epoch": count, "epochs_run": len(history),
             "early_stopped": bool(r.get("early_stopped")), "seconds": r.get("seconds"),
@@ -144,9 +132,10 @@ def summarize(fold_results: list[dict]) -> dict:
         })
     out = {"per_fold": per_fold, "best_epochs": best_counts,
            "median_best_epoch": float(np.median(best_counts)), "final_epochs": common}
-    for k, rows in readouts.items():
-        mean, sd = _stats(rows)
-        out[k] = {"mean": mean, "sd": sd}
+    for k in READOUTS:  # mean and sample sd over folds, missing and non-finite values skipped
+        frame = pd.DataFrame([p[f"{k}_metrics"] for p in per_fold], columns=RECORD_METRICS, dtype=float)
+        frame = frame.replace([np.inf, -np.inf], np.nan)
+        out[k] = {"mean": frame.mean().to_dict(), "sd": frame.std(ddof=1).to_dict()}
     return out
 
 
@@ -266,15 +255,6 @@ def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
     return summary
 
 
-def _last_checkpoint(run_dir: Path) -> Path:
-    """The ``model.pt`` of the last epoch among a run's kept Ray Train checkpoints
-    (Ray always keeps the latest one)."""
-    files = list(Path(run_dir).glob("ray_train/checkpoint_*/" + FILENAME))
-    if not files:
-        raise DataError(f"no Ray Train checkpoint under {run_dir / 'ray_train'}")
-    return max(files, key=lambda file: load_checkpoint(file)["epoch"])
-
-
 FINAL_NOTE = ("Nothing was selected on the test split: fixed epoch count, no early stopping, no "
               "learning-rate reduction on plateau, last epoch kept; its metrics are logged for reference.")
 
@@ -302,23 +282,18 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
                         plateau_patience=int(epochs) + 1, calibrate=False)
     log(f"final: training {cfg.model} on train+val ({len(train)} records) for {epochs} epochs; "
         f"the TEST split ({len(test)} records) is held out and only monitored. {FINAL_NOTE}")
-    results = train_run(final_cfg, data, out, address=address, resume=_claim_fold(out, final_cfg))
-    shutil.copy(_last_checkpoint(out), out / FILENAME)
-    payload = load_checkpoint(out / FILENAME)
-    run = Run(out)
-    results.update(best_epoch=payload["epoch"], best_metrics=payload["metrics"],
-                   selection="last epoch (final model: nothing selected on the monitored test split)")
-    run.write(results)
+    results = train_run(final_cfg, data, out, address=address, resume=_claim_fold(out, final_cfg),
+                        selection="last epoch (final model: nothing selected on the monitored test split)")
     final = json_safe({
         "trained_on": "train+val split", "train_records": results["data"]["train_records"],
         "monitored_on": "test split", "monitor_records": results["data"]["val_records"],
-        "epochs": len(run.history), "epochs_requested": int(epochs), "note": FINAL_NOTE,
-        "test_metrics_last_epoch": {k.replace("val_", "test_", 1): v for k, v in payload["metrics"].items()
+        "epochs": results["epochs"], "epochs_requested": int(epochs), "note": FINAL_NOTE,
+        "test_metrics_last_epoch": {k.replace("val_", "test_", 1): v for k, v in results["best_metrics"].items()
                                     if k.startswith("val_")},
         "config": final_cfg.to_dict(), "config_source": config_source, "prepared": str(prepared),
         "seconds": results["seconds"], "provenance": provenance(manifest.get("config_hash")),
     })
-    run.write_final(final)
+    Run(out).write_final(final)
     return final
 
 

@@ -32,6 +32,7 @@ Worker side:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,10 @@ from .. import CLASSES
 from ..data import store
 from ..data.dataset import PreparedDataset
 from ..data.preprocess import crop_offsets, cut_windows, n_windows, segment, window_starts
-from ..data.shards import RecordFiles, RecordShard
+from ..data.shards import COLUMNS, RecordFiles, RecordShard
 
 #: Materialize when the selected records take less than this share of the object store.
 MATERIALIZE_FRACTION = 0.4
-COLUMNS = ["record_id", "label_index", "signal"]
 #: Training records per chunk read from the shard (their crops go into the shuffle buffer).
 RECORDS_PER_CHUNK = 1024
 
@@ -98,10 +98,10 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
         # streamed, split layout: the workers read with pyarrow (``data.shards``), each training rank
         # its own row groups, every rank all validation records; no Ray Data task then waits for a
         # CPU that the training workers hold (with every CPU booked, a streamed read never starts)
-        return tuple(RecordFiles.from_dirs(d, ids if max_records else None, COLUMNS)
+        return tuple(RecordFiles.from_dirs(d, ids if max_records else None)
                      for d, ids in ((cells[0], train_ids), (cells[1], val_ids))) + (info,)
 
-    ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS)).select_columns(COLUMNS)
+    ds = ray.data.read_parquet(str(Path(prepared) / store.RECORDS)).select_columns(list(COLUMNS))
     return (ds.filter(expr=col("record_id").is_in(list(train_ids))),
             ds.filter(expr=col("record_id").is_in(list(val_ids))), info)
 
@@ -117,7 +117,7 @@ def held_by_driver(files: list[Path], ids):
     import pyarrow.parquet as pq
     import ray
 
-    table = pq.read_table([str(f) for f in files], columns=COLUMNS,
+    table = pq.read_table([str(f) for f in files], columns=list(COLUMNS),
                           filters=pc.field("record_id").isin(list(ids)))
     # blocks of the size the workers read (``record_chunks``), so each batch is one zero-copy block
     chunks = [table.slice(i, RECORDS_PER_CHUNK) for i in range(0, table.num_rows, RECORDS_PER_CHUNK)]
@@ -185,33 +185,34 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
     object store the thread only contends for the GIL (measured 2-4x slower)."""
     rng = np.random.default_rng([seed, epoch, rank])
     pool = CropShuffleBuffer(length, max(shuffle_buffer, 1) * crops_per_record, rng)
-    done = 0
-    while done < steps:  # a shard shorter than ``steps`` batches is read again (same epoch, new crops)
-        read = 0
-        for batch in record_chunks(shard, epoch, prefetch, records_per_chunk):
-            flat, starts, lengths, labels = chunk_records(batch)
-            read += len(labels)
-            pick = np.arange(len(labels))
-            if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
-                weight = sample_rates[labels]
-                pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
-            if mode == "fixed":
-                cuts = [window_starts(int(lengths[i]), length, length) for i in pick]
-                rec, offsets = np.repeat(pick, [len(c) for c in cuts]), np.concatenate(cuts)
-            else:
-                rec, offsets = crop_offsets(lengths[pick], length, crops_per_record, rng)
-                rec = pick[rec]
-            pool.add(cut_windows(flat, starts, lengths, rec, offsets, length), labels[rec])
-            while pool.ready(batch_size, draining=False) and done < steps:
-                done += 1
-                yield tuple(_to_device(a, device) for a in pool.take(batch_size))
-            if done >= steps:
-                return
-        if not read:
-            raise ValueError(f"rank {rank}: its shard of training records is empty (fewer records than workers?)")
-        while pool.ready(batch_size, draining=True) and done < steps:  # end of the shard
-            done += 1
-            yield tuple(_to_device(a, device) for a in pool.take(batch_size))
+
+    def batches():  # endless: a shard shorter than ``steps`` batches is read again (same epoch, new crops)
+        while True:
+            read = 0
+            for batch in record_chunks(shard, epoch, prefetch, records_per_chunk):
+                flat, starts, lengths, labels = chunk_records(batch)
+                read += len(labels)
+                pick = np.arange(len(labels))
+                if sample_rates is not None:  # class-balanced: records drawn ∝ their class weight
+                    weight = sample_rates[labels]
+                    pick = rng.choice(len(labels), size=len(labels), p=weight / weight.sum())
+                if mode == "fixed":
+                    cuts = [window_starts(int(lengths[i]), length, length) for i in pick]
+                    rec, offsets = np.repeat(pick, [len(c) for c in cuts]), np.concatenate(cuts)
+                else:
+                    rec, offsets = crop_offsets(lengths[pick], length, crops_per_record, rng)
+                    rec = pick[rec]
+                pool.add(cut_windows(flat, starts, lengths, rec, offsets, length), labels[rec])
+                while pool.ready(batch_size, draining=False):
+                    yield pool.take(batch_size)
+            if not read:
+                raise ValueError(f"rank {rank}: its shard of training records is empty (fewer records than workers?)")
+            while pool.ready(batch_size, draining=True):  # end of the shard
+                yield pool.take(batch_size)
+
+    # islice stops without resuming ``batches``: nothing is read or drawn past the last step
+    for x, y in islice(batches(), steps):
+        yield _to_device(x, device), _to_device(y, device)
 
 
 def record_chunks(shard, epoch: int, prefetch: bool, size: int = RECORDS_PER_CHUNK):
@@ -226,34 +227,29 @@ def record_chunks(shard, epoch: int, prefetch: bool, size: int = RECORDS_PER_CHU
 def train_shard(loop_config: dict, rank: int, world: int, seed: int):
     """The worker's training records: its own row groups when the driver streamed the
     split layout (``trainer_datasets``), else Ray Train's shard of the ``train`` dataset."""
-    files = loop_config.get("train_files")
-    if files is not None:
-        return files.shard(rank, world, seed)
-    import ray.train
-
-    return ray.train.get_dataset_shard("train")
+    return _records(loop_config, "train", rank, world, seed)
 
 
 def val_records(loop_config: dict):
     """The validation records every rank reads (``window_batches`` takes its share)."""
-    files = loop_config.get("val_files")
+    return _records(loop_config, "val", 0, 1)  # files: the same order on every rank
+
+
+def _records(loop_config: dict, name: str, rank: int, world: int, seed: int = 0):
+    files = loop_config.get(f"{name}_files")
     if files is not None:
-        return files.shard(0, 1)  # the same order on every rank
+        return files.shard(rank, world, seed)
     import ray.train
 
-    return ray.train.get_dataset_shard("val")
+    return ray.train.get_dataset_shard(name)
 
 
 def trainer_datasets(train, val) -> tuple[dict, dict]:
     """``(datasets, loop-config entries)`` of a TorchTrainer for ``load_datasets``' output:
     Ray Datasets go to Train's ``datasets``, ``RecordFiles`` sets through the loop config."""
-    datasets, files = {}, {}
-    for name, part in (("train", train), ("val", val)):
-        if isinstance(part, RecordFiles):
-            files[f"{name}_files"] = part
-        else:
-            datasets[name] = part
-    return datasets, files
+    parts = {"train": train, "val": val}
+    return ({name: part for name, part in parts.items() if not isinstance(part, RecordFiles)},
+            {f"{name}_files": part for name, part in parts.items() if isinstance(part, RecordFiles)})
 
 
 def _to_device(array: np.ndarray, device) -> torch.Tensor:

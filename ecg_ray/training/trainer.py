@@ -94,9 +94,7 @@ def make_trainer(cfg: TrainConfig, train_ds, val_ds, info: FeedInfo, preprocess:
     datasets, files = trainer_datasets(train_ds, val_ds)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, "class_counts": info.class_counts,
-                           "train_records": info.train_records, "train_fixed_windows": info.train_fixed_windows,
-                           "materialized": info.materialized, **files,
+        train_loop_config={"train": cfg.to_dict(), "preprocess": preprocess, **info.to_dict(), **files,
                            "provenance": provenance(PreprocessConfig.from_dict(preprocess).hash)},
         scaling_config=scaling_config(cfg),
         datasets=datasets,
@@ -194,11 +192,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_log
 
 
 def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | None = None,
-              resume: bool = False, force: bool = False) -> dict:
+              resume: bool = False, force: bool = False, selection: str | None = None) -> dict:
     """Train one config stand-alone and write the run folder ``out``; returns results.
 
     An existing run in ``out`` is continued from its last checkpoint with
-    ``resume`` (Ray Train restores it by name), replaced with ``force``."""
+    ``resume`` (Ray Train restores it by name), replaced with ``force``.
+    ``model.pt`` is the best epoch's checkpoint; with ``selection`` (why, written to
+    ``results.json``) the last epoch's instead, as for a final model."""
     from ..data.dataset import PreparedDataset
 
     out = Path(out).resolve()
@@ -218,11 +218,10 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
     print(f"train: {cfg.model} on {info.train_records} records ({info.train_segments} segments), "
           f"validating on {info.val_records} records; data {'materialized' if info.materialized else 'streamed'}",
           file=sys.stderr, flush=True)
-    trainer = make_trainer(cfg, train_ds, val_ds, info, data.manifest["preprocess"],
-                           storage_path=str(out), name=RUN_NAME, callbacks=[EpochPrinter()])
-    result = trainer.fit()
-    best = result.get_best_checkpoint(HEADLINE, "max") or result.checkpoint
-    with best.as_directory() as d:
+    result = make_trainer(cfg, train_ds, val_ds, info, data.manifest["preprocess"],
+                          storage_path=str(out), name=RUN_NAME, callbacks=[EpochPrinter()]).fit()
+    kept = result.checkpoint if selection else (result.get_best_checkpoint(HEADLINE, "max") or result.checkpoint)
+    with kept.as_directory() as d:
         shutil.copy(Path(d) / FILENAME, out / FILENAME)
     with result.checkpoint.as_directory() as d:
         history = load_checkpoint(d)["history"]
@@ -248,6 +247,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
         "final_metrics": history[-1],
         "calibration": calibration,
         "provenance": provenance(data.config_hash),
+        **({"selection": selection} if selection else {}),
     }
     Run(out).write(results, history)
     return results

@@ -76,12 +76,10 @@ def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int, ra
     # per batch of this rank's records: (labels, window logits, record of each window within the batch)
     mine = [(labels, batched_logits(model, windows, 512, device), codes)
             for _, labels, windows, codes in window_batches(dataset, length=length, hop=hop, rank=rank, world=world)]
-    parts = [part for rank_parts in _gather(mine) for part in rank_parts]  # rank 0's batches first
-    offsets = np.cumsum([0] + [len(labels) for labels, _, _ in parts])  # records before each batch
-    y = np.concatenate([labels for labels, _, _ in parts])
-    logits = np.concatenate([batch_logits for _, batch_logits, _ in parts])
-    codes = np.concatenate([batch_codes + offset for (_, _, batch_codes), offset in zip(parts, offsets)])
-    return score_records(y, logits, codes, cfg.aggregate)
+    y, logits, codes = zip(*(part for rank_parts in _gather(mine) for part in rank_parts))  # rank 0's batches first
+    offsets = np.cumsum([0, *map(len, y)])  # records before each batch
+    codes = [batch_codes + offset for batch_codes, offset in zip(codes, offsets)]
+    return score_records(np.concatenate(y), np.concatenate(logits), np.concatenate(codes), cfg.aggregate)
 
 
 def _quiet_report_dumps() -> None:
