@@ -1,7 +1,9 @@
 """``ecg-ray`` entry point: parse arguments, call the stage, nothing else.
 
 Every known failure (bad input, bad spec, missing file) ends as one line
-``ecg-ray: error: ...`` on stderr and exit status 2, not a traceback.
+``ecg-ray: error: ...`` on stderr and exit status 2, not a traceback. A command
+returns its exit status, or on success what it reports on stdout: a dict (printed
+as one JSON line) or text.
 """
 
 from __future__ import annotations
@@ -23,33 +25,29 @@ LABELS_HELP = "label file (default: REFERENCE.csv beside records)"
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     """Which records folder to read, with which labels (prepare, evaluate)."""
     p.add_argument("--source", choices=SOURCES, default=DEFAULT_SOURCE)
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="records folder, or a data root holding cinc2017/ and mitdb/ "
-                        "(default: $ECG_RAY_DATA, else the download cache)")
-    p.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    p.add_argument("--data-dir", type=Path, help="records folder, or a data root holding cinc2017/ and mitdb/ "
+                                                 "(default: $ECG_RAY_DATA, else the download cache)")
+    p.add_argument("--labels", type=Path, help=LABELS_HELP)
     p.add_argument("--window", type=float, default=30.0, help="MIT-BIH window length (s)")
 
 
 def _add_split_args(p: argparse.ArgumentParser, use: str) -> None:
     """``--records-from-split`` of ``--prepared``'s saved split (evaluate, explain)."""
-    p.add_argument("--records-from-split", choices=("train", "val", "test"), default=None,
+    p.add_argument("--records-from-split", choices=("train", "val", "test"),
                    help=f"{use} this split's records of --prepared")
-    p.add_argument("--prepared", type=Path, default=None, help="prepared dataset whose saved split to use")
+    p.add_argument("--prepared", type=Path, help="prepared dataset whose saved split to use")
 
 
 def _add_model_args(p: argparse.ArgumentParser, what: str = "model.pt, run folder, export archive or .ts") -> None:
     """The checkpoint to run and torch's CPU threads for it (calibrate, evaluate, predict, explain)."""
     p.add_argument("--checkpoint", type=Path, required=True, help=what)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
-def cmd_download(args) -> int:
+def cmd_download(args) -> Path:
     from .data.download import data_root, download
 
-    root = data_root(args.data_dir)
-    download(root, sources=args.sources)
-    print(root)
-    return 0
+    return download(data_root(args.data_dir), sources=args.sources)  # the data root
 
 
 def resolve_records_dir(source: str, data_dir: Path | None, log=print) -> Path:
@@ -90,7 +88,7 @@ def cmd_models(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def cmd_train(args) -> dict:
     from .training.config import TrainConfig
     from .training.trainer import train_run
 
@@ -100,10 +98,8 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(**overrides)
     results = train_run(cfg, args.data, args.out, address=args.address, resume=args.resume, force=args.force)
     best = results["best_metrics"]
-    print(json.dumps({"out": str(args.out), "epochs": results["epochs"], "best_epoch": results["best_epoch"],
-                      HEADLINE: best[HEADLINE], "val_auroc_macro": best["val_auroc_macro"],
-                      "seconds": results["seconds"]}))
-    return 0
+    return {"out": str(args.out), "epochs": results["epochs"], "best_epoch": results["best_epoch"],
+            HEADLINE: best[HEADLINE], "val_auroc_macro": best["val_auroc_macro"], "seconds": results["seconds"]}
 
 
 def _prepared_for_spec(spec, data: Path | None, data_dir: Path | None) -> Path:
@@ -168,8 +164,7 @@ def print_sweep_summary(grid, spec) -> None:
 
     rows = []
     for result in grid:
-        cfg = result.config or {}
-        m = result.metrics or {}
+        cfg, m = result.config or {}, result.metrics or {}
         rows.append((cfg.get("model"), cfg.get("imbalance"), augment_label(cfg.get("augment")),
                      int(m.get("epochs_done", 0)), m.get(spec.metric, float("nan")),
                      "error" if result.error else ""))
@@ -207,7 +202,7 @@ def _split_records(args) -> list[str] | None:
     return split_records(args.prepared, args.records_from_split)
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args) -> str:
     from .artifacts import json_safe
     from .evaluate import evaluate_folder, log_test_scoring, write_predictions
 
@@ -225,11 +220,10 @@ def cmd_evaluate(args) -> int:
         result["predictions"] = str(args.predictions)
     if args.records_from_split == "test" and args.test_log:
         log_test_scoring(args.test_log, result, " ".join(["ecg-ray", *sys.argv[1:]]))
-    print(json.dumps(json_safe(result), indent=1, allow_nan=False))
-    return 0
+    return json.dumps(json_safe(result), indent=1, allow_nan=False)
 
 
-def cmd_calibrate(args) -> int:
+def cmd_calibrate(args) -> dict:
     from .data.dataset import PreparedDataset
     from .training.calibration import calibrate_checkpoint
     from .training.checkpoint import checkpoint_file, load_checkpoint
@@ -239,8 +233,7 @@ def cmd_calibrate(args) -> int:
     cfg = load_checkpoint(file).get("config", {})
     _, val_ids = PreparedDataset(args.data).select(cfg.get("val_fold"), cfg.get("max_records"))
     summary = calibrate_checkpoint(file, args.data, val_ids, log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({"checkpoint": str(file), **summary}))
-    return 0
+    return {"checkpoint": str(file), **summary}
 
 
 def cmd_predict(args) -> int:
@@ -264,22 +257,19 @@ def cmd_predict(args) -> int:
     if rows:
         print(format_table(rows))
     if args.timing:
-        ms = time_predict(predictor)
         print(f"predict: model loaded in {loaded * 1000:.0f} ms ({predictor.kind}); "
-              f"{ms:.1f} ms per 30-s record at 300 Hz after loading", file=sys.stderr)
+              f"{time_predict(predictor):.1f} ms per 30-s record at 300 Hz after loading", file=sys.stderr)
     return 2 if failed else 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args) -> dict:
     from .export import export_model
 
-    summary = export_model(args.checkpoint, args.out, metrics_path=args.metrics,
-                           verify_record=args.verify_record, verify_fs=args.fs)
-    print(json.dumps(summary))
-    return 0
+    return export_model(args.checkpoint, args.out, metrics_path=args.metrics,
+                        verify_record=args.verify_record, verify_fs=args.fs)
 
 
-def cmd_explain(args) -> int:
+def cmd_explain(args) -> int | dict:
     from .artifacts import json_safe
 
     _set_threads(args.threads)
@@ -297,29 +287,25 @@ def cmd_explain(args) -> int:
         method = args.method or default_method(predictor.model)
         try:
             signal, fs = read_input(args.record, args.fs)
-            e = explain_signal(predictor.model, signal, fs, predictor.preprocess, Path(args.record).stem,
+            e = explain_signal(predictor.model, signal, fs, predictor.preprocess, args.record.stem,
                                temperature=predictor.temperature, aggregate=predictor.aggregate,
                                cls=args.cls, method=method, layer=args.layer)
         except RecordError as err:
             print(f"ecg-ray: error: {error_line(str(args.record), err)}", file=sys.stderr)
             return 2
-        out = save(explanation_figure(e, label=args.label), args.out or Path(Path(args.record).stem + "_explain.png"),
+        out = save(explanation_figure(e, label=args.label), args.out or Path(args.record.stem + "_explain.png"),
                    palette=True)
-        print(json.dumps(json_safe({"figure": str(out), "record": str(args.record), "predicted": e.predicted,
-                                    "explained_class": e.target_class, "method": e.method, "layer": e.layer,
-                                    "probabilities": dict(zip(CLASS_KEYS, e.probabilities)),
-                                    "seconds": round(e.seconds, 2)})))
-        return 0
+        return json_safe({"figure": str(out), "record": str(args.record), "predicted": e.predicted,
+                          "explained_class": e.target_class, "method": e.method, "layer": e.layer,
+                          "probabilities": dict(zip(CLASS_KEYS, e.probabilities)), "seconds": round(e.seconds, 2)})
     from .explain.cases import explain_cases
 
     records = _split_records(args)
     if records is not None and args.max_records:
         records = records[: args.max_records]
-    summary = explain_cases(args.checkpoint, args.data_dir, args.out or Path("explain"), n=args.cases,
-                            labels=args.labels, records=records, method=args.method, layer=args.layer,
-                            deletion_records=args.deletion_records, seed=args.seed)
-    print(json.dumps(summary))
-    return 0
+    return explain_cases(args.checkpoint, args.data_dir, args.out or Path("explain"), n=args.cases,
+                         labels=args.labels, records=records, method=args.method, layer=args.layer,
+                         deletion_records=args.deletion_records, seed=args.seed)
 
 
 def _crossval_config(args):
@@ -338,7 +324,7 @@ def _crossval_config(args):
     return replace(cfg, **overrides), source
 
 
-def cmd_crossval(args) -> int:
+def cmd_crossval(args) -> dict:
     from .training.crossval import run_crossval
 
     cfg, source = _crossval_config(args)
@@ -347,34 +333,29 @@ def cmd_crossval(args) -> int:
                            exclude_test=args.exclude_test, config_source=source, address=args.address)
     print((Path(args.out) / "crossval.md").read_text(), file=sys.stderr)
     best = summary["best"]
-    print(json.dumps({"out": str(args.out), "folds": [p["fold"] for p in summary["per_fold"]],
-                      f"{HEADLINE}_mean": best["mean"][HEADLINE], f"{HEADLINE}_sd": best["sd"][HEADLINE],
-                      f"{HEADLINE}_at_final_epochs": summary["common"]["mean"][HEADLINE],
-                      "best_epochs": summary["best_epochs"], "median_best_epoch": summary["median_best_epoch"],
-                      "final_epochs": summary["final_epochs"]}))
-    return 0
+    return {"out": str(args.out), "folds": [p["fold"] for p in summary["per_fold"]],
+            f"{HEADLINE}_mean": best["mean"][HEADLINE], f"{HEADLINE}_sd": best["sd"][HEADLINE],
+            f"{HEADLINE}_at_final_epochs": summary["common"]["mean"][HEADLINE],
+            "best_epochs": summary["best_epochs"], "median_best_epoch": summary["median_best_epoch"],
+            "final_epochs": summary["final_epochs"]}
 
 
-def cmd_final(args) -> int:
+def cmd_final(args) -> dict:
     from .training.crossval import final_epochs_from_crossval, run_final
 
     if args.config is None and args.from_crossval is None:
         raise ValueError("final needs --config, or --from-crossval DIR (whose config it then uses)")
     if args.epochs is None and args.from_crossval is None:
         raise ValueError("final needs --epochs N or --from-crossval DIR (its median best epoch)")
-    epochs = args.epochs
     if args.from_crossval is not None:
         cv_epochs, _ = final_epochs_from_crossval(args.from_crossval)
-        epochs = epochs or cv_epochs
-        if args.config is None:
-            args.config = args.from_crossval
+        args.epochs = args.epochs or cv_epochs
+        args.config = args.from_crossval if args.config is None else args.config
     cfg, source = _crossval_config(args)
-    final = run_final(cfg, args.data, args.out, epochs, config_source=source, address=args.address)
-    print(json.dumps({"out": str(args.out), "epochs": final["epochs"], "trained_on": final["trained_on"],
-                      "train_records": final["train_records"], "monitored_on": final["monitored_on"],
-                      "test_f1_cinc": final["test_metrics_last_epoch"].get("test_f1_cinc"),
-                      "note": final["note"]}))
-    return 0
+    final = run_final(cfg, args.data, args.out, args.epochs, config_source=source, address=args.address)
+    return {"out": str(args.out), "epochs": final["epochs"], "trained_on": final["trained_on"],
+            "train_records": final["train_records"], "monitored_on": final["monitored_on"],
+            "test_f1_cinc": final["test_metrics_last_epoch"].get("test_f1_cinc"), "note": final["note"]}
 
 
 _FLAG_TYPES = {"int": int, "float": float, "str": str, "list": str, "dict": json.loads}
@@ -383,23 +364,18 @@ _FLAG_TYPES = {"int": int, "float": float, "str": str, "list": str, "dict": json
 def _add_config_flags(p: argparse.ArgumentParser, note: str = "", skip: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per ``TrainConfig`` field (``--num-epochs`` for ``num_epochs``),
     typed and documented from the dataclass; an absent flag keeps the config's value."""
-    from dataclasses import MISSING, fields
+    from dataclasses import fields
 
-    from .training.config import FIELD_HELP, TrainConfig
+    from .training.config import TrainConfig
 
     group = p.add_argument_group("training config (TrainConfig fields; default: the config's value)"
                                  + (f"; {note}" if note else ""))
-    for f in fields(TrainConfig):
-        if f.name in skip:
-            continue
-        default = f.default if f.default is not MISSING else f.default_factory()
+    defaults = TrainConfig()
+    for f in (f for f in fields(TrainConfig) if f.name not in skip):
         kind = str(f.type).replace(" | None", "")
-        text = f"{FIELD_HELP.get(f.name, '')} (default: {default})".strip()
-        flag = "--" + f.name.replace("_", "-")
-        if kind == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        else:
-            group.add_argument(flag, dest=f.name, type=_FLAG_TYPES[kind], default=argparse.SUPPRESS, help=text)
+        typed = {"action": argparse.BooleanOptionalAction} if kind == "bool" else {"type": _FLAG_TYPES[kind]}
+        group.add_argument("--" + f.name.replace("_", "-"), default=argparse.SUPPRESS, **typed,
+                           help=f"{f.metadata.get('help', '')} (default: {getattr(defaults, f.name)})".strip())
 
 
 def _config_overrides(args) -> dict:
@@ -414,10 +390,10 @@ def _config_overrides(args) -> dict:
 def _add_run_args(p: argparse.ArgumentParser, out_help: str = "output folder") -> None:
     p.add_argument("--data", type=Path, required=True, help="prepared dataset folder (ecg-ray prepare --out)")
     p.add_argument("--out", type=Path, required=True, help=out_help)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    p.add_argument("--address", help="Ray cluster address (default: local)")
 
 
-def cmd_runs(args) -> int:
+def cmd_runs(args) -> str:
     from .tuning import analysis
 
     trials, _ = analysis.load_experiment(args.experiment)
@@ -425,32 +401,27 @@ def cmd_runs(args) -> int:
         runs = list(args.runs)
         if analysis.is_train_run(args.experiment) and args.experiment not in runs:
             runs.insert(0, str(args.experiment))
-        print(analysis.render(analysis.compare_runs(trials, runs), args.format, index=True))
-        return 0
+        return analysis.render(analysis.compare_runs(trials, runs), args.format, index=True)
     trials = analysis.filter_trials(trials, model=args.model, imbalance=args.imbalance, augment=args.augment,
                                     lr_min=args.lr_min, lr_max=args.lr_max, seed=args.seed, status=args.status)
     if trials.empty:
         raise ValueError("no trial matches the filters")
     if args.action == "list":
         columns = args.columns.split(",") if args.columns else None
-        print(analysis.render(analysis.list_table(trials, args.sort, columns), args.format))
-    else:
-        record = analysis.best_record(trials, args.metric, args.mode, args.scope)
-        print(analysis.format_best(record, args.format))
-    return 0
+        return analysis.render(analysis.list_table(trials, args.sort, columns), args.format)
+    return analysis.format_best(analysis.best_record(trials, args.metric, args.mode, args.scope), args.format)
 
 
-def cmd_ablation(args) -> int:
+def cmd_ablation(args) -> str:
     from .tuning import effects
 
     trials, epochs = effects.load_tables(args.experiment, args.epochs)
     answer = effects.ablation_answer(trials, epochs, args.budget, args.metric, args.score,
                                      tuple(args.factors.split(",")), mode=args.mode, test=args.test)
-    print(effects.format_answer(answer, args.format))
-    return 0
+    return effects.format_answer(answer, args.format)
 
 
-def cmd_report(args) -> int:
+def cmd_report(args) -> Path:
     import shlex
 
     from .report import build_report
@@ -460,11 +431,9 @@ def cmd_report(args) -> int:
                         ("--mode", args.mode), ("--record", args.record)):
         command += [flag, str(value)] if value is not None else []
     command += ["--no-eval"] if args.no_eval else []
-    path = build_report(args.experiment, args.out, metric=args.metric, mode=args.mode, prepared=args.data,
+    return build_report(args.experiment, args.out, metric=args.metric, mode=args.mode, prepared=args.data,
                         records_dir=args.data_dir, evaluate=not args.no_eval, record=args.record,
                         command=shlex.join(command))
-    print(path)
-    return 0
 
 
 def _int_list(text: str) -> list[int]:
@@ -509,7 +478,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             _add_config_flags(p, *args, **kwargs)
 
     p = add_command("download", cmd_download, "fetch PhysioNet 2017 and MIT-BIH (checksums verified)")
-    p.add_argument("--data-dir", type=Path, default=None, help="data root (default: $ECG_RAY_DATA or cache)")
+    p.add_argument("--data-dir", type=Path, help="data root (default: $ECG_RAY_DATA or cache)")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
 
     from .data.preprocess import PreprocessConfig
@@ -532,11 +501,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--val-frac", type=float, default=0.15)
     p.add_argument("--test-frac", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=42)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--ray", action="store_true",
                    help="fan the records out as Ray tasks (the cluster of --address / $RAY_ADDRESS, else a local "
                         "Ray) instead of a local process pool; same output")
-    p.add_argument("--address", default=None, help="Ray cluster address for --ray")
+    p.add_argument("--address", help="Ray cluster address for --ray")
     p.add_argument("--split-layout", action="store_true",
                    help="store one folder per split x fold (signals as float32 bytes) so a run streams only its "
                         "own records: for corpora larger than the object store")
@@ -555,17 +524,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = add_command("sweep", cmd_sweep, "run a search space as an ASHA-pruned Ray Tune sweep")
     p.add_argument("spec", type=Path, help="search space YAML (search_spaces/*.yaml)")
-    p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: spec data.prepared, "
-                                                            "else prepared now from the records)")
-    p.add_argument("--data-dir", type=Path, default=None, help="records folder or data root for that")
+    p.add_argument("--data", type=Path, help="prepared dataset (default: spec data.prepared, "
+                                             "else prepared now from the records)")
+    p.add_argument("--data-dir", type=Path, help="records folder or data root for that")
     p.add_argument("--storage", default=os.environ.get("ECG_RAY_STORAGE", "ray_results"),
                    help="local folder or URI (NFS path, s3://...) for results (default: ./ray_results)")
     p.add_argument("--resume", action="store_true", help="continue a killed sweep of the same name")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="e.g. 0.25 packs 4 trials on a GPU")
-    p.add_argument("--max-concurrent", type=int, default=None, help="max trials at once")
+    p.add_argument("--gpus-per-trial", type=float, help="e.g. 0.25 packs 4 trials on a GPU")
+    p.add_argument("--max-concurrent", type=int, help="max trials at once")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec value, e.g. --set data.max_records=200 --set scheduler.max_t=2")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: local or RAY_ADDRESS)")
+    p.add_argument("--address", help="Ray cluster address (default: local or RAY_ADDRESS)")
     p.add_argument("--stage1-only", action="store_true",
                    help="stop after the ASHA search even if the spec has a stage2 section")
 
@@ -579,9 +548,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_data_args(p)
     _add_split_args(p, "score only")
-    p.add_argument("--predictions", type=Path, default=None, help="write record,label,probabilities CSV here")
+    p.add_argument("--predictions", type=Path, help="write record,label,probabilities CSV here")
     p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
-    p.add_argument("--reliability", type=Path, default=None,
+    p.add_argument("--reliability", type=Path,
                    help="write a reliability diagram (PNG): temperature 1 vs the model's own")
     p.add_argument("--test-log", type=Path, default=Path("results/test_split_log.csv"),
                    help="every scoring of the test split appends a line here (date, checkpoint, command, F1); "
@@ -590,8 +559,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = add_command("predict", cmd_predict, "label and class probabilities of single records")
     p.add_argument("records", nargs="+", help=".mat/.hea (either, or the stem), WFDB record, or .npy (with --fs)")
     _add_model_args(p)
-    p.add_argument("--fs", type=float, default=None, help="sampling rate of .npy input (Hz)")
-    p.add_argument("--lead", default=None, help="WFDB lead name or index (default: MLII, else the first)")
+    p.add_argument("--fs", type=float, help="sampling rate of .npy input (Hz)")
+    p.add_argument("--lead", help="WFDB lead name or index (default: MLII, else the first)")
     p.add_argument("--format", choices=("json", "table"), default="json", help="one JSON line per record, or a table")
     p.add_argument("--prefer", choices=("checkpoint", "torchscript"), default="checkpoint",
                    help="which model of an export archive to run")
@@ -601,65 +570,65 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     "checkpoint → release archive (checkpoint, TorchScript, config, metrics, card)")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt or its run folder")
     p.add_argument("--out", type=Path, required=True, help="model.tar.gz (archive) or a folder")
-    p.add_argument("--metrics", type=Path, default=None, help="`ecg-ray evaluate` JSON to release with "
-                                                              "(default: the checkpoint's validation metrics)")
-    p.add_argument("--verify-record", type=Path, default=None, help="real record to check TorchScript = eager on")
-    p.add_argument("--fs", type=float, default=None, help="sampling rate if --verify-record is .npy")
+    p.add_argument("--metrics", type=Path, help="`ecg-ray evaluate` JSON to release with "
+                                                "(default: the checkpoint's validation metrics)")
+    p.add_argument("--verify-record", type=Path, help="real record to check TorchScript = eager on")
+    p.add_argument("--fs", type=float, help="sampling rate if --verify-record is .npy")
 
     p = add_command("explain", cmd_explain, "Grad-CAM / attention on a record, or a case-analysis page + deletion test")
     _add_model_args(p, "model.pt, run folder or export archive")
-    p.add_argument("--record", type=Path, default=None, help="one record (.mat/.hea, WFDB, .npy with --fs)")
-    p.add_argument("--class", dest="cls", default=None, help="class to explain: N, A, O, ~ (default: predicted)")
-    p.add_argument("--label", default=None, help="true label of --record, for the title")
-    p.add_argument("--fs", type=float, default=None, help="sampling rate of .npy input (Hz)")
-    p.add_argument("--method", choices=("gradcam", "attention"), default=None,
+    p.add_argument("--record", type=Path, help="one record (.mat/.hea, WFDB, .npy with --fs)")
+    p.add_argument("--class", dest="cls", help="class to explain: N, A, O, ~ (default: predicted)")
+    p.add_argument("--label", help="true label of --record, for the title")
+    p.add_argument("--fs", type=float, help="sampling rate of .npy input (Hz)")
+    p.add_argument("--method", choices=("gradcam", "attention"),
                    help="default: attention for attention models, else Grad-CAM")
-    p.add_argument("--layer", default=None, help="Grad-CAM layer, e.g. frontend.blocks.1 (default: last conv block)")
-    p.add_argument("--data-dir", type=Path, default=None, help="records folder for the case analysis")
+    p.add_argument("--layer", help="Grad-CAM layer, e.g. frontend.blocks.1 (default: last conv block)")
+    p.add_argument("--data-dir", type=Path, help="records folder for the case analysis")
     p.add_argument("--cases", type=int, default=3, help="per class: this many most confident right and wrong")
-    p.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    p.add_argument("--labels", type=Path, help=LABELS_HELP)
     _add_split_args(p, "case analysis only on")
-    p.add_argument("--max-records", type=int, default=None, help="cap on the split's records scored")
+    p.add_argument("--max-records", type=int, help="cap on the split's records scored")
     p.add_argument("--deletion-records", type=int, default=30, help="correct records in the deletion test (0: skip)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="figure (--record) or folder (--data-dir)")
+    p.add_argument("--out", type=Path, help="figure (--record) or folder (--data-dir)")
 
     p = add_command("crossval", cmd_crossval, "k-fold cross-validation of one config (per-fold + mean ± sd)")
     p.add_argument("--config", required=True, help="run folder / results.json, YAML of TrainConfig fields, "
                                                    "checkpoint, or a sweep folder (its best trial)")
     _add_run_args(p)
     p.add_argument("--folds", type=int, default=5, help="folds (the saved ones if it matches their number)")
-    p.add_argument("--fold-ids", default=None, help="comma list: run only these folds (e.g. 0,1)")
+    p.add_argument("--fold-ids", help="comma list: run only these folds (e.g. 0,1)")
     p.add_argument("--exclude-test", action="store_true", help="make folds over train+val only, test untouched")
     config_flags(p, "--max-records: default all records, whatever the config's cap")
 
     p = add_command("final", cmd_final, "train the final model on train+val (test held out) for a fixed epoch count")
-    p.add_argument("--config", default=None, help="as for crossval (default: the --from-crossval config)")
+    p.add_argument("--config", help="as for crossval (default: the --from-crossval config)")
     _add_run_args(p)
-    p.add_argument("--epochs", type=int, default=None, help="epoch count")
-    p.add_argument("--from-crossval", type=Path, default=None, help="crossval folder: its median best epoch")
+    p.add_argument("--epochs", type=int, help="epoch count")
+    p.add_argument("--from-crossval", type=Path, help="crossval folder: its median best epoch")
     config_flags(p, "--max-records: default all records, whatever the config's cap", skip=("num_epochs",))
 
     p = add_command("runs", cmd_runs, "read a sweep (or train run folders): list, best, compare")
     p.add_argument("experiment", help="experiment folder (<storage>/<name>, local or URI) or an ecg-ray train run")
     actions = p.add_subparsers(dest="action", required=True)
     filters = argparse.ArgumentParser(add_help=False)
-    filters.add_argument("--model", nargs="+", default=None)
-    filters.add_argument("--imbalance", nargs="+", default=None)
-    filters.add_argument("--augment", nargs="+", default=None, help="none, all, jitter, jitter+cutout, ...")
-    filters.add_argument("--lr-min", type=float, default=None)
-    filters.add_argument("--lr-max", type=float, default=None)
-    filters.add_argument("--seed", nargs="+", type=int, default=None)
-    filters.add_argument("--status", nargs="+", default=None, help="TERMINATED, ERROR, RUNNING, ...")
+    filters.add_argument("--model", nargs="+")
+    filters.add_argument("--imbalance", nargs="+")
+    filters.add_argument("--augment", nargs="+", help="none, all, jitter, jitter+cutout, ...")
+    filters.add_argument("--lr-min", type=float)
+    filters.add_argument("--lr-max", type=float)
+    filters.add_argument("--seed", nargs="+", type=int)
+    filters.add_argument("--status", nargs="+", help="TERMINATED, ERROR, RUNNING, ...")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     a = actions.add_parser("list", parents=[filters, output], help="one row per trial")
-    a.add_argument("--sort", default=None, help=f"column or metric, best first (default: best_{HEADLINE})")
-    a.add_argument("--columns", default=None, help="comma list of trials-table columns to show")
+    a.add_argument("--sort", help=f"column or metric, best first (default: best_{HEADLINE})")
+    a.add_argument("--columns", help="comma list of trials-table columns to show")
     a = actions.add_parser("best", parents=[filters, output], help="the trial Tune's get_best_result picks")
     a.add_argument("--metric", default=HEADLINE, help="f1_cinc, auroc, val_loss, any reported metric "
                                                           "(val_ prefix optional)")
-    a.add_argument("--mode", choices=("max", "min"), default=None, help="default: min for losses, else max")
+    a.add_argument("--mode", choices=("max", "min"), help="default: min for losses, else max")
     a.add_argument("--scope", choices=("last", "best"), default="last",
                    help="rank on each trial's last reported value (Tune's default) or its best epoch")
     a = actions.add_parser("compare", parents=[output], help="runs side by side")
@@ -669,28 +638,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                     "the per-rung ASHA reading, and the old best-of-trial table (labelled)")
     p.add_argument("experiment", help="experiment folder (local or URI), or a saved trials CSV "
                                       "(`runs list --format csv`, results/*/trials*.csv)")
-    p.add_argument("--budget", type=int, default=None,
-                   help="epochs every compared trial must have run (default: the most any trial ran); "
-                        "trials with another budget are dropped and listed")
+    p.add_argument("--budget", type=int, help="epochs every compared trial must have run (default: the most any "
+                                              "trial ran); trials with another budget are dropped and listed")
     p.add_argument("--metric", default=HEADLINE, help="metric (val_ prefix optional; default val F1(N,A,O))")
     p.add_argument("--score", choices=("last", "best"), default="last",
                    help="one rule for every trial: its value at the budget epoch (last) or its best epoch (best)")
     p.add_argument("--test", choices=("t", "wilcoxon"), default="t",
                    help="paired test of each level contrast: ttest_rel (default) or Wilcoxon signed-rank")
-    p.add_argument("--epochs", default=None, help="epochs CSV for a trials CSV (default: the values the trials "
-                                                  "table reveals: final and best epoch)")
-    p.add_argument("--mode", choices=("max", "min"), default=None)
+    p.add_argument("--epochs", help="epochs CSV for a trials CSV (default: the values the trials "
+                                    "table reveals: final and best epoch)")
+    p.add_argument("--mode", choices=("max", "min"))
     p.add_argument("--factors", default="model,imbalance,augment", help="comma list of factor columns")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
 
     p = add_command("report", cmd_report, "markdown report with figures and tables of a sweep or run")
     p.add_argument("experiment", help="experiment folder or ecg-ray train run folder")
     p.add_argument("--out", type=Path, required=True, help="report folder, e.g. results/<name>/")
-    p.add_argument("--data", type=Path, default=None, help="prepared dataset (default: the one the sweep read)")
-    p.add_argument("--data-dir", type=Path, default=None, help="records folder (default: the manifest's)")
-    p.add_argument("--metric", default=None, help="ranking metric (default: the sweep's)")
-    p.add_argument("--mode", choices=("max", "min"), default=None)
-    p.add_argument("--record", default=None, help="record to draw in the data figures (default: a val AF record)")
+    p.add_argument("--data", type=Path, help="prepared dataset (default: the one the sweep read)")
+    p.add_argument("--data-dir", type=Path, help="records folder (default: the manifest's)")
+    p.add_argument("--metric", help="ranking metric (default: the sweep's)")
+    p.add_argument("--mode", choices=("max", "min"))
+    p.add_argument("--record", help="record to draw in the data figures (default: a val AF record)")
     p.add_argument("--no-eval", action="store_true", help="skip running the best checkpoint on validation")
 
     from .bench.runner import SECTIONS, parse_sections
@@ -698,8 +666,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = add_command("bench", cmd_bench, "benchmarks: data feed, training throughput, prepare, ASHA savings, GPU")
     p.add_argument("--sections", type=parse_sections, default=list(SECTIONS),
                    help=f"comma list of {','.join(SECTIONS)} (default: all)")
-    p.add_argument("--data", type=Path, default=None, help="prepared dataset (feed, train, asha, gpu)")
-    p.add_argument("--data-dir", type=Path, default=None, help="raw records folder or data root (prepare)")
+    p.add_argument("--data", type=Path, help="prepared dataset (feed, train, asha, gpu)")
+    p.add_argument("--data-dir", type=Path, help="raw records folder or data root (prepare)")
     p.add_argument("--out", type=Path, default=Path("results"),
                    help="folder for benchmarks.json + benchmarks.md (other sections already there are kept)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (median, min, max)")
@@ -707,12 +675,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--feed-records", type=int, default=0, help="cap on training records for feed (0: all)")
     p.add_argument("--train-records", type=int, default=200, help="cap on training records for train/gpu (0: all)")
-    p.add_argument("--models", default=None, help="comma list of architectures (default: every registered one)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads = TorchTrainer worker CPUs (default: all cores)")
+    p.add_argument("--models", help="comma list of architectures (default: every registered one)")
+    p.add_argument("--threads", type=int, help="torch threads = TorchTrainer worker CPUs (default: all cores)")
     p.add_argument("--prepare-workers", type=_int_list, default=[1, 2], help="process counts to time (default: 1,2)")
-    p.add_argument("--prepare-records", type=int, default=None, help="time a balanced subset of this many records")
-    p.add_argument("--asha-spec", type=Path, default=None, help="search space (default: search_spaces/bench_asha.yaml)")
+    p.add_argument("--prepare-records", type=int, help="time a balanced subset of this many records")
+    p.add_argument("--asha-spec", type=Path, help="search space (default: search_spaces/bench_asha.yaml)")
     p.add_argument("--asha-set", action="append", default=[], metavar="KEY=VALUE", help="override the spec, e.g. "
                    "data.max_records=40 (as sweep --set)")
     p.add_argument("--storage", default="ray_results/bench", help="where the two sweeps' experiments go")
@@ -723,7 +690,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(next((a for a in argv if not a.startswith("-")), "")).parse_args(argv)
     try:
-        return args.func(args)
+        result = args.func(args)
+        if isinstance(result, int):
+            return result
+        print(json.dumps(result) if isinstance(result, dict) else result)
+        return 0
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as e:
         if os.environ.get("ECG_RAY_DEBUG"):
             raise

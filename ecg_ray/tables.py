@@ -22,51 +22,43 @@ def fmt_value(v, floatfmt: str = ".4f") -> str:
         return ""
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else ""
-    if isinstance(v, (float, np.floating)):
-        if not np.isfinite(v):
-            return "" if np.isnan(v) else str(v)
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6):
-            return f"{v:.3g}"
-        return format(v, floatfmt)
-    return str(v)
+    if not isinstance(v, (float, np.floating)):
+        return str(v)
+    if np.isnan(v):
+        return ""
+    return f"{v:.3g}" if v != 0 and not 1e-3 <= abs(v) < 1e6 else format(v, floatfmt)  # .3g: inf and -inf too
 
 
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f", index: bool = False) -> str:
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """A GitHub-flavoured markdown table (no extra dependency)."""
-    frame = df.reset_index() if index else df
-    numeric = [is_numeric_dtype(frame[c]) and not is_bool_dtype(frame[c]) for c in frame.columns]
-    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |",
+    numeric = [is_numeric_dtype(df[c]) and not is_bool_dtype(df[c]) for c in df.columns]
+    lines = ["| " + " | ".join(str(c) for c in df.columns) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(fmt_value(v, floatfmt).replace("|", "\\|") for v in row) + " |"
-              for row in frame.itertuples(index=False)]
+              for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
-def to_text(df: pd.DataFrame, floatfmt: str = ".4f", index: bool = False) -> str:
+def to_text(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """A plain aligned console table."""
-    frame = df.reset_index() if index else df
-    cells = [[str(c) for c in frame.columns]] + [[fmt_value(v, floatfmt) for v in row]
-                                                 for row in frame.itertuples(index=False)]
+    cells = [[str(c) for c in df.columns]] + [[fmt_value(v, floatfmt) for v in row]
+                                              for row in df.itertuples(index=False)]
     widths = [max(map(len, column)) for column in zip(*cells)]
-    numeric = [is_numeric_dtype(frame[c]) for c in frame.columns]  # booleans too: "yes" right-aligned
-    lines = []
-    for k, row in enumerate(cells):
-        lines.append("  ".join(v.rjust(w) if num and k else v.ljust(w) for v, w, num in zip(row, widths, numeric))
-                     .rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    numeric = [is_numeric_dtype(df[c]) for c in df.columns]  # booleans too: "yes" right-aligned
+    lines = ["  ".join(v.rjust(w) if num and k else v.ljust(w) for v, w, num in zip(row, widths, numeric)).rstrip()
+             for k, row in enumerate(cells)]  # k = 0: the header, left-aligned
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
 def render(df: pd.DataFrame, fmt: str = "table", floatfmt: str = ".4f", index: bool = False) -> str:
     """``df`` as ``table`` (console), ``csv``, ``json`` (a list of records) or ``markdown``."""
-    if fmt == "table":
-        return to_text(df, floatfmt, index)
-    if fmt == "markdown":
-        return to_markdown(df, floatfmt, index)
     if fmt == "csv":
         return df.to_csv(index=index).rstrip("\n")
+    frame = df.reset_index() if index else df
+    if fmt == "table":
+        return to_text(frame, floatfmt)
+    if fmt == "markdown":
+        return to_markdown(frame, floatfmt)
     if fmt == "json":
-        frame = df.reset_index() if index else df
         return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
     raise ValueError(f"unknown format {fmt!r}; choose {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")

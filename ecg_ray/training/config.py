@@ -6,7 +6,7 @@ The same object backs ``ecg-ray train`` flags, a sweep trial's config and the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..models import model_names
 from .augment import AUGMENT_NAMES, parse_augment
@@ -16,87 +16,64 @@ from .schedule import SCHEDULES
 from .step import PRECISIONS
 
 
-#: One line per field for ``--help`` (the CLI's flags are generated from the dataclass).
-FIELD_HELP = {
-    "model": "architecture (ecg-ray models)",
-    "model_params": "JSON dict of model hyper-parameters",
-    "lr": "peak learning rate",
-    "patience": "early stopping on val F1 (epochs); 0 = off",
-    "imbalance": "none | weighted | sampler | focal",
-    "class_weighting": "inverse | sqrt (class weights of weighted, focal, sampler)",
-    "augment": "jitter,scaling,time_warp,cutout joined by , or + | all | none",
-    "augment_p": "probability each augmentation is applied to a crop",
-    "crops_per_record": "fresh random training windows per record per epoch",
-    "crop_mode": "random (fresh crops each epoch) | fixed (every non-overlapping window, each epoch)",
-    "aggregate": "mean_prob | mean_logit: windows → record",
-    "schedule": "onecycle | cosine | plateau | constant",
-    "warmup": "share of the steps warming up (onecycle, cosine)",
-    "calibrate": "fit a temperature on the validation records after training",
-    "grad_clip": "max gradient norm; 0 = off",
-    "lstm_lr": "learning rate of the recurrent part",
-    "init_from": "checkpoint whose front end initialises the model",
-    "freeze": "'frontend' to freeze the initialised front end",
-    "val_fold": "hold out this fold (default: the saved train/val split)",
-    "max_records": "cap on training records",
-    "materialize": "keep the records in the object store (default: when they fit in 40%% of it); "
-                   "--no-materialize streams them from parquet every epoch",
-    "cpus_per_worker": "CPUs (and torch threads) per worker (train default: all cores shared by the workers)",
-    "torch_threads": "0: one per CPU of the worker",
-    "shuffle_buffer": "training records whose crops the crop shuffle buffer mixes",
-    "precision": "fp32 | bf16 (bf16 autocast of forward and loss; meant for CUDA, slow on most CPUs)",
-}
+def knob(default=MISSING, help: str = "", **kwargs):
+    """A field with its ``--help`` line (the CLI's flags are generated from the dataclass)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 @dataclass
 class TrainConfig:
-    model: str = "resnet_stages"
-    model_params: dict = field(default_factory=dict)
+    model: str = knob("resnet_stages", "architecture (ecg-ray models)")
+    model_params: dict = knob(help="JSON dict of model hyper-parameters", default_factory=dict)
     seed: int = 42
-    lr: float = 2e-3  # peak rate under onecycle / cosine
+    lr: float = knob(2e-3, "peak learning rate")  # under onecycle / cosine
     weight_decay: float = 1e-3
     batch_size: int = 32  # of 20-s crops: the samples of 64 10-s crops per step
     num_epochs: int = 24
-    patience: int = 0  # early stopping on val F1 (epochs without improvement); 0 = off
-    imbalance: str = "weighted"
-    class_weighting: str = "sqrt"  # weights of weighted / focal / sampler: inverse or sqrt(inverse) frequency
+    patience: int = knob(0, "early stopping on val F1 (epochs); 0 = off")  # epochs without improvement
+    imbalance: str = knob("weighted", "none | weighted | sampler | focal")
+    class_weighting: str = knob("sqrt", "inverse | sqrt (class weights of weighted, focal, sampler)")
     focal_gamma: float = 2.0
-    augment: list = field(default_factory=lambda: ["scaling", "jitter"])  # names from AUGMENT_NAMES, or ["all"]
-    augment_p: float = 0.5
-    crops_per_record: int = 1  # fresh random windows per training record per epoch
-    crop_mode: str = "random"  # random crops, or "fixed": every non-overlapping window, the same each epoch
-    aggregate: str = "mean_prob"  # windows → record: mean_prob or mean_logit (metrics.AGGREGATES)
-    schedule: str = "onecycle"  # onecycle, cosine (with warm-up), plateau, constant (schedule.SCHEDULES)
-    warmup: float = 0.2  # share of steps warming up (onecycle, cosine)
-    calibrate: bool = True  # fit a temperature on validation after training (stand-alone runs)
+    augment: list = knob(help="jitter,scaling,time_warp,cutout joined by , or + | all | none",
+                         default_factory=lambda: ["scaling", "jitter"])  # names from AUGMENT_NAMES, or ["all"]
+    augment_p: float = knob(0.5, "probability each augmentation is applied to a crop")
+    crops_per_record: int = knob(1, "fresh random training windows per record per epoch")
+    crop_mode: str = knob("random",
+                          "random (fresh crops each epoch) | fixed (every non-overlapping window, each epoch)")
+    aggregate: str = knob("mean_prob", "mean_prob | mean_logit: windows → record")  # metrics.AGGREGATES
+    schedule: str = knob("onecycle", "onecycle | cosine | plateau | constant")  # schedule.SCHEDULES
+    warmup: float = knob(0.2, "share of the steps warming up (onecycle, cosine)")
+    calibrate: bool = knob(True, "fit a temperature on the validation records after training")  # stand-alone runs
     plateau_factor: float = 0.5  # ReduceLROnPlateau on val F1 (schedule=plateau)
     plateau_patience: int = 2
-    grad_clip: float = 1.0  # max gradient norm; 0 = off
-    lstm_lr: float | None = None  # lr of the "recurrent" parameter group
-    init_from: str | None = None  # checkpoint whose front end initialises this model
-    freeze: str | None = None  # "frontend" to freeze the initialised front end
-    val_fold: int | None = None  # None: saved train/val split; k: fold k held out
-    max_records: int | None = None  # cap on training records (small runs)
-    materialize: bool | None = None  # None: when they fit (feed.load_datasets); a sweep's data.materialize
+    grad_clip: float = knob(1.0, "max gradient norm; 0 = off")
+    lstm_lr: float | None = knob(None, "learning rate of the recurrent part")  # the "recurrent" parameter group
+    init_from: str | None = knob(None, "checkpoint whose front end initialises the model")
+    freeze: str | None = knob(None, "'frontend' to freeze the initialised front end")
+    val_fold: int | None = knob(None, "hold out this fold (default: the saved train/val split)")
+    max_records: int | None = knob(None, "cap on training records")
+    # materialize None: feed.load_datasets decides; a sweep passes its data.materialize
+    materialize: bool | None = knob(None, "keep the records in the object store (default: when they fit in 40%% "
+                                          "of it); --no-materialize streams them from parquet every epoch")
     num_workers: int = 1
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = knob(1.0, "CPUs (and torch threads) per worker "
+                                       "(train default: all cores shared by the workers)")
     gpus_per_worker: float | None = None  # fractional GPUs (sweeps pack trials)
-    torch_threads: int = 0  # 0: one per CPU of the worker
-    shuffle_buffer: int = 1024
-    precision: str = "fp32"  # or "bf16": autocast of forward and loss (training.step.PRECISIONS)
+    torch_threads: int = knob(0, "0: one per CPU of the worker")
+    shuffle_buffer: int = knob(1024, "training records whose crops the crop shuffle buffer mixes")
+    precision: str = knob("fp32", "fp32 | bf16 (bf16 autocast of forward and loss; meant for CUDA, slow on most CPUs)")
 
     def __post_init__(self):
+        """Normalise ``augment`` ("all" becomes every name) and check every field: ValueError naming it."""
         self.augment = parse_augment(self.augment)
-        self.validate()
-
-    def validate(self) -> None:
         if self.model not in model_names():
             raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(model_names())}")
         if self.imbalance not in IMBALANCE_NAMES:
             raise ValueError(f"imbalance: unknown strategy {self.imbalance!r}; "
                              f"choose from {', '.join(IMBALANCE_NAMES)}")
         for name in self.augment:
-            if name not in AUGMENT_NAMES and name != "all":
+            if name not in AUGMENT_NAMES:
                 raise ValueError(f"augment: unknown augmentation {name!r}; "
                                  f"choose from {', '.join(AUGMENT_NAMES)}, all, none")
         for name, allowed in (("class_weighting", CLASS_WEIGHTINGS), ("aggregate", AGGREGATES),
