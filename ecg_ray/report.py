@@ -14,6 +14,7 @@ augmentation on a real segment; and how to open the sweep in TensorBoard.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
@@ -64,8 +65,7 @@ def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> 
     ids, y_rec, p_rec = ids[order], y_rec[order], p_rec[order]
     return {"record_ids": ids.tolist(), "y_true": y_rec, "probs": p_rec, "metrics": metrics,
             "confusion": confusion(y_rec, p_rec.argmax(1)), "epoch": payload.get("epoch"),
-            "reported": payload.get("metrics", {}), "segments": int(len(logits)),
-            "preprocess": payload.get("preprocess", {})}
+            "reported": payload.get("metrics", {}), "segments": int(len(logits))}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -94,10 +94,8 @@ def _data_context(trials: pd.DataFrame, prepared) -> tuple[Path | None, dict, di
     prepared = prepared or sweep.get("prepared") or data.get("prepared")
     manifest = {}
     if prepared and Path(prepared).is_dir():
-        try:
+        with contextlib.suppress(Exception):  # a moved or incomplete prepared folder: report without it
             manifest = PreparedDataset(prepared).manifest
-        except Exception:  # a moved or incomplete prepared folder: report without it
-            manifest = {}
     feed = sweep.get("feed") or {k: v for k, v in data.items() if k not in ("prepared", "config_hash")}
     return (Path(prepared) if prepared else None), manifest, feed
 
@@ -182,11 +180,11 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     # -- trials
     md.append("## Trials\n")
     status = trials["status"].value_counts().to_dict()
-    asha = int((trials["stop_reason"] == "asha").sum())
-    patience = int((trials["stop_reason"] == "patience").sum())
+    stops = trials["stop_reason"].value_counts()
     max_epochs = attrs.get("max_epochs")
     md.append(f"{n} trial{'s' if n != 1 else ''}: " + ", ".join(f"{v} {k}" for k, v in status.items()) +
-              (f"; {asha} stopped by ASHA, {patience} by early stopping" if is_sweep else "") +
+              (f"; {stops.get('asha', 0)} stopped by ASHA, {stops.get('patience', 0)} by early stopping"
+               if is_sweep else "") +
               f"; {int(trials['epochs'].sum())} trial-epochs" +
               (f" (exhaustive: {n * max_epochs})" if is_sweep and max_epochs else "") + ".\n")
     cols = [c for c in exp.SUMMARY_COLUMNS if c in trials]
@@ -289,8 +287,7 @@ def _validation_section(checkpoint, prepared, fig_dir: Path, out: Path, val_fold
     roc_path = plots.save(plots.roc_figure(pred["y_true"], pred["probs"]), fig_dir / "best_roc.png")
     keys = [("f1", "F1"), ("sens", "sensitivity"), ("spec", "specificity"), ("auroc", "AUROC")]
     per_class = pd.DataFrame({label: [m[f"val_{k}_{c}"] for c in CLASS_KEYS] for k, label in keys},
-                             index=list(CLASSES))
-    per_class.index.name = "class"
+                             index=pd.Index(CLASSES, name="class"))
     rep = pred["reported"].get(HEADLINE)
     check = ("nothing reported to check" if rep is None else
              f"reported at that epoch: {rep:.4f} — {'matches' if abs(rep - m[HEADLINE]) < 1e-4 else 'DIFFERS'}")
@@ -309,8 +306,7 @@ def _validation_section(checkpoint, prepared, fig_dir: Path, out: Path, val_fold
 
 
 def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path, epochs: pd.DataFrame | None = None) -> str:
-    answer = effects.ablation_answer(trials, epochs if epochs is not None and not epochs.empty else None,
-                                     legacy=False)
+    answer = effects.ablation_answer(trials, epochs, legacy=False)  # no epochs: what the trials table reveals
     write_json(out / "effects.json", answer)
     result = effects.ablation(trials, f"best_{HEADLINE}")
     write_json(out / "ablation.json", result.to_dict(), default=str)
@@ -352,10 +348,8 @@ def _pick_record(manifest: dict, prepared, wanted: str | None) -> tuple[str | No
     if not val or not prepared:
         return None, None
     labels = PreparedDataset(prepared).labels()
-    for rid in val:
-        if labels.get(rid) == "A":
-            return rid, "A"
-    return val[0], labels.get(val[0])
+    rid = next((r for r in val if labels.get(r) == "A"), val[0])
+    return rid, labels.get(rid)
 
 
 def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, out: Path, notes: list) -> str:
@@ -367,10 +361,9 @@ def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, 
     drawable = bool(records_dir) and not src.grouped  # whole recordings, not windows cut from them
     record, label = _pick_record(manifest, prepared, record)
     if record is None and drawable:
-        try:
+        labels = {}
+        with contextlib.suppress(DataError):
             labels = src.labels(records_dir)[1] or {}
-        except DataError:
-            labels = {}
         if labels:
             record = next((r for r, l in labels.items() if l == "A"), next(iter(labels)))
             label = labels[record]

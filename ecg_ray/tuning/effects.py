@@ -39,8 +39,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,7 @@ RESIDUAL = "Residual"
 
 def base_metric(metric: str) -> str:
     """``best_val_f1_cinc`` / ``final_val_f1_cinc`` / ``f1`` → ``val_f1_cinc``."""
-    for prefix in ("best_", "final_"):
-        if metric.startswith(prefix):
-            metric = metric[len(prefix):]
-    return normalize_metric(metric)
+    return normalize_metric(metric.removeprefix("best_").removeprefix("final_"))
 
 
 def _not_errored(trials_df: pd.DataFrame) -> pd.DataFrame:
@@ -74,8 +72,7 @@ def _not_errored(trials_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _keep_columns(trials_df: pd.DataFrame, factors) -> list[str]:
-    return ["trial_id", *[f for f in factors if f in trials_df], *(["seed"] if "seed" in trials_df else []),
-            "epochs"]
+    return ["trial_id", *[c for c in (*factors, "seed") if c in trials_df], "epochs"]
 
 
 def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = HEADLINE,
@@ -188,9 +185,7 @@ def fit_model(table: pd.DataFrame, factors) -> tuple[object | None, dict]:
             fit = smf.ols(formula, data=data).fit()
         rank = np.linalg.matrix_rank(fit.model.exog)
         if rank == fit.model.exog.shape[1] and fit.df_resid >= 1:
-            shown = formula
-            for k, f in names.items():
-                shown = shown.replace(f"C({k})", f"C({f})" if k != "blk" else "C(seed)")
+            shown = re.sub(r"C\((\w+)\)", lambda m: f"C({'seed' if m[1] == 'blk' else names[m[1]]})", formula)
             return fit, {"model": label, "formula": shown, "df_resid": int(fit.df_resid),
                          "resid_sd": float(np.sqrt(fit.scale)), "names": names,
                          "note": "" if label.startswith("main effects +") else
@@ -337,12 +332,9 @@ def contrast_table(table: pd.DataFrame, factors, mode: str = "max", test: str = 
     cols = ["factor", "better", "worse", "delta", "ci_low", "ci_high", "p", "p_holm", "significant", "mdd",
             "n_pairs", "n", "test", "trials"]
     out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant")])
-    finite = np.isfinite(out["p"].to_numpy(dtype=float))
-    out["p_holm"] = np.nan
-    if finite.any():
-        out.loc[finite, "p_holm"] = multipletests(out.loc[finite, "p"].to_numpy(dtype=float), alpha=ALPHA,
-                                                  method="holm")[1]
-    out["significant"] = out["p_holm"].to_numpy(dtype=float) < ALPHA
+    p = out["p"].astype(float).dropna()  # untestable contrasts (NaN p) stay out of the correction
+    out["p_holm"] = pd.Series(multipletests(p, method="holm")[1], index=p.index, dtype=float)
+    out["significant"] = out["p_holm"] < ALPHA
     return out[cols]
 
 
@@ -354,40 +346,37 @@ def decide(levels: pd.DataFrame, contrasts: pd.DataFrame, factors, mode: str = "
     for f in [f for f in factors if f in set(levels["factor"])]:
         lv = levels[levels["factor"] == f]
         best = str(lv.iloc[0]["level"])
-        if len(lv) < 2:
-            out.append({"factor": f, "best": best, "decided": False, "tied_with_best": [], "untestable_vs_best": [],
-                        "distinguishable": [], "statement": f"{f}: only one level ({best}), nothing to compare"})
-            continue
-        c = contrasts[contrasts["factor"] == f]
+        c = contrasts[contrasts["factor"] == f]  # none for a factor with one level
         with_best = c[(c["better"] == best) | (c["worse"] == best)]
         other = {r.better if r.worse == best else r.worse: r for r in with_best.itertuples()}
         untestable = sorted(k for k, r in other.items() if not np.isfinite(r.p))
         ties = sorted(k for k, r in other.items() if np.isfinite(r.p) and not r.significant)
-        decided = bool(len(other) == len(lv) - 1 and all(r.significant and r.better == best for r in other.values()))
+        decided = bool(len(lv) > 1 and len(other) == len(lv) - 1
+                       and all(r.significant and r.better == best for r in other.values()))
         pairs = [f"{r.better} > {r.worse}" for r in c[c["significant"]].itertuples()]
         why = "; ".join(s for s in (f"not distinguishable from {', '.join(ties)}" if ties else "",
                                     f"no test against {', '.join(untestable)} (fewer than 2 matched pairs)"
                                     if untestable else "") if s)
-        statement = (f"{f}: {best} is best, distinguishable from every other level (Holm-adjusted p < {ALPHA})"
+        statement = (f"{f}: only one level ({best}), nothing to compare" if len(lv) < 2 else
+                     f"{f}: {best} is best, distinguishable from every other level (Holm-adjusted p < {ALPHA})"
                      if decided else f"{f}: undecided — {best} leads by mean; {why or 'no contrast'}")
         out.append({"factor": f, "best": best, "decided": decided, "tied_with_best": ties,
                     "untestable_vs_best": untestable, "distinguishable": pairs, "statement": statement})
     return out
 
 
-def factor_mdd(info: dict, table: pd.DataFrame, factors, alpha: float = ALPHA, power: float = POWER) -> list[dict]:
+def factor_mdd(info: dict, table: pd.DataFrame, factors, alpha: float = ALPHA, power: float = POWER) -> pd.DataFrame:
     """Per factor, from the OLS residual SD: ``(t_{1-α/2,df} + t_{power,df}) · σ · √(2/m)``,
-    ``m`` = trials per level (the mean, for an unbalanced table)."""
-    if not info.get("model"):
-        return []
-    df, sd = info["df_resid"], info["resid_sd"]
-    k = stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)
+    ``m`` = trials per level (the mean, for an unbalanced table); no rows without a model."""
     rows = []
-    for f in _varying(table, factors):
-        m = len(table) / table[f].astype(str).nunique()
-        rows.append({"factor": f, "mdd": float(k * sd * math.sqrt(2 / m)), "trials_per_level": m,
-                     "resid_sd": sd, "df_resid": df})
-    return rows
+    if info.get("model"):
+        df, sd = info["df_resid"], info["resid_sd"]
+        k = stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)
+        for f in _varying(table, factors):
+            m = len(table) / table[f].astype(str).nunique()
+            rows.append({"factor": f, "mdd": float(k * sd * math.sqrt(2 / m)), "trials_per_level": m,
+                         "resid_sd": sd, "df_resid": df})
+    return pd.DataFrame(rows, columns=["factor", "mdd", "trials_per_level", "resid_sd", "df_resid"])
 
 
 # -- one analysis --------------------------------------------------------------------------------
@@ -414,9 +403,7 @@ def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str =
     levels = _tag(level_table(table, factors, mode), budget)
     contrasts = _tag(contrast_table(table, factors, mode, test), budget)
     anova = _tag(anova_table(fit, info), budget, ids)
-    mdd = _tag(pd.DataFrame(factor_mdd(info, table, factors),
-                            columns=["factor", "mdd", "trials_per_level", "resid_sd", "df_resid"]),
-               budget, ids)
+    mdd = _tag(factor_mdd(info, table, factors), budget, ids)
     notes = [info["note"]] if info.get("note") else []
     if len(seeds) < 2:
         notes.append("one seed: no seed block; pairs are matched on the other factors only, and the model's "
@@ -453,9 +440,8 @@ def asha_rungs(trials_df: pd.DataFrame) -> list[int]:
 def load_tables(source, epochs_csv=None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """``(trials_df, epochs_df)`` of an experiment folder (``experiment.load_experiment``)
     or of a saved trials CSV (with ``epochs_csv``, else no epochs table)."""
-    if str(source).endswith(".csv") and Path(source).is_file():
-        return pd.read_csv(source), (pd.read_csv(epochs_csv) if epochs_csv else None)
-    trials, epochs = load_experiment(source)
+    is_csv = str(source).endswith(".csv") and Path(source).is_file()
+    trials, epochs = (pd.read_csv(source), None) if is_csv else load_experiment(source)
     return trials, (pd.read_csv(epochs_csv) if epochs_csv else epochs)
 
 
@@ -490,7 +476,7 @@ def _legacy(trials_df: pd.DataFrame, metric: str, factors, mode: str) -> dict:
                                    epochs_max=[int(e.max()) for e in ran])
     return {"label": "best-of-trial, budget-confounded: each trial's best epoch whatever budget ASHA gave it; "
                      "CI overlap, no test, no correction — kept for comparison, not an answer",
-            "factors": [f for f in factors if f in trials_df], **json.loads(json.dumps(old.to_dict(), default=str))}
+            "factors": [f for f in factors if f in trials_df], **old.to_dict()}
 
 
 # -- best-of-trial ablation (budget-confounded; kept for comparison) ---------------------------
@@ -517,13 +503,11 @@ class Ablation:
     excluded: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        def frame(df):
-            return None if df is None else json.loads(df.to_json(orient="split"))
-        return {"metric": self.metric, "mode": self.mode, "confidence": self.confidence, "method": self.method,
-                "n_trials": self.n_trials, "levels": json.loads(self.levels.to_json(orient="records")),
-                "interaction": frame(self.interaction), "interaction_n": frame(self.interaction_n),
-                "stability": json.loads(self.stability.to_json(orient="records")), "notes": self.notes,
-                "excluded": self.excluded}
+        def frame(df, orient="split"):
+            return None if df is None else json.loads(df.to_json(orient=orient))
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {  # the frames as JSON, in field order
+            "levels": frame(self.levels, "records"), "interaction": frame(self.interaction),
+            "interaction_n": frame(self.interaction_n), "stability": frame(self.stability, "records")}
 
 
 def ablation(trials_df: pd.DataFrame, metric: str = f"best_{HEADLINE}",
@@ -571,9 +555,9 @@ def ablation(trials_df: pd.DataFrame, metric: str = f"best_{HEADLINE}",
 
     interaction = interaction_n = None
     if len(factors) >= 2 and not df.empty:
-        r, c = factors[0], factors[1]
-        interaction = df.pivot_table(index=r, columns=c, values=col, aggfunc="mean", observed=True)
-        interaction_n = df.pivot_table(index=r, columns=c, values=col, aggfunc="count", observed=True)
+        cells = df.pivot_table(index=factors[0], columns=factors[1], values=col, aggfunc=["mean", "count"],
+                               observed=True)
+        interaction, interaction_n = cells["mean"], cells["count"]
 
     stability = seed_stability(df, col, trials_df.attrs.get("config_columns"), factors)
     if not stability.empty and stability["n_seeds"].max() < 2:

@@ -21,6 +21,7 @@ run, crossval or sweep folder (its best trial), checkpoint or YAML into a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..data.errors import DataError
 from ..training.augment import augment_label as normalize_augment
 from ..training.checkpoint import FILENAME, load_checkpoint
 from ..training.config import TrainConfig
+from .search_space import is_number
 
 #: Metrics whose best epoch value gets a ``best_<metric>`` column (and its direction).
 BEST_METRICS: dict[str, str] = {
@@ -78,19 +80,16 @@ def _exists(fs: pyarrow.fs.FileSystem, path: str) -> bool:
 
 def _read_text(fs: pyarrow.fs.FileSystem, path: str) -> str | None:
     """A file's text, or None if it is missing or unreadable."""
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read().decode()
-    except OSError:
-        return None
+    with contextlib.suppress(OSError), fs.open_input_stream(path) as f:
+        return f.read().decode()
+    return None
 
 
 def _read_json(fs: pyarrow.fs.FileSystem, path: str) -> dict:
     """A JSON file's content, or ``{}`` if it is missing or unreadable."""
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         return json.loads(_read_text(fs, path) or "{}")
-    except json.JSONDecodeError:
-        return {}
+    return {}
 
 
 # -- normalising configs -------------------------------------------------------------------------
@@ -175,21 +174,15 @@ def _checkpoint_history(fs: pyarrow.fs.FileSystem, root: str, trial_id: str) -> 
     if not isinstance(fs, pyarrow.fs.LocalFileSystem):
         return []
     folders = sorted(p for p in Path(root).glob(f"train_{trial_id}/checkpoint_*") if p.is_dir())
-    if not folders:
-        return []
-    try:
-        return list(load_checkpoint(folders[-1]).get("history") or [])
-    except (OSError, ValueError):
-        return []
+    if folders:
+        with contextlib.suppress(OSError, ValueError):  # an unreadable checkpoint: no history
+            return list(load_checkpoint(folders[-1]).get("history") or [])
+    return []
 
 
 def _last_error_line(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], last_result: dict | None,
@@ -204,7 +197,7 @@ def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], las
             last = last_result
     row["epochs"] = len(epochs)
     for key, value in last.items():
-        if key not in TUNE_KEYS and key != f"best_{HEADLINE}" and _is_number(value):
+        if key not in TUNE_KEYS and key != f"best_{HEADLINE}" and is_number(value):
             row[f"final_{key}"] = float(value)
     row["patience_stopped"] = bool(last.get("early_stopped", False))
     frame = pd.DataFrame(epochs)
@@ -231,9 +224,7 @@ def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], las
 
 # -- experiments ---------------------------------------------------------------------------------
 
-def is_train_run(path) -> bool:
-    """A single ``ecg-ray train --out`` folder (it holds ``results.json``)."""
-    return Run.holds(path)
+is_train_run = Run.holds  # a single ``ecg-ray train --out`` folder (it holds ``results.json``)
 
 
 def _load_train_run(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -427,20 +418,15 @@ def filter_trials(trials_df: pd.DataFrame, *, model=None, imbalance=None, augmen
                   lr_max=None, seed=None, status=None) -> pd.DataFrame:
     """Rows matching every given filter; list filters match any of their values."""
     df = trials_df
-
-    def _any(col, values, norm=str):
-        nonlocal df
-        if values is None or col not in df:
-            return
-        values = [values] if isinstance(values, (str, int, float)) else list(values)
-        df = df[df[col].map(norm).isin([norm(v) for v in values])]
-
-    _any("model", model)
-    _any("imbalance", imbalance)
-    _any("augment", [normalize_augment(a) for a in ([augment] if isinstance(augment, str) else augment)]
-         if augment is not None else None)
-    _any("seed", seed, lambda v: str(int(v)) if _is_number(v) or str(v).lstrip("-").isdigit() else str(v))
-    _any("status", status, lambda v: str(v).upper())
+    if augment is not None:
+        augment = [normalize_augment(a) for a in ([augment] if isinstance(augment, str) else augment)]
+    filters = (("model", model, str), ("imbalance", imbalance, str), ("augment", augment, str),
+               ("seed", seed, lambda v: str(int(v)) if is_number(v) or str(v).lstrip("-").isdigit() else str(v)),
+               ("status", status, lambda v: str(v).upper()))
+    for col, values, norm in filters:  # each value as ``norm`` spells it, on both sides
+        if values is not None and col in df:
+            values = [values] if isinstance(values, (str, int, float)) else list(values)
+            df = df[df[col].map(norm).isin([norm(v) for v in values])]
     if lr_min is not None and "lr" in df:
         df = df[pd.to_numeric(df["lr"]) >= lr_min]
     if lr_max is not None and "lr" in df:

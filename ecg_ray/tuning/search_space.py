@@ -10,6 +10,8 @@ trial starts, so a typo fails at once with a message naming the key.
 
 from __future__ import annotations
 
+import functools
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -66,8 +68,9 @@ def sampler_of(value) -> str | None:
     return None
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def is_number(value) -> bool:
+    """An int or float, numpy's included; not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _candidates(key: str, value):
@@ -82,7 +85,7 @@ def _candidates(key: str, value):
     if not isinstance(arg, list) or not arg:
         raise SpecError(f"param_space.{key}.{kind}: expected a non-empty list, got {arg!r}")
     if kind in ("uniform", "loguniform", "randint"):
-        if len(arg) != 2 or not all(map(_is_number, arg)) or arg[0] >= arg[1]:
+        if len(arg) != 2 or not all(map(is_number, arg)) or arg[0] >= arg[1]:
             raise SpecError(f"param_space.{key}.{kind}: expected [low, high] numbers with low < high, got {arg!r}")
         if kind == "loguniform" and arg[0] <= 0:
             raise SpecError(f"param_space.{key}.loguniform: bounds must be > 0, got {arg!r}")
@@ -95,7 +98,7 @@ def _check_type(key: str, value, default) -> None:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, (int, float)):
-        ok = _is_number(value) and (isinstance(default, float) or float(value).is_integer())
+        ok = is_number(value) and (isinstance(default, float) or float(value).is_integer())
     elif isinstance(default, list):
         ok = isinstance(value, (list, str))  # augment: a list of names or one comma-separated string
     else:
@@ -157,9 +160,7 @@ def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
             raise SpecError(f"--set {item!r}: expected section.key=value")
         dotted, value = item.split("=", 1)
         *sections, key = dotted.split(".")
-        block = raw
-        for section in sections:
-            block = block.setdefault(section, {})
+        block = functools.reduce(lambda outer, section: outer.setdefault(section, {}), sections, raw)
         block[key] = yaml.safe_load(value)
     spec = spec_from_dict(raw, str(path), default_name=path.stem)
     spec.path = str(path)
@@ -169,9 +170,7 @@ def load_spec(path: Path, overrides: list[str] = ()) -> SweepSpec:
 def spec_from_dict(raw: dict, where: str, default_name: str) -> SweepSpec:
     """Validate a spec file's content into a ``SweepSpec``; error messages start with ``where``."""
     for section, allowed in SECTIONS.items():
-        block = raw
-        for key in filter(None, section.split(".")):
-            block = block.get(key) or {}
+        block = functools.reduce(lambda outer, key: outer.get(key) or {}, filter(None, section.split(".")), raw)
         if not isinstance(block, dict):
             raise SpecError(f"{where}: {section or 'the spec'} must be a mapping")
         unknown = sorted(set(block) - allowed) if allowed is not None else []
@@ -191,7 +190,7 @@ def spec_from_dict(raw: dict, where: str, default_name: str) -> SweepSpec:
     if sched.get("type", "asha") not in ("asha", "fifo"):
         raise SpecError(f"{where}: scheduler.type must be asha or fifo, got {sched['type']!r}")
     for key in ("max_t", "grace_period", "reduction_factor"):
-        if key in sched and not (_is_number(sched[key]) and sched[key] >= 1):
+        if key in sched and not (is_number(sched[key]) and sched[key] >= 1):
             raise SpecError(f"{where}: scheduler.{key} must be a number >= 1, got {sched[key]!r}")
     if spec.data.get("val_fold") is not None and not isinstance(spec.data["val_fold"], int):
         raise SpecError(f"{where}: data.val_fold must be an integer, got {spec.data['val_fold']!r}")

@@ -79,10 +79,9 @@ def _scheduler(spec: SweepSpec):
 
 def trial_param_space(spec: SweepSpec, gpus_per_trial: float) -> dict:
     """The Tune param space: the spec's factors plus per-trial resources."""
-    res = spec.resources
     space = dict(spec.param_space)
     space.setdefault("num_epochs", int(spec.scheduler.get("max_t", SCHEDULER_DEFAULTS["max_t"])))
-    space["num_workers"] = int(res.get("num_workers") or 1)
+    space["num_workers"] = int(spec.resources.get("num_workers") or 1)
     space["cpus_per_worker"] = cpus_per_trial(spec) / space["num_workers"]
     if gpus_per_trial:
         space["use_gpu"] = True
