@@ -15,6 +15,7 @@ experiment's is ``tuning.experiment.load_experiment``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -62,12 +63,10 @@ def _git_commit() -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str | None]:
-    versions = {}
+    versions = dict.fromkeys(PACKAGES)
     for name in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     return versions
 
 

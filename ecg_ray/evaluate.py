@@ -46,7 +46,7 @@ PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in CLASS_KEYS], "predic
 TEST_LOG_FIELDS = ["date", "checkpoint", "command", "n_records", "f1_cinc", "f1_cinc_ci_lo", "f1_cinc_ci_hi"]
 
 
-def _stderr(msg: str) -> None:
+def log_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)  # sys.stderr looked up per call: tests and callers may swap it
 
 
@@ -86,7 +86,7 @@ def _items(src, data_dir: Path, labels_path: Path | None, window_s: float, wante
 
 def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, source: str = DEFAULT_SOURCE,
                     batch_size: int = 256, records: list[str] | None = None, window_s: float = 30.0,
-                    return_predictions: bool = False, reliability: Path | None = None, log=_stderr):
+                    return_predictions: bool = False, reliability: Path | None = None, log=log_stderr):
     """Score a model on a records folder; returns the JSON dict (see module doc),
     or ``(dict, predictions)`` with ``return_predictions`` — one dict per record
     with ``record, label, p_N, p_A, p_O, p_noisy, predicted, n_segments``.
@@ -109,11 +109,9 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
         if not quiet:
             log(f"evaluate: skipped {e}")
 
-    items = _items(src, data_dir, labels, window_s, wanted, skip)
-
     # Segments of many records are pooled into batches; each record keeps its slice.
     names, ys, n_segs, seconds, seg_logits, pending = [], [], [], [], [], []
-    for name, label, signal, fs in items:
+    for name, label, signal, fs in _items(src, data_dir, labels, window_s, wanted, skip):
         try:
             segments, _ = predictor.segments(signal, fs, name)
         except RecordError as e:

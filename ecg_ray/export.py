@@ -31,6 +31,7 @@ import torch
 
 from . import CLASS_KEYS, CLASSES, __version__
 from .artifacts import Run, provenance, read_json
+from .models import count_parameters
 from .predict import (ARCHIVE_SUFFIXES, CHECKPOINT_NAME, CONFIG_NAME, TORCHSCRIPT_NAME, Predictor,
                       predictor_from_checkpoint, read_input, synthetic_ecg)
 from .training.augment import augment_label
@@ -57,10 +58,8 @@ def verification_segments(predictor: Predictor, record: Path | None = None,
     if given, else of a synthetic ECG-like signal. ``(segments (n, L), what)``."""
     if record is None:
         rate = predictor.preprocess.fs
-        segments, _ = predictor.segments(synthetic_ecg(60.0, rate), rate, "synthetic")
-        return segments, "synthetic ECG-like signal"
-    segments, _ = predictor.segments(*read_input(record, fs), str(record))
-    return segments, f"real record {record}"
+        return predictor.segments(synthetic_ecg(60.0, rate), rate, "synthetic")[0], "synthetic ECG-like signal"
+    return predictor.segments(*read_input(record, fs), str(record))[0], f"real record {record}"
 
 
 def trace_model(model: torch.nn.Module, segments: np.ndarray) -> tuple[torch.jit.ScriptModule, float]:
@@ -86,8 +85,7 @@ def training_info(ckpt_file: Path, payload: dict) -> dict:
     info = {"epoch_index": payload.get("epoch"), "epochs_trained": (payload.get("epoch") or 0) + 1,
             "val_fold": cfg.get("val_fold"), "max_records": cfg.get("max_records")}
     run = Run(ckpt_file.parent)
-    results = run.results if Run.holds(run.path) else None
-    if results:
+    if Run.holds(run.path) and (results := run.results):
         data = results.get("data", {})
         info.update(prepared=data.get("prepared"), config_hash=data.get("config_hash"),
                     train_records=data.get("train_records"), val_records=data.get("val_records"),
@@ -286,7 +284,7 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
         "provenance": provenance(preprocess.hash),
     }
     metrics = released_metrics(payload, metrics_path)
-    n_params = sum(p.numel() for p in predictor.model.parameters())
+    n_params = count_parameters(predictor.model)
     config_text = json.dumps(config, indent=1)
 
     with tempfile.TemporaryDirectory(prefix="ecgray-export-") as tmp:

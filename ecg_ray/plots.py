@@ -173,7 +173,7 @@ def summary_table_figure(df: pd.DataFrame, title: str | None = None, index: bool
     text = [[fmt_value(v, ".3f") for v in row] for row in frame.itertuples(index=False)]
     text = text or [[""] * len(frame.columns)]
     columns = [str(c) for c in frame.columns]
-    widths = [max([len(c) + 2] + [len(r[i]) + 2 for r in text]) for i, c in enumerate(columns)]
+    widths = [max(map(len, cells)) + 2 for cells in zip(columns, *text)]  # per column: header and cells
     row_h, title_h = 0.26, (0.4 if title else 0.0)
     height = row_h * (len(text) + 1)
     fig = _figure(figsize=(max(4.0, 0.085 * sum(widths)), height + title_h))
@@ -243,8 +243,7 @@ def factor_bars_figure(levels: pd.DataFrame, metric_label: str = "mean best F1(N
         ax.set_title(factor)
         ax.grid(axis="x", visible=False)
     axes[0].set_ylabel(f"{metric_label}\n(whiskers: {confidence:.0%} CI)")
-    means = levels["mean"].astype(float)
-    if ((means >= 0) & (means <= 1)).all():  # a score in [0, 1]: from 0, whiskers clipped at 1
+    if levels["mean"].astype(float).between(0, 1).all():  # a score in [0, 1]: from 0, whiskers clipped at 1
         axes[0].set_ylim(0.0, min(1.0, max(top, 0.05) * 1.15))
     else:
         lows = levels["ci_low"].astype(float)

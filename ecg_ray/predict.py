@@ -35,16 +35,13 @@ from .data import physionet2017
 from .data.errors import RecordError
 from .data.preprocess import PreprocessConfig, preprocess_record
 from .models import batched_logits
-from .training.checkpoint import load_checkpoint, model_from_checkpoint
+from .training.checkpoint import FILENAME as CHECKPOINT_NAME, load_checkpoint, model_from_checkpoint
 from .training.metrics import record_probabilities
 
-#: Keys of the per-class probabilities in predictions (``~`` is written ``noisy``).
-PROB_KEYS = CLASS_KEYS
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript")
 CONFIG_NAME = "config.json"
 TORCHSCRIPT_NAME = "model.ts"
-CHECKPOINT_NAME = "model.pt"
 
 
 @dataclass
@@ -77,7 +74,7 @@ class Predictor:
         segments, padded = self.segments(signal, fs, name)
         probs = self.record_probabilities(self.logits(segments), np.zeros(len(segments), np.int64), 1)[0]
         return {"record": name, "label": CLASSES[int(np.argmax(probs))],
-                "probabilities": {k: round(float(p), 6) for k, p in zip(PROB_KEYS, probs)},
+                "probabilities": {k: round(float(p), 6) for k, p in zip(CLASS_KEYS, probs)},
                 "n_segments": len(segments), "padded": bool(padded), "duration_s": round(float(len(signal) / fs), 3)}
 
 
@@ -99,8 +96,7 @@ def _from_torchscript(file: Path, source: str, batch_size: int) -> Predictor:
         model = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
     except Exception as e:
         raise ValueError(f"cannot load TorchScript model {file}: {str(e).splitlines()[0]}") from None
-    text = extra[CONFIG_NAME]
-    text = text.decode() if isinstance(text, bytes) else text
+    text = extra[CONFIG_NAME]  # bytes when embedded; json.loads takes bytes or str
     if not text:
         beside = file.parent / CONFIG_NAME
         if not beside.is_file():
@@ -200,10 +196,9 @@ def read_input(path: Path | str, fs: float | None = None, lead: str | int | None
         if not fs:
             raise RecordError(name, "sampling rate unknown", "pass --fs HZ for .npy input")
         try:
-            signal = np.load(path, allow_pickle=False)
+            signal = np.asarray(np.load(path, allow_pickle=False))
         except Exception as e:
             raise RecordError(name, "unreadable .npy file", _one_line(f"{type(e).__name__}: {e}")) from None
-        signal = np.asarray(signal)
         if signal.ndim == 2 and 1 in signal.shape:
             signal = signal.reshape(-1)
         if signal.ndim != 1 or not np.issubdtype(signal.dtype, np.number):
@@ -244,15 +239,14 @@ def predict_paths(predictor: Predictor, paths, fs: float | None = None, lead: st
 
 def error_line(path: str, e: RecordError) -> str:
     """The one-line message for an unusable input."""
-    detail = _one_line(e.detail)
-    return f"{path}: {e.reason}" + (f" ({detail})" if detail else "")
+    return str(RecordError(path, e.reason, _one_line(e.detail)))
 
 
 def format_table(rows: list[dict]) -> str:
     """The ``--format table`` text: a header, then one line per record."""
     width = max(len(r["record"]) for r in [{"record": "record"}, *rows])
     lines = [[f"{'record':<{width}}", "label", *(f"{c:>6}" for c in CLASSES), "segments"]]
-    lines += [[f"{r['record']:<{width}}", f"{r['label']:<5}", *(f"{r['probabilities'][k]:6.3f}" for k in PROB_KEYS),
+    lines += [[f"{r['record']:<{width}}", f"{r['label']:<5}", *(f"{r['probabilities'][k]:6.3f}" for k in CLASS_KEYS),
                f"{r['n_segments']:8d}"] for r in rows]
     return "\n".join("  ".join(cells) for cells in lines)
 
@@ -270,12 +264,11 @@ def time_predict(predictor: Predictor, seconds: float = 30.0, fs: float = 300.0,
                  signal: np.ndarray | None = None, warmup: int = 2) -> float:
     """Median wall time in ms of ``predict_signal`` (preprocessing + model) on
     one ``seconds``-long record at ``fs``, the model already loaded."""
-    if signal is None:
-        signal = synthetic_ecg(seconds, fs)
+    signal = synthetic_ecg(seconds, fs) if signal is None else signal
     run = functools.partial(predictor.predict_signal, signal, fs, "timing")
     timeit.repeat(run, number=1, repeat=warmup)
     return float(np.median(timeit.repeat(run, number=1, repeat=repeats)) * 1000)
 
 
 __all__ = ["Predictor", "load_predictor", "predictor_from_checkpoint", "read_input", "predict_paths", "error_line",
-           "format_table", "time_predict", "synthetic_ecg", "PROB_KEYS"]
+           "format_table", "time_predict", "synthetic_ecg"]

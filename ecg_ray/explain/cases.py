@@ -14,26 +14,21 @@ random (seeded) and writes ``deletion.png`` and ``deletion.json``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import CLASSES
+from .. import CLASS_KEYS, CLASSES
 from ..artifacts import json_safe
-from ..evaluate import evaluate_folder
+from ..evaluate import evaluate_folder, log_stderr
 from ..plots import save
-from ..predict import PROB_KEYS, Predictor, load_predictor, read_input
+from ..predict import Predictor, load_predictor, read_input
 from .faithfulness import deletion_curves
 from .figures import METHOD_NAMES, deletion_figure, explanation_figure
 from .saliency import default_method, explain_signal
 
-PROB = dict(zip(CLASSES, PROB_KEYS))
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+PROB = dict(zip(CLASSES, CLASS_KEYS))
 
 
 def load_explainable(checkpoint) -> Predictor:
@@ -61,8 +56,10 @@ def caption(p: dict) -> str:
     return f"`{p['record']}`: true **{p['label']}**, predicted **{pred}** (p = {p[f'p_{PROB[pred]}']:.2f})"
 
 
-def _explain(predictor: Predictor, path: Path, name: str, method: str, layer: str | None, cls=None):
-    signal, fs = read_input(path)
+def explain_record(predictor: Predictor, path: Path, name: str, method: str, layer: str | None = None, cls=None,
+                   fs: float | None = None):
+    """Read one record (``predict.read_input``) and explain it as the predictor scores it."""
+    signal, fs = read_input(path, fs)
     return explain_signal(predictor.model, signal, fs, predictor.preprocess, name, cls=cls,
                           temperature=predictor.temperature, aggregate=predictor.aggregate,
                           method=method, layer=layer)
@@ -78,8 +75,8 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     metrics, predictions = evaluate_folder(predictor, data_dir, labels=labels, records=records,
-                                           return_predictions=True, log=_log)
-    _log(f"explain: scored {len(predictions)} records, F1(N,A,O) {metrics['f1_cinc']:.3f}")
+                                           return_predictions=True)
+    log_stderr(f"explain: scored {len(predictions)} records, F1(N,A,O) {metrics['f1_cinc']:.3f}")
 
     cases = pick_cases(predictions, n)
     lines = [f"# Case analysis: `{predictor.info.get('model')}`", "",
@@ -92,17 +89,16 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
     written = 0
     for c in CLASSES:
         for kind in ("correct", "wrong"):
-            lines.append(f"## {c}: most confident {kind}")
-            lines.append("")
+            lines += [f"## {c}: most confident {kind}", ""]
             if not cases[c][kind]:
                 lines += ["_none_", ""]
             for p in cases[c][kind]:
-                e = _explain(predictor, data_dir / p["record"], p["record"], method, layer)
-                name = f"{c.replace('~', 'noisy')}_{kind}_{p['record']}.png"
+                e = explain_record(predictor, data_dir / p["record"], p["record"], method, layer)
+                name = f"{PROB[c]}_{kind}_{p['record']}.png"
                 save(explanation_figure(e, label=p["label"]), out_dir / "figures" / name, palette=True)
                 lines += [f"![{p['record']}](figures/{name})", "", caption(p), ""]
                 written += 1
-    _log(f"explain: {written} case figures written")
+    log_stderr(f"explain: {written} case figures written")
 
     deletion = None
     correct = [p for p in predictions if p["label"] == p["predicted"]]
@@ -110,7 +106,7 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
         rng = np.random.default_rng(seed)
         chosen = [correct[i] for i in sorted(rng.choice(len(correct), min(deletion_records, len(correct)),
                                                         replace=False))]
-        explained = [_explain(predictor, data_dir / p["record"], p["record"], method, layer) for p in chosen]
+        explained = [explain_record(predictor, data_dir / p["record"], p["record"], method, layer) for p in chosen]
         curves = deletion_curves(predictor.model, explained, predictor.preprocess, seed=seed)
         deletion = curves.to_dict()
         deletion.update(records=[p["record"] for p in chosen], method=method, per_record=curves.per_record)
@@ -122,8 +118,8 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
                   f"curve: salient {curves.area_salient:.3f}, random {curves.area_random:.3f}; "
                   f"**difference {curves.area_difference:+.3f}** (positive: the saliency finds what the model "
                   "uses).", ""]
-        _log(f"explain: deletion test on {curves.n_records} records, area difference "
-             f"{curves.area_difference:+.3f}")
+        log_stderr(f"explain: deletion test on {curves.n_records} records, area difference "
+                   f"{curves.area_difference:+.3f}")
     (out_dir / "cases.md").write_text("\n".join(lines))
     return json_safe({"out": str(out_dir), "page": str(out_dir / "cases.md"), "records_scored": len(predictions),
                       "f1_cinc": metrics["f1_cinc"], "figures": written, "method": method,

@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from ..data.preprocess import PreprocessConfig, segment
-from .saliency import Explanation, probabilities
+from ..models import batched_logits
+from ..training.metrics import softmax
+from .saliency import Explanation
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
@@ -54,11 +56,6 @@ class DeletionCurves:
                 "area_difference": self.area_difference}
 
 
-def _window_bounds(n: int, width: int) -> np.ndarray:
-    starts = np.arange(0, n, width)
-    return np.stack([starts, np.minimum(starts + width, n)], axis=1)
-
-
 def masked_probability(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConfig, target: int,
                        windows: np.ndarray, device: torch.device) -> float:
     """Probability of ``target`` for the record with ``windows`` (rows of [start, end)) zeroed."""
@@ -66,7 +63,7 @@ def masked_probability(model: nn.Module, filtered: np.ndarray, cfg: PreprocessCo
     for a, b in windows:
         x[a:b] = 0.0
     cut, _ = segment(x, cfg.segment_length, cfg.hop, True)
-    return float(probabilities(model, torch.from_numpy(cut.astype(np.float32)).to(device)).mean(axis=0)[target])
+    return float(softmax(batched_logits(model, cut, device=device)).mean(axis=0)[target])
 
 
 def deletion_curves(model: nn.Module, explanations: list[Explanation], cfg: PreprocessConfig,
@@ -82,9 +79,10 @@ def deletion_curves(model: nn.Module, explanations: list[Explanation], cfg: Prep
     device = torch.device(device)
     rng = np.random.default_rng(seed)
     width = max(1, int(round(window_s * cfg.fs)))
-    salient_rows, random_rows, per_record = [], [], []
+    per_record = []
     for e in explanations:
-        bounds = _window_bounds(len(e.signal), width)
+        starts = np.arange(0, len(e.signal), width)
+        bounds = np.stack([starts, np.minimum(starts + width, len(e.signal))], axis=1)
         score = np.array([e.saliency[a:b].mean() for a, b in bounds])
         order = np.argsort(-score, kind="stable")
         s_row, r_row = [], []
@@ -95,8 +93,6 @@ def deletion_curves(model: nn.Module, explanations: list[Explanation], cfg: Prep
                 masked_probability(model, e.signal, cfg, e.target,
                                    bounds[rng.choice(len(bounds), k, replace=False)], device)
                 for _ in range(random_repeats if k else 1)]))
-        salient_rows.append(s_row)
-        random_rows.append(r_row)
         per_record.append({"record": e.record, "target": e.target_class, "salient": s_row, "random": r_row})
-    return DeletionCurves(fractions, np.mean(salient_rows, axis=0), np.mean(random_rows, axis=0),
-                          len(explanations), per_record)
+    return DeletionCurves(fractions, np.mean([r["salient"] for r in per_record], axis=0),
+                          np.mean([r["random"] for r in per_record], axis=0), len(explanations), per_record)

@@ -41,9 +41,7 @@ def explanation_figure(e: Explanation, label: str | None = None, row_s: float = 
     fig = _figure(figsize=(12, 1.35 * rows + 0.9))
     axes = fig.subplots(rows, 1, squeeze=False, sharey=True)[:, 0]
     lo, hi = np.percentile(e.signal, [0.5, 99.5])
-    pad = 0.15 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
-    image = None
+    lo, hi = lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo)
     for i, ax in enumerate(axes):
         a, b = i * per_row, min((i + 1) * per_row, n)
         t = np.arange(a, b) / e.fs

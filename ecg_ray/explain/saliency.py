@@ -29,6 +29,7 @@ from torch import nn
 
 from .. import CLASS_TO_INDEX, CLASSES
 from ..data.preprocess import PreprocessConfig, filter_record, segment, window_starts
+from ..models import batched_logits
 from ..models.blocks import CNNFrontend
 from ..training.metrics import record_probabilities, softmax
 
@@ -88,11 +89,6 @@ def target_index(cls: str | int | None) -> int | None:
     return CLASS_TO_INDEX[name]
 
 
-def _no_cudnn(device: torch.device):
-    # cuDNN RNNs refuse a backward pass in eval mode; the native kernels do not.
-    return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else nullcontext()
-
-
 def gradcam(model: nn.Module, segments: torch.Tensor, target: torch.Tensor | int,
             layer: str | None = None) -> np.ndarray:
     """Grad-CAM ``(n, L)`` (non-negative, not yet scaled) of segments ``(n, L)`` for ``target``."""
@@ -101,9 +97,9 @@ def gradcam(model: nn.Module, segments: torch.Tensor, target: torch.Tensor | int
         module = model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"{type(model).__name__} has no layer {name!r}") from None
-    x = segments.unsqueeze(1)
-    with _no_cudnn(x.device):
-        attr = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+    # cuDNN RNNs refuse a backward pass in eval mode; the native kernels do not.
+    with torch.backends.cudnn.flags(enabled=False) if segments.is_cuda else nullcontext():
+        attr = LayerGradCam(model, module).attribute(segments.unsqueeze(1), target=target, relu_attributions=True)
     if attr.dim() != 3:
         raise ValueError(f"layer {name!r} gives {attr.dim()}-d outputs; Grad-CAM needs (B, C, T)")
     return LayerAttribution.interpolate(attr.detach(), segments.shape[-1], "linear")[:, 0].cpu().numpy()
@@ -115,24 +111,16 @@ def attention_map(model: nn.Module, segments: torch.Tensor) -> np.ndarray:
         raise ValueError(f"{type(model).__name__} has no attention weights; use method='gradcam'")
     with torch.no_grad():
         _, weights = model(segments, return_attention=True)
-    up = LayerAttribution.interpolate(weights.unsqueeze(1).float(), segments.shape[-1], "linear")
-    return up[:, 0].cpu().numpy()
+    return LayerAttribution.interpolate(weights.unsqueeze(1).float(), segments.shape[-1], "linear")[:, 0].cpu().numpy()
 
 
 def stitch(maps: np.ndarray, starts: list[int], length: int) -> np.ndarray:
     """Segment maps ``(n, L)`` → one map of ``length`` samples (mean where they overlap)."""
-    total = np.zeros(length)
-    count = np.zeros(length)
-    for m, s in zip(maps, starts):
-        end = min(s + maps.shape[1], length)
-        total[s:end] += m[: end - s]
-        count[s:end] += 1
+    index = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(maps.shape[1])
+    inside = index < length  # a padded short record's map runs past its end
+    total = np.bincount(index[inside], maps[inside], minlength=length)
+    count = np.bincount(index[inside], minlength=length)
     return np.divide(total, count, out=np.zeros(length), where=count > 0)
-
-
-def probabilities(model: nn.Module, segments: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return torch.softmax(model(segments).float(), dim=1).cpu().numpy()
 
 
 def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConfig, record: str = "?",
@@ -147,25 +135,17 @@ def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConf
     model = model.eval()
     device = torch.device(device)
     cut, padded = segment(filtered, cfg.segment_length, cfg.hop, True)
-    x = torch.from_numpy(cut.astype(np.float32)).to(device)
-    with torch.no_grad():
-        logits = model(x).float().cpu().numpy()
-    seg_probs = softmax(logits, temperature)
+    logits = batched_logits(model, cut, device=device)
     probs = record_probabilities(logits, np.zeros(len(logits), np.int64), 1, aggregate, temperature)[0]
     target = int(np.argmax(probs)) if cls is None else target_index(cls)
-    if method == "gradcam":
-        maps = gradcam(model, x, target, layer)
-        layer = layer or default_layer(model)
-    else:
-        maps = attention_map(model, x)
-        layer = None
+    x = torch.from_numpy(cut.astype(np.float32)).to(device)
+    maps = gradcam(model, x, target, layer) if method == "gradcam" else attention_map(model, x)
+    layer = (layer or default_layer(model)) if method == "gradcam" else None
     starts = window_starts(len(filtered), cfg.segment_length, cfg.hop).tolist()  # the cut ``segment`` made
     saliency = stitch(maps, starts, len(filtered))
-    peak = saliency.max()
-    if peak > 0:
-        saliency = saliency / peak
+    saliency = saliency / (saliency.max() or 1.0)  # peak 1; an all-zero map stays zero
     return Explanation(record, filtered.astype(np.float32), cfg.fs, saliency, probs, target, method, layer,
-                       starts, cfg.segment_length, padded, seg_probs)
+                       starts, cfg.segment_length, padded, softmax(logits, temperature))
 
 
 def explain_signal(model: nn.Module, signal: np.ndarray, fs: float, cfg: PreprocessConfig,

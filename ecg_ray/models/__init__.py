@@ -68,26 +68,20 @@ def build_model(name: str, **hparams) -> nn.Module:
     ``build_model(model.model_name, **model.hparams)``.
     """
     defaults = default_hparams(name)
-    unknown = sorted(set(hparams) - set(defaults))
-    if unknown:
+    if unknown := sorted(set(hparams) - set(defaults)):
         raise TypeError(f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for model "
                         f"{name!r}; valid: {', '.join(sorted(defaults))}")
     resolved = {**defaults, **hparams}
     model = MODELS[name](**resolved)
     model.model_name = name
     model.hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
-    _check_groups(model)
-    return model
-
-
-def _check_groups(model: nn.Module) -> None:
-    groups = model.param_groups()
-    missing = {"frontend", "recurrent", "head"} - set(groups)
-    if missing:
+    groups = model.param_groups()  # the contract of the module doc: every parameter in one group
+    if missing := {"frontend", "recurrent", "head"} - set(groups):
         raise RuntimeError(f"{type(model).__name__}.param_groups() lacks {sorted(missing)}")
     ids = [id(p) for ps in groups.values() for p in ps]
     if len(ids) != len(set(ids)) or set(ids) != {id(p) for p in model.parameters()}:
         raise RuntimeError(f"{type(model).__name__}.param_groups() must hold every parameter exactly once")
+    return model
 
 
 def freeze(model: nn.Module, group: str = "frontend") -> nn.Module:
@@ -129,11 +123,10 @@ def benchmark_models(batch_size: int = 64, length: int = 1500, iters: int = 3,
         model = build_model(name).train()
         x = torch.randn(batch_size, 1, length)
         y = torch.randint(0, model.num_classes, (batch_size,))
-        loss_fn = nn.CrossEntropyLoss()
 
         def step():
             model.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
+            nn.functional.cross_entropy(model(x), y).backward()
 
         for _ in range(warmup):
             step()

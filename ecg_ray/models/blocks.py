@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -69,17 +70,14 @@ def init_rnn(rnn: nn.RNNBase) -> None:
     PyTorch's gate order is (input, forget, cell, output) for LSTM."""
     gates = 4 if isinstance(rnn, nn.LSTM) else 3 if isinstance(rnn, nn.GRU) else 1
     for name, p in rnn.named_parameters():
-        if name.startswith("weight_ih"):
+        if name.startswith("weight"):
+            init = nn.init.xavier_uniform_ if name.startswith("weight_ih") else nn.init.orthogonal_
             for chunk in p.data.chunk(gates, 0):
-                nn.init.xavier_uniform_(chunk)
-        elif name.startswith("weight_hh"):
-            for chunk in p.data.chunk(gates, 0):
-                nn.init.orthogonal_(chunk)
+                init(chunk)
         elif name.startswith("bias"):
             nn.init.zeros_(p)
             if isinstance(rnn, nn.LSTM) and name.startswith("bias_ih"):
-                h = rnn.hidden_size
-                p.data[h:2 * h].fill_(1.0)
+                p.data[rnn.hidden_size:2 * rnn.hidden_size].fill_(1.0)
 
 
 class SameConv1d(nn.Conv1d):
@@ -99,20 +97,15 @@ class SameConv1d(nn.Conv1d):
         return super().forward(x)
 
 
-class ConvBlock(nn.Module):
+class ConvBlock(nn.Sequential):
     """Conv1d ('same' padding) → BatchNorm1d → ReLU → MaxPool1d → Dropout."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7,
                  pool: int = 2, dropout: float = 0.1):
-        super().__init__()
-        self.conv = SameConv1d(in_channels, out_channels, kernel_size)
-        self.bn = nn.BatchNorm1d(out_channels)
-        self.act = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool1d(pool) if pool > 1 else nn.Identity()
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.pool(self.act(self.bn(self.conv(x)))))
+        super().__init__(OrderedDict(
+            conv=SameConv1d(in_channels, out_channels, kernel_size), bn=nn.BatchNorm1d(out_channels),
+            act=nn.ReLU(inplace=True), pool=nn.MaxPool1d(pool) if pool > 1 else nn.Identity(),
+            drop=nn.Dropout(dropout) if dropout > 0 else nn.Identity()))
 
 
 class CNNFrontend(nn.Module):
@@ -127,11 +120,8 @@ class CNNFrontend(nn.Module):
         if pool < 1:
             raise ValueError(f"pool must be >= 1, got {pool}")
         dropout = _check_prob("dropout", dropout)
-        blocks, c_in = [], in_channels
-        for c in channels:
-            blocks.append(ConvBlock(c_in, c, kernel_size, pool, dropout))
-            c_in = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*(ConvBlock(c_in, c, kernel_size, pool, dropout)
+                                      for c_in, c in zip((in_channels, *channels), channels)))
         self.out_channels = channels[-1]
         init_conv_bn(self)
 
@@ -277,12 +267,8 @@ class ECGModel(nn.Module):
         if group not in groups:
             raise ValueError(f"unknown parameter group {group!r}; valid: {sorted(groups)}")
         for m in groups[group]:
-            for p in m.parameters():
-                p.requires_grad_(not frozen)
-        if frozen:
-            self.frozen_groups.add(group)
-        else:
-            self.frozen_groups.discard(group)
+            m.requires_grad_(not frozen)
+        self.frozen_groups = (self.frozen_groups | {group}) if frozen else (self.frozen_groups - {group})
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> "ECGModel":

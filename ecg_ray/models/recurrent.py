@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import register
-from .blocks import POOLINGS, CNNFrontend, ECGModel, SequencePool, _check_prob, init_rnn, linear_head
+from .blocks import CNNFrontend, ECGModel, SequencePool, _check_prob, init_rnn, linear_head
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -45,10 +45,8 @@ class Framer(nn.Module):
         self.frame = frame
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, length = x.shape
-        t = length // self.frame
-        x = x[..., : t * self.frame].reshape(b, c, t, self.frame)
-        return x.permute(0, 1, 3, 2).reshape(b, c * self.frame, t)
+        frames = x.unfold(2, self.frame, self.frame)  # (B, C, T, frame)
+        return frames.transpose(2, 3).flatten(1, 2)
 
 
 # decorators apply bottom-up: cnn_lstm is registered first
@@ -81,8 +79,6 @@ class RecurrentClassifier(ECGModel):
         super().__init__(in_channels, num_classes)
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if hidden < 1 or layers < 1:
             raise ValueError(f"hidden and layers must be >= 1, got {hidden}, {layers}")
         if frontend == "cnn":
@@ -110,8 +106,7 @@ class RecurrentClassifier(ECGModel):
         self.head = linear_head(self.pool.out_dim, num_classes, head_dropout)
 
     def module_groups(self):
-        recurrent = [self.rnn] + ([self.skip] if self.skip is not None else [])
-        return {"frontend": [self.frontend], "recurrent": recurrent,
+        return {"frontend": [self.frontend], "recurrent": [m for m in (self.rnn, self.skip) if m is not None],
                 "head": [self.pool, self.head]}
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):

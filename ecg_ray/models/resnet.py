@@ -47,9 +47,7 @@ class PreActBlock(nn.Module):
                       if stride > 1 else SameConv1d(in_channels, out_channels, kernel_size))
         self.mid = nn.Sequential(*bn_relu(out_channels), nn.Dropout(dropout))
         self.conv2 = SameConv1d(out_channels, out_channels, kernel_size)
-        shortcut = []
-        if stride > 1:
-            shortcut.append(nn.MaxPool1d(stride, ceil_mode=True))
+        shortcut = [nn.MaxPool1d(stride, ceil_mode=True)] if stride > 1 else []
         if in_channels != out_channels:
             shortcut.append(nn.Conv1d(in_channels, out_channels, 1, bias=False))
         self.shortcut = nn.Sequential(*shortcut)

@@ -63,14 +63,10 @@ class TransformerClassifier(ECGModel):
             q = last.norm1(h) if last.norm_first else h
             _, attn = last.self_attn(q, q, q, need_weights=True, average_attn_weights=True)
             weights = attn.mean(dim=1)  # (B, T_query, T_key) → mean over queries → (B, T)
-            h = last(h)
-            if self.encoder.norm is not None:
-                h = self.encoder.norm(h)
+            h = self.encoder.norm(last(h))
         else:
             h = self.encoder(h)
             weights = None
         pooled, pool_weights = self.pool(h)
         logits = self.head(pooled)
-        if not return_attention:
-            return logits
-        return logits, (pool_weights if pool_weights is not None else weights)
+        return (logits, weights if pool_weights is None else pool_weights) if return_attention else logits
