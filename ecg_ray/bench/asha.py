@@ -17,10 +17,11 @@ from pathlib import Path
 from .stats import markdown_table
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "search_spaces" / "bench_asha.yaml"
-FACTORS = ("model", "imbalance", "augment")
 
 
 def _key(row) -> str:
+    from ..tuning.experiment import FACTORS
+
     return " / ".join(str(row[f]) for f in FACTORS if f in row)
 
 
@@ -35,12 +36,13 @@ def _sweep(spec_path: Path, overrides: list[str], scheduler: str, prepared: Path
     t0 = time.perf_counter()
     run_sweep(spec, prepared, storage, verbose=0)
     wall = time.perf_counter() - t0
-    trials, _ = analysis.load_experiment(experiment_dir(storage, spec.name))
+    experiment = experiment_dir(storage, spec.name)
+    trials, _ = analysis.load_experiment(experiment)
     column = analysis.metric_column(trials, spec.metric, "last")
     best = analysis.best_trial(trials, spec.metric, spec.mode)
     per_config = {_key(r): {"epochs": int(r["epochs"]), "f1": float(r[column]), "status": r["status"]}
                   for _, r in trials.iterrows()}
-    return {"experiment": experiment_dir(storage, spec.name), "wall_s": wall, "trials": len(trials),
+    return {"experiment": experiment, "wall_s": wall, "trials": len(trials),
             "trial_epochs": int(trials["epochs"].sum()), "max_epochs": int(trials.attrs["max_epochs"]),
             "errors": int((trials["status"] == "ERROR").sum()), "stopped_early": int(trials["stopped_early"].sum()),
             "metric": spec.metric, "mode": spec.mode, "best": {"config": _key(best), "f1": float(best[column])},

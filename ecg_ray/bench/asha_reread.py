@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..tuning import analysis, effects
+from ..tuning.experiment import FACTORS
 
 FOLDER = Path(__file__).resolve().parents[2] / "results" / "bench_asha"
-FACTORS = ("model", "imbalance", "augment")
 COMMANDS = ["python -m ecg_ray.bench.asha_reread results/bench_asha",
             "ecg-ray ablation results/bench_asha/trials_fifo.csv --format markdown   # fixed_budget_fifo.md",
             "ecg-ray ablation results/bench_asha/trials_asha.csv --format markdown   # asha_readings.md",
@@ -58,11 +58,10 @@ def side_by_side(asha: dict, fifo_last: dict, fifo_best: dict) -> pd.DataFrame:
 
 
 def contrasts(result: dict) -> pd.DataFrame:
-    rows = [{"factor": c["factor"], "contrast": f"{c['better']} − {c['worse']}", "ΔF1": c["delta"],
-             "95% CI": f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]" if c["ci_low"] is not None else "",
-             "p": c["p"], "p (Holm)": c["p_holm"], "MDD": c["mdd"], "pairs": c["n_pairs"], "n": c["n"]}
-            for c in result["contrasts"]]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"factor": c["factor"], "contrast": f"{c['better']} − {c['worse']}", "ΔF1": c["delta"],
+                          "95% CI": f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]" if c["ci_low"] is not None else "",
+                          "p": c["p"], "p (Holm)": c["p_holm"], "MDD": c["mdd"], "pairs": c["n_pairs"], "n": c["n"]}
+                         for c in result["contrasts"]])
 
 
 def report(asha: dict, fifo_last: dict, fifo_best: dict) -> str:

@@ -15,7 +15,6 @@ Ray rows are skipped, and say so, when Ray is not installed.
 from __future__ import annotations
 
 import itertools
-import shutil
 import tempfile
 
 import numpy as np
@@ -121,14 +120,11 @@ def fit_one_worker(loop, config: dict, datasets: tuple | None, storage: str, nam
 def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
     from ..training.config import TrainConfig
 
-    storage = tempfile.mkdtemp(prefix="ecg_bench_feed_")
     config = {"warmup": opts.warmup, "repeats": opts.repeats, "batch_size": opts.batch_size,
               "shuffle_buffer": TrainConfig().shuffle_buffer, "records": info.train_records,
               "length": info.segment_length, "prefetch": not info.materialized}
-    try:
+    with tempfile.TemporaryDirectory(prefix="ecg_bench_feed_", ignore_cleanup_errors=True) as storage:
         return list(fit_one_worker(feed_loop, config, (train_ds, val_ds), storage, "feed").return_value)
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
 
 
 def _ray_rows(opts, rows: dict, notes: list[str], length: int) -> None:
@@ -136,14 +132,11 @@ def _ray_rows(opts, rows: dict, notes: list[str], length: int) -> None:
     from ..training.trainer import init_ray
 
     init_ray()
-    bs = opts.batch_size
-    train_ds, _, info = load_datasets(opts.prepared, None, materialize=False, max_records=opts.feed_records)
-    rows["ray_streaming"] = stats.rates(_crop_step(train_ds, info.train_records, length, bs, prefetch=True),
-                                        opts.repeats, opts.warmup)
-    train_ds, _, info = load_datasets(opts.prepared, None, materialize=True, max_records=opts.feed_records)
-    rows["ray_materialized"] = stats.rates(_crop_step(train_ds, info.train_records, length, bs), opts.repeats,
-                                           opts.warmup)
-    del train_ds
+    for key, materialize in (("ray_streaming", False), ("ray_materialized", True)):
+        train_ds, _, info = load_datasets(opts.prepared, None, materialize=materialize, max_records=opts.feed_records)
+        step = _crop_step(train_ds, info.train_records, length, opts.batch_size, prefetch=not materialize)
+        rows[key] = stats.rates(step, opts.repeats, opts.warmup)
+    del train_ds, step  # free the materialized copy before the sweep path loads its own
     train_ds, val_ds, info = load_datasets(opts.prepared, None, materialize=None, max_records=opts.feed_records)
     rows["train_worker"] = _train_worker_rates(train_ds, val_ds, info, opts)
     notes.append(f"sweep path: the data {'materialized' if info.materialized else 'streamed'} (as `load_datasets` "
@@ -182,13 +175,11 @@ def render(result: dict, context: dict) -> str:
     table = [[label, *summary_cells(rows.get(key)), fmt_ratio(stats.ratio(rows.get(key), ref))]
              for key, label in ROWS if key in rows]
     notes = list(result.get("notes", []))
-    sweep = rows.get(SWEEP_PATH)
-    if sweep:
+    if sweep := rows.get(SWEEP_PATH):
         r = stats.ratio(sweep, ref)
         notes.append(f"target: sweep path ≥ {TARGET_RATIO}× of (c): {r:.2f}× — "
                      + ("**met**" if r >= TARGET_RATIO else "**NOT met**"))
-        fastest = context.get("fastest_train_rate")
-        if fastest:
+        if fastest := context.get("fastest_train_rate"):
             name, rate = fastest
             notes.append(f"target: feed far above the fastest model's training rate ({name}, bare torch "
                          f"{fmt(rate)} crops/s): sweep path is {sweep['median'] / rate:.0f}× that — "

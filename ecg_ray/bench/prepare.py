@@ -45,12 +45,12 @@ def link_records(records_dir: Path, names: list[str], labels: dict[str, str], in
 def subset_folder(records_dir: Path, n: int, into: Path) -> Path:
     """A records folder of about ``n`` records, an equal share of each label
     (symlinks to the real files plus a REFERENCE.csv of just those)."""
+    import pandas as pd
+
     labels = read_labels(records_dir)
-    by_label: dict[str, list[str]] = {}
-    for name, label in sorted(labels.items()):
-        by_label.setdefault(label, []).append(name)
-    chosen = sorted(r for members in by_label.values() for r in members[:max(1, n // len(by_label))])
-    return link_records(records_dir, chosen, labels, into / "records")
+    by_name = pd.Series(labels).sort_index()
+    chosen = by_name.groupby(by_name).head(max(1, n // by_name.nunique())).index
+    return link_records(records_dir, sorted(chosen), labels, into / "records")
 
 
 def timed_prepare(records_dir: Path, out: Path, workers: int, **options) -> tuple[float, dict]:
@@ -71,8 +71,8 @@ def _one(records_dir: Path, workers: int, work: Path) -> tuple[float, dict]:
 
 def run(opts) -> dict:
     records_dir = Path(opts.records_dir)
-    work = Path(tempfile.mkdtemp(prefix="ecg_bench_prepare_"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="ecg_bench_prepare_", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
         if opts.prepare_records:
             records_dir = subset_folder(records_dir, opts.prepare_records, work)
         workers = sorted(set(opts.prepare_workers))
@@ -80,15 +80,13 @@ def run(opts) -> dict:
             _one(records_dir, workers[-1], work)
         rows = {}
         for w in workers:
-            runs = [_one(records_dir, w, work) for _ in range(opts.repeats)]
-            walls, manifest = [wall for wall, _ in runs], runs[-1][1]
+            walls, manifests = zip(*[_one(records_dir, w, work) for _ in range(opts.repeats)])
+            manifest = manifests[-1]
             total = manifest["n_records"] + len(manifest["skipped"])
-            pools = [m["seconds"] for _, m in runs]
-            rows[str(w)] = {"wall_s": stats.summarize(walls), "pool_s": stats.summarize(pools),
+            rows[str(w)] = {"wall_s": stats.summarize(walls),
+                            "pool_s": stats.summarize([m["seconds"] for m in manifests]),
                             "records_per_s": stats.summarize([total / s for s in walls])}
             print(f"bench prepare: {w} process(es) {rows[str(w)]['wall_s']['median']:.1f} s", flush=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return {"records": total, "kept": manifest["n_records"], "segments": manifest["n_segments"],
             "records_dir": str(opts.records_dir), "subset": opts.prepare_records, "rows": rows}
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..artifacts import write_json
 from . import machine
 
 #: name → heading, in the order of the report; each section is the module of its name (gpu: train's run_gpu).
@@ -81,16 +82,14 @@ class BenchOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
-        needing = [s for s in self.sections if s in NEEDS_DATA]
-        if needing:
+        if needing := [s for s in self.sections if s in NEEDS_DATA]:
             if self.prepared is None:
                 raise ValueError(f"sections {', '.join(needing)} need --data PREPARED (an `ecg-ray prepare` folder)")
             store.read_manifest(self.prepared)  # DataError naming the folder if it is not one
         for name in ("prepare", "scale"):
             if name in self.sections and self.records_dir is None:
                 raise ValueError(f"section {name} needs --data-dir (the raw records folder)")
-        unknown = sorted(set(self.models or []) - set(model_names()))
-        if unknown:
+        if unknown := sorted(set(self.models or []) - set(model_names())):
             raise ValueError(f"--models: unknown model(s) {', '.join(unknown)}; choose from {', '.join(model_names())}")
         if "prepare" in self.sections and (not self.prepare_workers or min(self.prepare_workers) < 1):
             raise ValueError(f"--prepare-workers must be positive integers, got {self.prepare_workers}")
@@ -138,24 +137,19 @@ def run_bench(opts: BenchOptions) -> tuple[Path, Path]:
                       "load_before": machine.load_average()}
             t0 = time.perf_counter()
             if name == "asha" and not machine.ray_available():
-                record["skipped"] = "ray is not installed"
+                result = {"skipped": "ray is not installed"}
             else:
                 result = _runner(name)(opts)
-                if "skipped" in result:
-                    record["skipped"] = result["skipped"]
-                else:
-                    record["result"] = result
+            record.update({"skipped": result["skipped"]} if "skipped" in result else {"result": result})
             record.update(seconds=round(time.perf_counter() - t0, 1), load_after=machine.load_average())
             doc = read_existing(json_path)  # again: another bench run may have written meanwhile
             doc["sections"][name] = record
-            json_path.write_text(json.dumps(doc, indent=1))
+            write_json(json_path, doc)
             md_path.write_text(render_document(doc))
     finally:
-        if "ray" in sys.modules:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
+        ray = sys.modules.get("ray")  # imported (and maybe started) only by the sections that need it
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
     return json_path, md_path
 
 
@@ -174,8 +168,7 @@ def render_document(doc: dict) -> str:
     latest = max(sections.values(), key=lambda r: r["date"])
     commands = list(dict.fromkeys(r["command"] for r in sections.values()))
     context = {}
-    train = sections.get("train", {}).get("result")
-    if train:
+    if train := sections.get("train", {}).get("result"):
         from .train import fastest_bare
 
         context["fastest_train_rate"] = fastest_bare(train)
@@ -186,15 +179,11 @@ def render_document(doc: dict) -> str:
     if len(commands) == 1:
         lines += [f"Command: `{commands[0]}`", ""]
     lines += [f"Machine: {machine.describe(latest['machine'])}", ""]
-    for name, heading in SECTIONS.items():
-        record = sections.get(name)
-        if record is None:
-            continue
-        lines += [f"## {heading}", "", _run_line(record, latest["machine"], len(commands) > 1), ""]
-        if "skipped" in record:
-            lines += [f"Skipped: {record['skipped']}.", ""]
-        else:
-            lines += [_module(name).render(record["result"], context), ""]
+    for name in (n for n in SECTIONS if n in sections):
+        record = sections[name]
+        body = (f"Skipped: {record['skipped']}." if "skipped" in record
+                else _module(name).render(record["result"], context))
+        lines += [f"## {SECTIONS[name]}", "", _run_line(record, latest["machine"], len(commands) > 1), "", body, ""]
     return "\n".join(lines)
 
 

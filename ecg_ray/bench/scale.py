@@ -94,9 +94,8 @@ def write_long_record(folder: Path, name: str, days: float, fs: int = FS, chunk:
         f.write(np.array([30, 1, n, 0, 4], dtype="<i4").tobytes() + b"val\0")
         first = None
         for a in range(0, n, chunk):
-            m = min(chunk, n - a)
-            i = np.arange(a, a + m)
-            mv = template[i % beat] + 0.2 * np.sin(2 * np.pi * 0.25 * i / fs) + rng.normal(0, 0.03, m)
+            i = np.arange(a, min(a + chunk, n))
+            mv = template[i % beat] + 0.2 * np.sin(2 * np.pi * 0.25 * i / fs) + rng.normal(0, 0.03, len(i))
             adu = np.clip(np.round(mv * 1000), -32768, 32767).astype("<i2")
             first = int(adu[0]) if first is None else first
             adu.tofile(f)
@@ -122,31 +121,30 @@ def watched(args: list[str], interval: float = 0.25, timeout: float = 3600) -> d
     import psutil
 
     cmd = [sys.executable, "-m", "ecg_ray.bench.scale", *map(str, args)]
+    samples = [(0, 0, 0, 0)]  # (RSS summed, PSS summed, largest RSS, processes) of the tree
+    stop = threading.Event()
+
+    def sample(proc):
+        while not stop.is_set():
+            try:
+                procs = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+            memory = []
+            for p in procs:
+                try:
+                    memory.append(p.memory_full_info())
+                except psutil.Error:
+                    continue
+            rss = [m.rss for m in memory]
+            samples.append((sum(rss), sum(getattr(m, "pss", m.rss) for m in memory), max(rss, default=0), len(procs)))
+            stop.wait(interval)
+
+    # output to files, not pipes: a daemon the child starts (Ray's) may keep a pipe open after it exits
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = psutil.Popen(cmd, stdout=out, stderr=err)
-        peak = {"rss": 0, "pss": 0, "max_process_rss": 0, "processes": 0}
-        stop = threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                rss = pss = top = 0
-                try:
-                    procs = [proc, *proc.children(recursive=True)]
-                except psutil.Error:
-                    procs = []
-                for p in procs:
-                    try:
-                        info = p.memory_full_info()
-                    except psutil.Error:
-                        continue
-                    rss, pss, top = rss + info.rss, pss + getattr(info, "pss", info.rss), max(top, info.rss)
-                peak.update(rss=max(peak["rss"], rss), pss=max(peak["pss"], pss),
-                            max_process_rss=max(peak["max_process_rss"], top),
-                            processes=max(peak["processes"], len(procs)))
-                stop.wait(interval)
-
-        watcher = threading.Thread(target=sample, daemon=True)
+        watcher = threading.Thread(target=sample, args=(proc,), daemon=True)
         watcher.start()
         try:
             rc = proc.wait(timeout)
@@ -161,10 +159,10 @@ def watched(args: list[str], interval: float = 0.25, timeout: float = 3600) -> d
         lines = out.read().strip().splitlines()
         if rc != 0 or not lines:
             raise RuntimeError(f"bench scale {' '.join(map(str, args))} failed ({rc}): {err.read()[-3000:]}")
+    rss, pss, top, processes = np.max(samples, axis=0).tolist()
     result = json.loads(lines[-1])
-    result.update(process_wall_s=round(wall, 2), peak_rss_mib=round(peak["rss"] / MiB),
-                  peak_pss_mib=round(peak["pss"] / MiB), peak_process_rss_mib=round(peak["max_process_rss"] / MiB),
-                  processes=peak["processes"])
+    result.update(process_wall_s=round(wall, 2), peak_rss_mib=round(rss / MiB), peak_pss_mib=round(pss / MiB),
+                  peak_process_rss_mib=round(top / MiB), processes=processes)
     return result
 
 
@@ -208,8 +206,7 @@ def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, w
         load_s = time.perf_counter() - t0
         opts = SimpleNamespace(warmup=int(warmup), repeats=int(repeats), batch_size=int(batch_size))
         rates = _train_worker_rates(train_ds, val_ds, info, opts)
-        index = store.load_index(Path(prepared))
-        data_mib = float(index["n_samples"].sum()) * 4 / MiB
+        data_mib = float(store.load_index(Path(prepared))["n_samples"].sum()) * 4 / MiB
     finally:
         ray.shutdown()
         shutil.rmtree(session, ignore_errors=True)
@@ -243,9 +240,7 @@ def _feed_rows(prepared: Path, scale: int, layout: str, opts, data_mib: float) -
     rows = {}
     fit = int(max(1024, 2 * data_mib))
     capped = int(max(100, min(256, data_mib / 2)))
-    plan = [("materialized", fit, "1"), ("streaming", capped, "0")]
-    if layout == "flat":
-        plan = plan[1:]  # streamed only
+    plan = [("materialized", fit, "1"), ("streaming", capped, "0")][layout == "flat":]  # flat: streamed only
     for kind, store_mib, mat in plan:
         key = f"{scale}x_{layout}_{kind}"
         _log(f"feed {key} (object store {store_mib} MiB)")
@@ -263,11 +258,11 @@ def run(opts) -> dict:
     workers = os.cpu_count() or 1
     scales = env_option("ECG_RAY_SCALE_FACTORS", list(SCALES), lambda text: sorted({int(x) for x in _comma_set(text)}))
     parts = env_option("ECG_RAY_SCALE_PARTS", {"prepare", "feed", "long"}, _comma_set)
-    work = Path(tempfile.mkdtemp(prefix="ecg_scale_"))
-    result = {"records_dir": str(opts.records_dir), "workers": workers, "scales": scales, "prepare": {},
-              "feed": {}, "long": {}, "scratch": str(work), "env": env_settings("ECG_RAY_SCALE_")}
     keep = {1, scales[-1]} if "feed" in parts else set()
-    try:
+    with tempfile.TemporaryDirectory(prefix="ecg_scale_", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
+        result = {"records_dir": str(opts.records_dir), "workers": workers, "scales": scales, "prepare": {},
+                  "feed": {}, "long": {}, "scratch": str(work), "env": env_settings("ECG_RAY_SCALE_")}
         for s in (scales if "prepare" in parts else []):
             folder = replicate(records_dir, s, work / f"records_x{s}")
             for layout in (["flat", "split"] if s == 1 else ["split"]):
@@ -304,8 +299,6 @@ def run(opts) -> dict:
             _log(f"  {row['wall_s']} s, peak PSS {row['peak_pss_mib']} MiB")
             shutil.rmtree(folder)
             shutil.rmtree(work / "long_out")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return _carry_over(result, opts)
 
 
@@ -328,14 +321,6 @@ def _label(row: dict, label: str) -> str:
 
 # -- the report -----------------------------------------------------------------------------------
 
-def _mib(v) -> str:
-    return "—" if v is None else f"{v:,.0f}"
-
-
-def _mibs(row: dict, *keys: str) -> list[str]:
-    return [_mib(row[k]) for k in keys]
-
-
 def render(result: dict, context: dict) -> str:
     out = stats.environment(result.get("env"))
     prep = result["prepare"]
@@ -345,8 +330,8 @@ def render(result: dict, context: dict) -> str:
         wall = stats.ratio(r["wall_s"], base and base["wall_s"])
         table.append([_label(r, f"{r['scale']}×"), r["layout"], r["records"], r["wall_s"], r["pool_s"],
                       r.get("layout_s"), r["records_per_s"], f"{wall:.2f}× (scale {r['scale']}×)" if wall else "—",
-                      *_mibs(r, "peak_pss_mib", "peak_rss_mib", "peak_process_rss_mib"),
-                      fmt_ratio(stats.ratio(r["peak_pss_mib"], base and base["peak_pss_mib"])), _mib(r["out_mib"])])
+                      r["peak_pss_mib"], r["peak_rss_mib"], r["peak_process_rss_mib"],
+                      fmt_ratio(stats.ratio(r["peak_pss_mib"], base and base["peak_pss_mib"])), r["out_mib"]])
     out.append(markdown_table(["scale", "layout", "records", "wall s", "pool s", "regroup s", "records/s",
                                "wall / 1× split", "peak PSS MiB", "peak RSS sum MiB", "largest process MiB",
                                "PSS / 1× split", "parquet MiB"], table))
@@ -356,22 +341,21 @@ def render(result: dict, context: dict) -> str:
     out.append(f"- `prepare` with {result['workers']} processes, from scratch, {runs}; the replicas are symlinks to "
                "the real files under new ids. PSS counts shared pages once (the honest total); RSS summed over the "
                "tree counts them in every process.")
-    if base and prep:
+    if base:
         top = max(prep.values(), key=lambda r: r["scale"])
         t = top["wall_s"] / base["wall_s"]
         m = top["peak_pss_mib"] / base["peak_pss_mib"]
         out.append(f"- target: {top['scale']}× the records in ≤ {top['scale']}× the time: {t:.2f}× — "
                    + ("**met**" if t <= top["scale"] else "**NOT met**")
                    + f"; peak memory within 1.5× of 1×: {m:.2f}× — " + ("**met**" if m <= 1.5 else "**NOT met**"))
-    feed = result["feed"]
-    if feed:
+    if feed := result["feed"]:
         rows, targets = [], []
         for key, r in feed.items():
             ref = feed.get(f"{r['scale']}x_split_materialized")
             ratio = stats.ratio(r["crops_per_s"], ref and ref["crops_per_s"])
             rows.append([_label(r, f"{r['scale']}×"), r["layout"], r["kind"], r["train_records"],
-                         *_mibs(r, "data_mib", "store_mib"), *stats.summary_cells(r["crops_per_s"]),
-                         fmt_ratio(ratio), r["load_s"], *_mibs(r, "peak_pss_mib", "peak_rss_mib")])
+                         r["data_mib"], r["store_mib"], *stats.summary_cells(r["crops_per_s"]),
+                         fmt_ratio(ratio), r["load_s"], r["peak_pss_mib"], r["peak_rss_mib"]])
             if r["kind"] == "streaming" and r["layout"] == "split" and ref:
                 targets.append(f"- target at {r['scale']}×: streaming ≥ 0.5× materialized: {ratio:.2f}× — "
                                + ("**met**" if ratio >= 0.5 else "**NOT met**"))
@@ -384,16 +368,14 @@ def render(result: dict, context: dict) -> str:
                    "groups of the training cells with pyarrow (`data.shards`, no Ray Data); from the flat layout "
                    "Ray Data reads every file and filters by record id.")
         out += targets
-    long = result["long"]
-    if long:
+    if long := result["long"]:
         rows = []
         for label, r in long.items():
             rows.append([_label(r, label), r["records"], r["long_parts"], r["wall_s"],
-                         *_mibs(r, "peak_pss_mib", "peak_process_rss_mib", "out_mib")])
-            whole = r.get("whole_record_path")
-            if whole:
+                         r["peak_pss_mib"], r["peak_process_rss_mib"], r["out_mib"]])
+            if whole := r.get("whole_record_path"):
                 rows.append([f"{label}, whole-record functions (old path)", "1", "—", whole["wall_s"],
-                             *_mibs(whole, "peak_pss_mib", "peak_process_rss_mib"), "—"])
+                             whole["peak_pss_mib"], whole["peak_process_rss_mib"], "—"])
         out += ["", markdown_table(["folder", "records", "stored parts", "wall s", "peak PSS MiB",
                                     "largest process MiB", "parquet MiB"], rows)]
         out.append(f"- {COMPANY} real records plus one synthetic single-lead {FS} Hz record (72 bpm beats, baseline "

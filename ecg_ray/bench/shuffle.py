@@ -108,9 +108,8 @@ def render(result: dict, context: dict) -> str:
         curves = np.array([r["train_loss"] for r in runs[arm]])
         f1 = [r["val_f1"] for r in runs[arm]]
         val_loss = [r.get("val_loss") for r in runs[arm]]
-        rows.append([arm, *[fmt(v, 3) for v in curves.mean(0)],
-                     fmt(np.mean(val_loss), 3) if None not in val_loss else "—", fmt(np.mean(f1), 3),
-                     ", ".join(fmt(v, 3) for v in f1)])
+        rows.append([arm, *curves.mean(0), np.mean(val_loss) if None not in val_loss else None, np.mean(f1),
+                     ", ".join(map(fmt, f1))])
     notes = [f"ΔF1 stored − shuffled, paired by seed: {fmt_spread(result['delta_f1'])}; training loss is the mean "
              "over seeds"]
     if "delta_val_loss" in result:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -85,7 +84,6 @@ def run(opts) -> dict:
 
     init_ray()
     datasets = load_datasets(opts.prepared, None, materialize=None, max_records=opts.train_records)
-    storage = tempfile.mkdtemp(prefix="ecg_bench_startup_")
     runs = itertools.count()
 
     def trial(config):
@@ -99,7 +97,8 @@ def run(opts) -> dict:
     def bare():
         return _fit(None, storage, f"bare_{next(runs)}")
 
-    try:
+    # ``storage``, which the functions above write their runs into, is bound here
+    with tempfile.TemporaryDirectory(prefix="ecg_bench_startup_", ignore_cleanup_errors=True) as storage:
         marks = []
         rows = {"trainer": timed(bare, opts.repeats, opts.warmup, marks),
                 "trainer_until_loop": [m["started"] - m["called"] for m in marks],
@@ -110,8 +109,6 @@ def run(opts) -> dict:
                 "trainer_data": timed(lambda: _fit(datasets, storage, f"data_{next(runs)}"), opts.repeats,
                                       opts.warmup),
                 "tune_trial": timed(tune_once, opts.repeats, opts.warmup)}
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
     notes = [f"{datasets[2].train_records} training + {datasets[2].val_records} validation records, "
              f"{'materialized' if datasets[2].materialized else 'streamed'}; one worker with 1 CPU "
              f"(a sweep trial's); Ray {ray.__version__}, Train V2"]

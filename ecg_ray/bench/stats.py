@@ -78,10 +78,8 @@ def markdown_table(headers: list[str], rows: list[list], align: str | None = Non
     for row in rows:
         if len(row) != len(headers):
             raise ValueError(f"markdown_table: row {row!r} has {len(row)} cells, expected {len(headers)}")
-    sep = ["---:" if a == "r" else ":---" for a in align]
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    lines = [headers, ["---:" if a == "r" else ":---" for a in align], *([fmt(c) for c in row] for row in rows)]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 def environment(env: dict | None) -> list[str]:

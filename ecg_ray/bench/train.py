@@ -20,7 +20,6 @@ reported, and the median of the per-round ratios. ``gpu`` repeats both on CUDA
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 
@@ -86,15 +85,10 @@ def trainer_rates(cfg, datasets, preprocess: dict, warmup: int) -> list[float]:
     from ..training.checkpoint import load_checkpoint
     from ..training.trainer import make_trainer
 
-    train_ds, val_ds, info = datasets
-    storage = tempfile.mkdtemp(prefix="ecg_bench_train_")
-    try:
-        result = make_trainer(cfg, train_ds, val_ds, info, preprocess, storage_path=storage,
-                              name=f"bench_{cfg.model}").fit()
+    with tempfile.TemporaryDirectory(prefix="ecg_bench_train_", ignore_cleanup_errors=True) as storage:
+        result = make_trainer(cfg, *datasets, preprocess, storage_path=storage, name=f"bench_{cfg.model}").fit()
         with result.checkpoint.as_directory() as d:
             history = load_checkpoint(d)["history"]
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
     return [h["segments_per_s"] for h in history][warmup:]
 
 
@@ -190,8 +184,7 @@ def render(result: dict, context: dict) -> str:
                      "one growing with the model's time at per-step cost)")
         notes.append(f"target: overhead ≤ {TARGET_OVERHEAD:.0%}: " + (
             "**met** for every model" if not short else "**NOT met** for " + ", ".join(short)))
-    fastest = fastest_bare(result)
-    if fastest:
+    if fastest := fastest_bare(result):
         notes.append(f"fastest model (bare): {fastest[0]} at {fmt(fastest[1])} crops/s")
     return section_body(markdown_table(["model", "parameters", "bare crops/s (median)", "min", "max",
                                         "TorchTrainer crops/s (median)", "min", "max", "Trainer / bare",
