@@ -3,6 +3,7 @@ and the run folder.
 
 - ``json_safe``: numpy scalars and arrays → Python, NaN/inf → None (strict
   JSON), recursively; the one converter every JSON file and printout uses.
+- ``log_stderr``: one progress line on stderr, flushed.
 - ``provenance``: the git commit, package versions, the data's config hash and
   the command, recorded in every results file, summary and checkpoint.
 - ``Run``: a run folder (``ecg-ray train --out``, a cross-validation fold, a
@@ -26,6 +27,11 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+def log_stderr(msg: str) -> None:
+    """Print one progress line to stderr and flush it (sys.stderr looked up per call: tests may swap it)."""
+    print(msg, file=sys.stderr, flush=True)
+
 
 PACKAGES = ("ecg-ray", "torch", "ray", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow")
 

@@ -139,13 +139,13 @@ def _run_stage2(args, spec, prepared, best_config: dict) -> int:
 
     from .tuning import effects
     from .tuning.stages import stage2_from
-    from .tuning.sweep import experiment_dir, run_sweep
+    from .tuning.sweep import experiment_dir, run_sweep, storage_root
 
     stage2 = stage2_from(spec, best_config)
     budget = stage2.param_space["num_epochs"]
     seeds = stage2.param_space["seed"]["grid_search"]
     print(f"\nstage 2: every arm {budget} epochs, seeds {seeds}, no pruning → {stage2.name}", flush=True)
-    storage = args.storage if "://" in str(args.storage) else str(Path(args.storage).resolve())
+    storage = storage_root(args.storage)
     resume = args.resume and tune.Tuner.can_restore(experiment_dir(storage, stage2.name))
     grid = run_sweep(stage2, prepared, args.storage, resume=resume, address=args.address,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
@@ -203,13 +203,13 @@ def _split_records(args) -> list[str] | None:
 
 
 def cmd_evaluate(args) -> str:
-    from .artifacts import json_safe
+    from .artifacts import json_safe, log_stderr
     from .evaluate import evaluate_folder, log_test_scoring, write_predictions
 
     _set_threads(args.threads)
     records = _split_records(args)
     # stdout carries only the JSON, so download notes go to stderr
-    data_dir = resolve_records_dir(args.source, args.data_dir, log=lambda m: print(m, file=sys.stderr))
+    data_dir = resolve_records_dir(args.source, args.data_dir, log=log_stderr)
     result, predictions = evaluate_folder(args.checkpoint, data_dir, labels=args.labels, source=args.source,
                                           batch_size=args.batch_size, records=records, window_s=args.window,
                                           return_predictions=True, reliability=args.reliability)
@@ -224,6 +224,7 @@ def cmd_evaluate(args) -> str:
 
 
 def cmd_calibrate(args) -> dict:
+    from .artifacts import log_stderr
     from .data.dataset import PreparedDataset
     from .training.calibration import calibrate_checkpoint
     from .training.checkpoint import checkpoint_file, load_checkpoint
@@ -232,7 +233,7 @@ def cmd_calibrate(args) -> dict:
     file = checkpoint_file(args.checkpoint)
     cfg = load_checkpoint(file).get("config", {})
     _, val_ids = PreparedDataset(args.data).select(cfg.get("val_fold"), cfg.get("max_records"))
-    summary = calibrate_checkpoint(file, args.data, val_ids, log=lambda m: print(m, file=sys.stderr))
+    summary = calibrate_checkpoint(file, args.data, val_ids, log=log_stderr)
     return {"checkpoint": str(file), **summary}
 
 
@@ -276,20 +277,17 @@ def cmd_explain(args) -> int | dict:
     if (args.record is None) == (args.data_dir is None):
         raise ValueError("explain: give either --record PATH (one figure) or --data-dir D --cases N (case page)")
     if args.record is not None:
-        from .explain.cases import load_explainable
+        from .explain.cases import explain_record, load_explainable
         from .explain.figures import explanation_figure
-        from .explain.saliency import default_method, explain_signal
+        from .explain.saliency import default_method
         from .data.errors import RecordError
         from .plots import save
-        from .predict import error_line, read_input
+        from .predict import error_line
 
         predictor = load_explainable(args.checkpoint)
         method = args.method or default_method(predictor.model)
         try:
-            signal, fs = read_input(args.record, args.fs)
-            e = explain_signal(predictor.model, signal, fs, predictor.preprocess, args.record.stem,
-                               temperature=predictor.temperature, aggregate=predictor.aggregate,
-                               cls=args.cls, method=method, layer=args.layer)
+            e = explain_record(predictor, args.record, args.record.stem, method, args.layer, args.cls, args.fs)
         except RecordError as err:
             print(f"ecg-ray: error: {error_line(str(args.record), err)}", file=sys.stderr)
             return 2

@@ -24,7 +24,6 @@ Undefined values (e.g. AUROC of a class absent from the labels) are ``null``.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import CLASS_KEYS, CLASS_TO_INDEX, CLASSES
-from .artifacts import json_safe
+from .artifacts import json_safe, log_stderr
 from .data.errors import DataError, RecordError
 from .data.sources import DEFAULT_SOURCE, get_source
 from .predict import Predictor, load_predictor
@@ -44,10 +43,6 @@ from .training.metrics import (bootstrap_f1, classification_metrics, confusion, 
 
 PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in CLASS_KEYS], "predicted", "n_segments"]
 TEST_LOG_FIELDS = ["date", "checkpoint", "command", "n_records", "f1_cinc", "f1_cinc_ci_lo", "f1_cinc_ci_hi"]
-
-
-def log_stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)  # sys.stderr looked up per call: tests and callers may swap it
 
 
 def split_records(prepared: Path, split: str) -> list[str]:

@@ -68,9 +68,10 @@ def compare(asha: dict, fifo: dict) -> dict:
 
 def run(opts) -> dict:
     from ..training.trainer import init_ray
+    from ..tuning.sweep import storage_root
 
     spec = Path(opts.asha_spec or DEFAULT_SPEC)
-    storage = opts.storage if "://" in opts.storage else str(Path(opts.storage).resolve())
+    storage = storage_root(opts.storage)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     init_ray()  # before the clock starts, so neither run pays Ray's start-up
     asha = _sweep(spec, list(opts.asha_set), "asha", opts.prepared, storage, stamp)

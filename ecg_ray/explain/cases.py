@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import CLASS_KEYS, CLASSES
-from ..artifacts import json_safe
-from ..evaluate import evaluate_folder, log_stderr
+from ..artifacts import json_safe, log_stderr
+from ..evaluate import evaluate_folder
 from ..plots import save
 from ..predict import Predictor, load_predictor, read_input
 from .faithfulness import deletion_curves

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from .. import CLASS_KEYS, CLASSES, HEADLINE
-from ..artifacts import Run, json_safe, provenance, write_json
+from ..artifacts import Run, json_safe, log_stderr, provenance, write_json
 from ..data import store
 from ..data.dataset import PreparedDataset
 from ..data.errors import DataError
@@ -60,10 +59,6 @@ TABLE_METRICS = [HEADLINE, "val_auroc_macro", "val_accuracy", "val_f1_macro", *[
 VIEW_DIR = "_data"
 #: Per fold: its own best epoch, the common epoch count (median best), its last epoch.
 READOUTS = ("best", "common", "last")
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # -- dataset views ---------------------------------------------------------------------------------
@@ -210,7 +205,7 @@ def _claim_fold(fold_dir: Path, cfg: TrainConfig) -> bool:
 
 def run_crossval(cfg: TrainConfig, prepared: Path, out: Path, *, folds: int = 5,
                  fold_ids: list[int] | None = None, exclude_test: bool = False, config_source: str = "",
-                 address: str | None = None, log=_log) -> dict:
+                 address: str | None = None, log=log_stderr) -> dict:
     """Train ``cfg`` on each fold in turn and write the tables; returns the summary."""
     from .trainer import train_run
 
@@ -260,7 +255,7 @@ FINAL_NOTE = ("Nothing was selected on the test split: fixed epoch count, no ear
 
 
 def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, config_source: str = "",
-              address: str | None = None, log=_log) -> dict:
+              address: str | None = None, log=log_stderr) -> dict:
     """Train ``cfg`` for ``epochs`` on the saved train+val records, test split held
     out (monitored only); ``out/model.pt`` is the last epoch. Returns ``final.json``."""
     from .trainer import train_run

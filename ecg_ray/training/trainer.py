@@ -24,7 +24,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from .. import HEADLINE
-from ..artifacts import Run, provenance
+from ..artifacts import Run, log_stderr, provenance
 from ..data.preprocess import PreprocessConfig
 from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
@@ -231,7 +231,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
 
         _, val_ids = data.select(cfg.val_fold, cfg.max_records)
         calibration = calibrate_checkpoint(out / FILENAME, prepared, val_ids,
-                                           log=lambda m: print(m, file=sys.stderr, flush=True))
+                                           log=log_stderr)
     best_payload = load_checkpoint(out / FILENAME)
     results = {
         "model": cfg.model,

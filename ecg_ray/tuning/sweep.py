@@ -146,6 +146,11 @@ def check_storage(storage: str, alive_nodes: int, shared: list[str] = ()) -> Non
         f"(several: separated by {os.pathsep!r}).")
 
 
+def storage_root(storage) -> str:
+    """Where experiments are stored: a URI as given, a local path made absolute (Tune needs one)."""
+    return str(storage) if "://" in str(storage) else str(Path(storage).resolve())
+
+
 def experiment_dir(storage: str, name: str) -> str:
     return storage.rstrip("/") + "/" + name
 
@@ -200,7 +205,7 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     if not ray_verbose():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     check_storage(storage, sum(1 for node in ray.nodes() if node.get("Alive")), shared_roots())
-    storage = storage if "://" in storage else str(Path(storage).resolve())
+    storage = storage_root(storage)
     path = experiment_dir(storage, spec.name)
     limit = trial_limit(spec, gpus, max_concurrent, ray.cluster_resources())
     manifest = store.read_manifest(prepared)
