@@ -180,26 +180,18 @@ def _child_prepare(records: str, out: str, workers: str, layout: str) -> dict:
 
 def _child_feed(prepared: str, store_mib: str, materialize: str, repeats: str, warmup: str,
                 batch_size: str) -> dict:
-    import logging
     from types import SimpleNamespace
 
     import ray
 
     from ..data import store
     from ..training.feed import load_datasets
-    from ..training.trainer import free_port
+    from ..training.trainer import init_ray
     from .feed import _train_worker_rates
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # as training.trainer.init_ray
-    ctx.enable_progress_bars = False
-    port = free_port()  # a Ray of its own, addressed explicitly (see training.trainer.init_ray)
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    session = tempfile.mkdtemp(prefix="ecgsc", dir="/tmp")  # short: socket paths < 108 chars
-    ray.init(object_store_memory=int(store_mib) * MiB, include_dashboard=False, log_to_driver=False,
-             _temp_dir=session,
-             runtime_env={"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}})
-    logging.getLogger("ray.data").setLevel("ERROR")
+    # a Ray of its own in a short folder (socket paths < 108 chars), no dashboard in its memory peak
+    session = os.environ["ECG_RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ecgsc", dir="/tmp")
+    init_ray(worker_logs=False, object_store_memory=int(store_mib) * MiB, include_dashboard=False)
     try:
         t0 = time.perf_counter()
         train_ds, val_ds, info = load_datasets(Path(prepared), None, materialize=materialize == "1")

@@ -161,10 +161,12 @@ def quiet_ray_data_env() -> dict:
     return {"RAY_DATA_LOGGING_CONFIG": str(path)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, worker_logs: bool = True) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, worker_logs: bool = True, *,
+             object_store_memory: int | None = None, include_dashboard: bool | None = None) -> None:
     """Connect to ``address`` (or a running cluster) or start a local Ray. ``worker_logs``:
     forward what Ray's workers and actors print to this console (off for sweeps: they
-    stay in the session's log files)."""
+    stay in the session's log files). ``object_store_memory`` (bytes) and ``include_dashboard`` go
+    to ``ray.init`` (the scale bench caps the store and keeps the dashboard out)."""
     if ray.is_initialized():
         return
     ctx = ray.data.DataContext.get_current()
@@ -184,8 +186,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_log
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
         runtime_env = {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}",
                                     **quiet_ray_data_env()}}
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=None, _temp_dir=temp_dir,
-             runtime_env=runtime_env,
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=include_dashboard, _temp_dir=temp_dir,
+             object_store_memory=object_store_memory, runtime_env=runtime_env,
              log_to_driver=worker_logs, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
              configure_logging=True, logging_level=level)
     logging.getLogger("ray.data").setLevel(level if verbose() else "ERROR")
