@@ -3,7 +3,8 @@ and the run folder.
 
 - ``json_safe``: numpy scalars and arrays → Python, NaN/inf → None (strict
   JSON), recursively; the one converter every JSON file and printout uses.
-- ``log_stderr``: one progress line on stderr, flushed.
+- ``log_stderr``: one progress line on stderr, flushed; ``verbose``: whether
+  ``$ECG_RAY_VERBOSE`` turns Ray's own console output on.
 - ``provenance``: the git commit, package versions, the data's config hash and
   the command, recorded in every results file, summary and checkpoint.
 - ``Run``: a run folder (``ecg-ray train --out``, a cross-validation fold, a
@@ -20,6 +21,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -31,6 +33,11 @@ import numpy as np
 def log_stderr(msg: str) -> None:
     """Print one progress line to stderr and flush it (sys.stderr looked up per call: tests may swap it)."""
     print(msg, file=sys.stderr, flush=True)
+
+
+def verbose() -> bool:
+    """``$ECG_RAY_VERBOSE``: Ray's own console output (INFO lines, worker logs, Tune's tables) on."""
+    return bool(os.environ.get("ECG_RAY_VERBOSE"))
 
 
 PACKAGES = ("ecg-ray", "torch", "ray", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow")

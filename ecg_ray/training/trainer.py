@@ -24,17 +24,12 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from .. import HEADLINE
-from ..artifacts import Run, log_stderr, provenance
+from ..artifacts import Run, log_stderr, provenance, verbose
 from ..data.preprocess import PreprocessConfig
 from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
 from .feed import FeedInfo, load_datasets, trainer_datasets
 from .worker import train_loop_per_worker
-
-
-def verbose() -> bool:
-    """``$ECG_RAY_VERBOSE``: Ray's own console output (INFO lines, worker logs, Tune's tables) on."""
-    return bool(os.environ.get("ECG_RAY_VERBOSE"))
 
 
 def log_level() -> str:

@@ -15,7 +15,6 @@ on its own.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 
@@ -27,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .. import HEADLINE
+from ..artifacts import verbose
 from ..models import batched_logits, build_model, freeze
 from .augment import build_augmenter, make_generator
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -87,7 +87,7 @@ def _quiet_report_dumps() -> None:
     by its file path (outside ``ray.train``'s hierarchy, so ``LoggingConfig`` misses it),
     and Ray Data three lines per epoch for the shard's execution; the driver prints one
     line per epoch instead. ``$ECG_RAY_VERBOSE`` keeps them."""
-    if os.environ.get("ECG_RAY_VERBOSE"):
+    if verbose():
         return
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     try:

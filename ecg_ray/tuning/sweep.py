@@ -33,9 +33,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from .. import HEADLINE
+from ..artifacts import verbose as ray_verbose
 from ..training.config import TrainConfig
 from ..training.feed import load_datasets
-from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer, verbose as ray_verbose
+from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer
 from .search_space import SCHEDULER_DEFAULTS, SweepSpec, to_tune
 
 TIME_ATTR = "epochs_done"
