@@ -17,7 +17,7 @@ from conftest import PROJECT_ROOT
 from smoke_sweep import kill_ray_session
 from ecg_ray import CLASSES
 from ecg_ray.training.checkpoint import load_checkpoint, model_from_checkpoint
-from ecg_ray.data.dataset import select_records, subsample
+from ecg_ray.data.dataset import PreparedDataset, subsample
 
 
 def _train(prepared, out, *extra):
@@ -82,12 +82,13 @@ def test_train_rejects_unknown_model_before_starting_ray(prepared_small, tmp_pat
 
 
 def test_record_selection_is_stratified_and_disjoint(prepared_small):
-    train, val, manifest = select_records(prepared_small, None, max_records=60)
+    data = PreparedDataset(prepared_small)
+    train, val = data.select(None, max_records=60)
     assert len(train) == 60 and not set(train) & set(val)
-    assert set(train) <= set(manifest["splits"]["split"]["train"])
-    fold_train, fold_val, _ = select_records(prepared_small, val_fold=1)
-    assert set(fold_val) == set(manifest["splits"]["folds"][1]) and not set(fold_train) & set(fold_val)
-    labels = {r: "N" if i % 4 else "A" for i, r in enumerate(manifest["splits"]["split"]["train"])}
+    assert set(train) <= set(data.split("train"))
+    fold_train, fold_val = data.select(val_fold=1)
+    assert set(fold_val) == set(data.splits["folds"][1]) and not set(fold_train) & set(fold_val)
+    labels = {r: "N" if i % 4 else "A" for i, r in enumerate(data.split("train"))}
     picked = subsample(list(labels), labels, 40)
     assert sum(labels[r] == "A" for r in picked) == pytest.approx(10, abs=1)
 
@@ -108,7 +109,7 @@ def test_two_gloo_workers_with_sampler_match_a_single_process_scoring(prepared_s
     payload = load_checkpoint(run)
     assert payload["config"]["num_workers"] == 2 and "temperature" not in payload
     assert json.loads((run / "results.json").read_text())["data"]["materialized"] is False
-    _, val_ids, _ = select_records(prepared, None, max_records=60)
+    _, val_ids = PreparedDataset(prepared).select(None, max_records=60)
     y, logits, codes = checkpoint_window_logits(payload, prepared, val_ids)
     single = score_records(y, logits, codes, payload["config"]["aggregate"])
     assert len(y) == len(val_ids)  # every validation record scored once: none dropped by the split

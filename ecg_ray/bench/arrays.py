@@ -3,7 +3,7 @@ reference paths: whole records (``TrainRecords``, read by ``crop_batches`` throu
 ``InMemoryRecords`` as from a Ray shard: the bare training loop, the feed's
 ceiling and DataLoader rows).
 
-Records are chosen as a training run chooses them (``data.dataset.select_records``:
+Records are chosen as a training run chooses them (``data.dataset.PreparedDataset.select``:
 the saved train split, optionally a label-stratified cap) so that bare and Ray
 paths see the same data. Without Ray installed (a GPU box with only torch,
 numpy and pyarrow) a numpy stratified cap stands in, and says so.
@@ -37,10 +37,10 @@ def _numpy_cap(ids: list[str], labels: dict[str, str], n: int, seed: int) -> lis
 def training_records(prepared: Path, max_records: int | None = None, seed: int = 0) -> tuple[list[str], str]:
     """``(record ids, how chosen)`` of the training split, capped like a run's ``max_records``."""
     if ray_available():
-        from ..data.dataset import select_records
+        from ..data.dataset import PreparedDataset
 
-        train_ids, _, _ = select_records(prepared, None, max_records, seed)
-        return list(train_ids), "the training split as a run selects it (data.dataset.select_records)"
+        train_ids, _ = PreparedDataset(prepared).select(None, max_records, seed)
+        return train_ids, "the training split as a run selects it (data.dataset.select_records)"
     train_ids = list(store.read_manifest(prepared)["splits"]["split"]["train"])
     if not max_records or max_records >= len(train_ids):
         return train_ids, "the training split"

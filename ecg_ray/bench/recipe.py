@@ -42,14 +42,14 @@ def _val_f1(run: Path, prepared: Path, aggregate: str | None = None) -> float:
     """Validation F1(N,A,O) of a run's best checkpoint, rescored with ``aggregate`` if given."""
     from ..training.calibration import checkpoint_window_logits
     from ..training.checkpoint import load_checkpoint
-    from ..data.dataset import select_records
+    from ..data.dataset import PreparedDataset
     from ..training.metrics import score_records
 
     payload = load_checkpoint(run)
     if aggregate is None:
         return float(payload["metrics"][HEADLINE])
     cfg = payload["config"]
-    _, val_ids, _ = select_records(prepared, cfg["val_fold"], cfg["max_records"])
+    _, val_ids = PreparedDataset(prepared).select(cfg["val_fold"], cfg["max_records"])
     y, logits, codes = checkpoint_window_logits(payload, prepared, val_ids)
     return float(score_records(y, logits, codes, aggregate)[HEADLINE])
 

@@ -75,10 +75,3 @@ class PreparedDataset:
             train_ids = subsample(train_ids, labels, max_records, seed)
             val_ids = subsample(val_ids, labels, max(max_records // 4, 40), seed)
         return train_ids, val_ids
-
-
-def select_records(prepared, val_fold: int | None = None, max_records: int | None = None,
-                   seed: int = 0) -> tuple[list[str], list[str], dict]:
-    """``(train ids, val ids, manifest)``: ``PreparedDataset(prepared).select(...)``."""
-    data = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset(prepared)
-    return (*data.select(val_fold, max_records, seed), data.manifest)
