@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from .. import CLASSES
-from ..artifacts import json_safe
+from ..artifacts import Run, json_safe
 from ..models import build_model
 
 FORMAT = "ecg-ray-checkpoint/1"
-FILENAME = "model.pt"
+FILENAME = Run.CHECKPOINT  # "model.pt", named once in artifacts.Run
 
 
 #: Only str/int/float/bool/list/dict remain (NaN kept: a metric may be NaN).
