@@ -346,7 +346,7 @@ def cmd_final(args) -> dict:
     if args.epochs is None and args.from_crossval is None:
         raise ValueError("final needs --epochs N or --from-crossval DIR (its median best epoch)")
     if args.from_crossval is not None:
-        cv_epochs, _ = final_epochs_from_crossval(args.from_crossval)
+        cv_epochs = final_epochs_from_crossval(args.from_crossval)
         args.epochs = args.epochs or cv_epochs
         args.config = args.from_crossval if args.config is None else args.config
     cfg, source = _crossval_config(args)

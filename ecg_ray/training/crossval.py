@@ -292,10 +292,9 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
     return final
 
 
-def final_epochs_from_crossval(crossval_dir: Path) -> tuple[int, dict]:
-    """``(epochs, summary)`` of a cross-validation folder: its median best epoch, rounded up."""
+def final_epochs_from_crossval(crossval_dir: Path) -> int:
+    """A final model's epochs from a cross-validation folder: its median best epoch, rounded up."""
     path = Path(crossval_dir) / "summary.json"
     if not path.is_file():
         raise FileNotFoundError(f"no summary.json in {crossval_dir}: run `ecg-ray crossval` first")
-    summary = json.loads(path.read_text())
-    return int(summary["final_epochs"]), summary
+    return int(json.loads(path.read_text())["final_epochs"])
