@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ecg_ray import CLASS_TO_INDEX
+from ecg_ray.bench.prepare import link_records
 from ecg_ray.data import physionet2017
 from ecg_ray.data.preprocess import PreprocessConfig, preprocess_record
 
@@ -89,17 +90,10 @@ SMALL_PER_CLASS = 100
 def small_cinc_dir(cinc_dir, cinc_labels, tmp_path_factory) -> Path:
     """A records folder of the first ``SMALL_PER_CLASS`` real records of each class:
     symlinks to the shared files plus a REFERENCE.csv of just those records."""
-    folder = tmp_path_factory.mktemp("small_cinc") / "training2017"
-    folder.mkdir()
     chosen = []
     for label in CLASS_TO_INDEX:
         chosen += [r for r, l in cinc_labels.items() if l == label][:SMALL_PER_CLASS]
-    chosen.sort()
-    for name in chosen:
-        for ext in (".hea", ".mat"):
-            (folder / f"{name}{ext}").symlink_to(cinc_dir / f"{name}{ext}")
-    (folder / "REFERENCE.csv").write_text("".join(f"{r},{cinc_labels[r]}\n" for r in chosen))
-    return folder
+    return link_records(cinc_dir, sorted(chosen), cinc_labels, tmp_path_factory.mktemp("small_cinc") / "training2017")
 
 
 @pytest.fixture(scope="session")

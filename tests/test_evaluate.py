@@ -25,6 +25,7 @@ from ecg_ray import CLASSES, CLASS_TO_INDEX
 from ecg_ray.data import store
 from ecg_ray.data.preprocess import PreprocessConfig
 from ecg_ray.artifacts import json_safe
+from ecg_ray.bench.prepare import link_records
 from ecg_ray.evaluate import evaluate_folder, split_records
 from ecg_ray.predict import Predictor, load_predictor
 from ecg_ray.training.metrics import score_records
@@ -33,15 +34,6 @@ from ecg_ray.training.metrics import score_records
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny_ckpt"))
-
-
-def _link_records(folder: Path, cinc_dir: Path, names, labels: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        for ext in (".hea", ".mat"):
-            (folder / f"{name}{ext}").symlink_to(cinc_dir / f"{name}{ext}")
-    (folder / "REFERENCE.csv").write_text("".join(f"{n},{labels[n]}\n" for n in names))
-    return folder
 
 
 # -- the headline against scikit-learn, through evaluate's own aggregation ---------------------------
@@ -79,7 +71,7 @@ def test_f1_cinc_matches_sklearn_on_hand_made_confusion(cinc_dir, cinc_labels, t
             planted[name] = p
             y_true.append(t)
             y_pred.append(p)
-    folder = _link_records(tmp_path / "hand", cinc_dir, sorted(names), cinc_labels)
+    folder = link_records(cinc_dir, sorted(names), cinc_labels, tmp_path / "hand")
     result = evaluate_folder(PlantedPredictor(planted), folder, log=lambda m: None)
 
     assert result["confusion"] == HAND.tolist()
@@ -144,7 +136,7 @@ def test_evaluate_cli_prints_one_json_object(small_cinc_dir, tiny_checkpoint, tm
 
 def test_evaluate_skips_bad_records_and_counts_reasons(cinc_dir, cinc_labels, tmp_path, capsys):
     good = sorted(cinc_labels)[:4]
-    folder = _link_records(tmp_path / "mixed", cinc_dir, good, cinc_labels)
+    folder = link_records(cinc_dir, good, cinc_labels, tmp_path / "mixed")
     # a truncated signal file, a record without a label, a record with an unknown label
     (folder / "Z00001.hea").write_text((cinc_dir / f"{good[0]}.hea").read_text().replace(good[0], "Z00001"))
     (folder / "Z00001.mat").write_bytes((cinc_dir / f"{good[0]}.mat").read_bytes()[:200])

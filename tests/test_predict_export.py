@@ -19,6 +19,7 @@ import scipy.signal
 import torch
 
 from conftest import PROJECT_ROOT, save_tiny_checkpoint
+from ecg_ray.bench.prepare import link_records
 from ecg_ray.data import physionet2017
 from ecg_ray.data.errors import RecordError
 from ecg_ray.evaluate import evaluate_folder
@@ -169,13 +170,7 @@ def test_predict_any_rate_any_length_and_formats(cinc_dir, mitdb_dir, tiny_check
 def test_export_archive_contents_and_torchscript(cinc_dir, cinc_labels, tiny_checkpoint, tmp_path):
     record = cinc_dir / "A00005.mat"
     # release metrics from an evaluate run (a handful of real records)
-    small = tmp_path / "few"
-    small.mkdir()
-    names = sorted(cinc_labels)[:12]
-    for n in names:
-        for ext in (".hea", ".mat"):
-            (small / f"{n}{ext}").symlink_to(cinc_dir / f"{n}{ext}")
-    (small / "REFERENCE.csv").write_text("".join(f"{n},{cinc_labels[n]}\n" for n in names))
+    small = link_records(cinc_dir, sorted(cinc_labels)[:12], cinc_labels, tmp_path / "few")
     metrics_file = tmp_path / "evaluate.json"
     metrics_file.write_text(json.dumps(evaluate_folder(tiny_checkpoint, small, log=lambda m: None)))
 

@@ -19,6 +19,7 @@ from conftest import CINC_DIR
 from ecg_ray.data import physionet2017, prepare as prepare_module, store
 from ecg_ray.data.errors import RecordError
 from ecg_ray.data.prepare import prepare
+from ecg_ray.bench.prepare import link_records
 from ecg_ray.bench.scale import scale_config
 from ecg_ray.data.preprocess import filter_record, filter_record_chunked
 from ecg_ray.data.shards import RecordFiles
@@ -34,16 +35,10 @@ def quiet(*args, **kwargs):
 @pytest.fixture
 def folder(cinc_labels, tmp_path) -> Path:
     """16 real records (4 per class) as symlinks, with their labels."""
-    folder = tmp_path / "in" / "training2017"
-    folder.mkdir(parents=True)
     names = []
     for label in ("N", "A", "O", "~"):
         names += [r for r, l in cinc_labels.items() if l == label][:4]
-    for name in names:
-        for ext in (".hea", ".mat"):
-            (folder / f"{name}{ext}").symlink_to(CINC_DIR / f"{name}{ext}")
-    (folder / "REFERENCE.csv").write_text("".join(f"{r},{cinc_labels[r]}\n" for r in sorted(names)))
-    return folder
+    return link_records(CINC_DIR, sorted(names), cinc_labels, tmp_path / "in" / "training2017")
 
 
 def _chunked(signal, fs, chunk, cfg=CFG, name="?"):
