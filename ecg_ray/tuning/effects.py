@@ -333,7 +333,7 @@ def contrast_table(table: pd.DataFrame, factors, mode: str = "max", test: str = 
             "n_pairs", "n", "test", "trials"]
     out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "significant")])
     p = out["p"].astype(float).dropna()  # untestable contrasts (NaN p) stay out of the correction
-    out["p_holm"] = pd.Series(multipletests(p, method="holm")[1], index=p.index, dtype=float)
+    out["p_holm"] = pd.Series(multipletests(p, method="holm")[1] if len(p) else [], index=p.index, dtype=float)
     out["significant"] = out["p_holm"] < ALPHA
     return out[cols]
 
