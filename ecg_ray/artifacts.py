@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def log_stderr(msg: str) -> None:
     """Print one progress line to stderr and flush it (sys.stderr looked up per call: tests may swap it)."""
     print(msg, file=sys.stderr, flush=True)

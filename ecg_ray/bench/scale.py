@@ -232,7 +232,9 @@ def _feed_rows(prepared: Path, scale: int, layout: str, opts, data_mib: float) -
     rows = {}
     fit = int(max(1024, 2 * data_mib))
     capped = int(max(100, min(256, data_mib / 2)))
-    plan = [("materialized", fit, "1"), ("streaming", capped, "0")][layout == "flat":]  # flat: streamed only
+    plan = [("materialized", fit, "1"), ("streaming", capped, "0")]
+    if layout == "flat":
+        plan = plan[1:]  # streamed only
     for kind, store_mib, mat in plan:
         key = f"{scale}x_{layout}_{kind}"
         _log(f"feed {key} (object store {store_mib} MiB)")

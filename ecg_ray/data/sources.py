@@ -37,7 +37,6 @@ class Source:
     grouped: bool = False  # items are windows of a record (patient) that must stay in one split
     chunk: int = 200  # records per prepare task
     long_mat: bool = False  # records are MATLAB v4 rows that prepare can read in pieces (days-long records)
-    fetcher: str = ""  # function of ``download`` that fetches the records
 
     @property
     def reader(self):
@@ -63,14 +62,14 @@ class Source:
 
     def download(self, folder: Path, project_url: str, sums: dict[str, str], log) -> None:
         """Fetch the records into ``folder`` (``download.download`` has made it and read ``sums``)."""
-        getattr(importlib.import_module(f"{__package__}.download"), self.fetcher)(folder, project_url, sums, log)
+        raise NotImplementedError
 
 
 class Cinc2017(Source):
     """PhysioNet/CinC Challenge 2017: ``A?????.mat`` + ``.hea``, labels in ``REFERENCE.csv``."""
 
     name, title, reader_module, project = "cinc2017", "PhysioNet/CinC 2017", "physionet2017", "challenge-2017/1.0.0"
-    folder, long_mat, fetcher = ("cinc2017", "training2017"), True, "download_cinc"
+    folder, long_mat = ("cinc2017", "training2017"), True
 
     def labels(self, data_dir, labels_path=None):
         file = self.reader.find_label_file(data_dir, labels_path)
@@ -81,18 +80,28 @@ class Cinc2017(Source):
         signal, fs = self.reader.read_record(data_dir, name)
         return [(name, label, signal, fs)], {}
 
+    def download(self, folder, project_url, sums, log):
+        from .download import download_cinc
+
+        download_cinc(folder, project_url, sums, log)
+
 
 class MitBih(Source):
     """MIT-BIH Arrhythmia Database (wfdb): 30-s windows of lead MLII labelled from the rhythm annotations."""
 
     name, title, reader_module, project = "mitbih", "MIT-BIH Arrhythmia Database", "mitbih", "mitdb/1.0.0"
-    folder, grouped, chunk, fetcher = ("mitdb",), True, 1, "download_mitdb"
+    folder, grouped, chunk = ("mitdb",), True, 1
 
     def read(self, data_dir, name, labels=None, window_s=30.0):
         return self.reader.read_windows(data_dir, name, window_s)  # its windows are (id, label, signal, fs)
 
     def group_of(self, item_id):
         return item_id.rsplit("_w", 1)[0]
+
+    def download(self, folder, project_url, sums, log):
+        from .download import download_mitdb
+
+        download_mitdb(folder, project_url, sums, log)
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (Cinc2017(), MitBih())}

@@ -139,8 +139,12 @@ def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConf
     probs = record_probabilities(logits, np.zeros(len(logits), np.int64), 1, aggregate, temperature)[0]
     target = int(np.argmax(probs)) if cls is None else target_index(cls)
     x = torch.from_numpy(cut.astype(np.float32)).to(device)
-    maps = gradcam(model, x, target, layer) if method == "gradcam" else attention_map(model, x)
-    layer = (layer or default_layer(model)) if method == "gradcam" else None
+    if method == "gradcam":
+        maps = gradcam(model, x, target, layer)
+        layer = layer or default_layer(model)
+    else:
+        maps = attention_map(model, x)
+        layer = None
     starts = window_starts(len(filtered), cfg.segment_length, cfg.hop).tolist()  # the cut ``segment`` made
     saliency = stitch(maps, starts, len(filtered))
     saliency = saliency / (saliency.max() or 1.0)  # peak 1; an all-zero map stays zero

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -112,10 +111,9 @@ class EpochPrinter(ray.train.UserCallback):
 
     def after_report(self, run_context, metrics, checkpoint):
         m = metrics[0]
-        print(f"epoch {m['epoch'] + 1:3d}  loss {m['train_loss']:.3f}  acc {m['train_acc']:.3f}  "
-              f"val F1(N,A,O) {m[HEADLINE]:.3f} (seg {m['val_seg_f1_cinc']:.3f})  "
-              f"AUROC {m['val_auroc_macro']:.3f}  lr {m['lr']:.2g}  {m['segments_per_s']:,.0f} seg/s",
-              file=sys.stderr, flush=True)
+        log_stderr(f"epoch {m['epoch'] + 1:3d}  loss {m['train_loss']:.3f}  acc {m['train_acc']:.3f}  "
+                   f"val F1(N,A,O) {m[HEADLINE]:.3f} (seg {m['val_seg_f1_cinc']:.3f})  "
+                   f"AUROC {m['val_auroc_macro']:.3f}  lr {m['lr']:.2g}  {m['segments_per_s']:,.0f} seg/s")
 
 
 def free_port() -> int:
@@ -212,9 +210,8 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
     init_ray(address)
     train_ds, val_ds, info = load_datasets(prepared, cfg.val_fold, materialize=cfg.materialize,
                                            max_records=cfg.max_records)
-    print(f"train: {cfg.model} on {info.train_records} records ({info.train_segments} segments), "
-          f"validating on {info.val_records} records; data {'materialized' if info.materialized else 'streamed'}",
-          file=sys.stderr, flush=True)
+    log_stderr(f"train: {cfg.model} on {info.train_records} records ({info.train_segments} segments), "
+               f"validating on {info.val_records} records; data {'materialized' if info.materialized else 'streamed'}")
     result = make_trainer(cfg, train_ds, val_ds, info, data.manifest["preprocess"],
                           storage_path=str(out), name=RUN_NAME, callbacks=[EpochPrinter()]).fit()
     kept = result.checkpoint if selection else (result.get_best_checkpoint(HEADLINE, "max") or result.checkpoint)

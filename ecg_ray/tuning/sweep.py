@@ -33,7 +33,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from .. import HEADLINE
-from ..artifacts import verbose as ray_verbose
+from ..artifacts import log_stderr, verbose as ray_verbose
 from ..training.config import TrainConfig
 from ..training.feed import load_datasets
 from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer
@@ -114,9 +114,9 @@ def trial_limit(spec: SweepSpec, gpus_per_trial: float, override: int | None, to
     limit = override or spec.resources.get("max_concurrent_trials")
     if limit is None:
         limit = concurrency_bound(total, cpus_per_trial(spec), gpus_per_trial)
-        print(f"sweep {spec.name}: at most {limit} trials at once, what {total.get('CPU', 0):g} CPUs and "
-              f"{total.get('GPU', 0):g} GPUs fit (on an autoscaling cluster set "
-              "resources.max_concurrent_trials or --max-concurrent)", file=sys.stderr, flush=True)
+        log_stderr(f"sweep {spec.name}: at most {limit} trials at once, what {total.get('CPU', 0):g} CPUs and "
+                   f"{total.get('GPU', 0):g} GPUs fit (on an autoscaling cluster set "
+                   "resources.max_concurrent_trials or --max-concurrent)")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"sweep {spec.name}: max_concurrent_trials must be an integer >= 1, got {limit!r}")
     return limit
@@ -214,9 +214,9 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     train_ds, val_ds, info = load_datasets(prepared, spec.data.get("val_fold"),
                                            materialize=spec.data.get("materialize"),
                                            max_records=spec.data.get("max_records"))
-    print(f"sweep {spec.name}: {info.train_records} training records ({info.train_segments} segments), "
-          f"{info.val_records} validation records; data {'materialized once' if info.materialized else 'streamed'} "
-          f"in {time.perf_counter() - t0:.1f} s → {path}", file=sys.stderr, flush=True)
+    fed = "materialized once" if info.materialized else "streamed"
+    log_stderr(f"sweep {spec.name}: {info.train_records} training records ({info.train_segments} segments), "
+               f"{info.val_records} validation records; data {fed} in {time.perf_counter() - t0:.1f} s → {path}")
 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, train_ds=train_ds, val_ds=val_ds, info=info,
