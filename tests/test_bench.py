@@ -14,7 +14,7 @@ import torch
 from ecg_ray import cli
 from ecg_ray.bench import BenchOptions, command_line, parse_sections, render_document, run_bench
 from ecg_ray.bench import asha, feed, prepare, runner, stats, train
-from ecg_ray.bench.arrays import InMemoryRecords, _numpy_cap, load_training_records
+from ecg_ray.bench.arrays import InMemoryRecords, load_training_records
 from ecg_ray.data import store
 from ecg_ray.data.errors import DataError
 
@@ -98,13 +98,13 @@ def test_command_line_parses_back_to_the_same_options(tmp_path):
 # -- measurements on real data, no Ray ------------------------------------------------------------
 
 
-def test_numpy_cap_is_stratified(prepared_small):
+def test_training_records_cap_is_stratified(prepared_small):
     index = store.load_index(prepared_small)
     labels = dict(zip(index["record_id"], index["label"]))
-    ids = sorted(labels)
-    keep = _numpy_cap(ids, labels, 40, seed=0)
-    assert 36 <= len(keep) <= 44 and set(keep) <= set(ids)
-    assert {labels[r] for r in keep} == set(labels.values())
+    data = load_training_records(prepared_small, max_records=40)
+    assert len(data.records) == 40 and set(data.records) <= set(labels)
+    assert {labels[r] for r in data.records} == set(labels.values())
+    assert "as a run selects it (data.dataset.PreparedDataset.select)" in data.describe()
 
 
 def test_feed_reference_paths_deliver_two_crops_per_record(prepared_small):

@@ -5,8 +5,7 @@ ceiling and DataLoader rows).
 
 Records are chosen as a training run chooses them (``data.dataset.PreparedDataset.select``:
 the saved train split, optionally a label-stratified cap) so that bare and Ray
-paths see the same data. Without Ray installed (a GPU box with only torch,
-numpy and pyarrow) a numpy stratified cap stands in, and says so.
+paths see the same data; that needs no Ray.
 """
 
 from __future__ import annotations
@@ -18,35 +17,7 @@ import numpy as np
 
 from .. import CLASSES
 from ..data import store
-from .machine import ray_available
-
-
-def _numpy_cap(ids: list[str], labels: dict[str, str], n: int, seed: int) -> list[str]:
-    """A label-stratified subset of about ``n`` ids (at least one per label)."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    by_label: dict[str, list[str]] = {}
-    for r in ids:
-        by_label.setdefault(labels[r], []).append(r)
-    for members in by_label.values():
-        k = max(1, round(n * len(members) / len(ids)))
-        keep += list(rng.choice(members, size=min(k, len(members)), replace=False))
-    return sorted(keep)
-
-
-def training_records(prepared: Path, max_records: int | None = None, seed: int = 0) -> tuple[list[str], str]:
-    """``(record ids, how chosen)`` of the training split, capped like a run's ``max_records``."""
-    if ray_available():
-        from ..data.dataset import PreparedDataset
-
-        train_ids, _ = PreparedDataset(prepared).select(None, max_records, seed)
-        return train_ids, "the training split as a run selects it (data.dataset.select_records)"
-    train_ids = list(store.read_manifest(prepared)["splits"]["split"]["train"])
-    if not max_records or max_records >= len(train_ids):
-        return train_ids, "the training split"
-    index = store.load_index(prepared)
-    capped = _numpy_cap(train_ids, dict(zip(index["record_id"], index["label"])), max_records, seed)
-    return capped, "the training split, numpy stratified cap (Ray not installed: not a run's exact subset)"
+from ..data.dataset import PreparedDataset
 
 
 class InMemoryRecords:
@@ -88,13 +59,14 @@ class TrainRecords:
         return f"{len(self.records)} training records ({mib:.0f} MiB); {self.selection}"
 
 
-def load_training_records(prepared: Path, max_records: int | None = None, seed: int = 0) -> TrainRecords:
+def load_training_records(prepared: Path, max_records: int | None = None) -> TrainRecords:
     """The training split's whole records (capped like a run's ``max_records``) in memory."""
-    ids, selection = training_records(prepared, max_records, seed)
+    ids, _ = PreparedDataset(prepared).select(None, max_records)
     table = store.load_records(prepared, ids)
     if table.num_rows == 0:
         raise ValueError(f"{prepared}: no records for the {len(ids)} selected training ids")
     signals = [np.array(x) for x in store.record_signals(table)]
     return TrainRecords(signals, table.column("label_index").to_numpy().astype(np.int64),
-                        table.column("record_id").to_pylist(), selection,
+                        table.column("record_id").to_pylist(),
+                        "the training split as a run selects it (data.dataset.PreparedDataset.select)",
                         store.preprocess_config(prepared).segment_length)
