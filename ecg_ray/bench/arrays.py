@@ -1,11 +1,8 @@
-"""The training data of a prepared dataset in memory, for the benchmarks'
-reference paths: whole records (``TrainRecords``, read by ``crop_batches`` through
-``InMemoryRecords`` as from a Ray shard: the bare training loop, the feed's
-ceiling and DataLoader rows).
-
-Records are chosen as a training run chooses them (``data.dataset.PreparedDataset.select``:
-the saved train split, optionally a label-stratified cap) so that bare and Ray
-paths see the same data; that needs no Ray.
+"""The training data of a prepared dataset in memory, for the benchmarks' reference paths: whole records
+(``TrainRecords``, read by ``crop_batches`` through ``InMemoryRecords`` as from a Ray shard: the bare training
+loop, the feed's ceiling and DataLoader rows), chosen as a training run chooses them (no Ray needed:
+``data.dataset.PreparedDataset.select``, the saved train split, optionally a label-stratified cap) so that bare
+and Ray paths see the same data.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """Section ``asha``: what ASHA saves, on the real sweep path.
 
-Runs ``tuning.sweep.run_sweep`` twice on the same prepared data and search space
-(default ``search_spaces/bench_asha.yaml``): once with ``scheduler.type: asha``,
-once with ``fifo`` (every trial runs every epoch: the exhaustive grid). Reads
-both back with ``tuning.analysis.load_experiment`` and compares trial-epochs,
-wall time, and the best config and F1 each picks (Tune's rule: each trial's
-last reported value). One run each: a sweep is too long to repeat.
+Runs ``tuning.sweep.run_sweep`` twice on the same prepared data and search space (default
+``search_spaces/bench_asha.yaml``): once with ``scheduler.type: asha``, once with ``fifo`` (every trial runs every
+epoch: the exhaustive grid). Reads both back with ``tuning.analysis.load_experiment`` and compares trial-epochs,
+wall time, and the best config and F1 each picks (Tune's rule: each trial's last reported value). One run each:
+a sweep is too long to repeat.
 """
 
 from __future__ import annotations

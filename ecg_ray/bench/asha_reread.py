@@ -1,19 +1,17 @@
 """Re-read the committed ASHA bench (``results/bench_asha``) with ``tuning.effects``.
 
-``python -m ecg_ray.bench.asha_reread [FOLDER]`` reads ``trials_asha.csv`` (the 16
-configs under ASHA) and ``trials_fifo.csv`` (the same 16 deterministic configs run
-to the full 4 epochs, FIFO) and writes, into FOLDER (default results/bench_asha):
+``python -m ecg_ray.bench.asha_reread [FOLDER]`` reads ``trials_asha.csv`` (the 16 configs under ASHA) and
+``trials_fifo.csv`` (the same 16 deterministic configs run to the full 4 epochs, FIFO) and writes, into FOLDER
+(default results/bench_asha):
 
-- ``README.md``: per factor level, side by side, the old best-of-trial reading of
-  the ASHA run, the ASHA-stage reading per rung, the fixed-budget reading (FIFO
-  at 4 epochs) and the exhaustive truth; the fixed-budget contrasts with CIs and
-  Holm-adjusted p; the commands that produced it; what one seed limits;
-- ``fixed_budget_fifo.md`` / ``asha_readings.md``: the full ``ecg-ray ablation``
-  output (markdown) for each table.
+- ``README.md``: per factor level, side by side, the old best-of-trial reading of the ASHA run, the ASHA-stage
+  reading per rung, the fixed-budget reading (FIFO at 4 epochs) and the exhaustive truth; the fixed-budget
+  contrasts with CIs and Holm-adjusted p; the commands that produced it; what one seed limits;
+- ``fixed_budget_fifo.md`` / ``asha_readings.md``: the full ``ecg-ray ablation`` output (markdown) for each table.
 
-The saved tables have no per-epoch file: a trial's value is known only at its
-last epoch (``final_``) and its best epoch (``best_epoch``), so a rung reading
-uses the trials whose value at that epoch is one of those (``effects.known_epochs``).
+The saved tables have no per-epoch file: a trial's value is known only at its last epoch (``final_``) and its
+best epoch (``best_epoch``), so a rung reading uses the trials whose value at that epoch is one of those
+(``effects.known_epochs``).
 """
 
 from __future__ import annotations

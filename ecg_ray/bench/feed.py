@@ -1,15 +1,12 @@
 """Section ``feed``: training crops/s delivered to a training loop with no model.
 
-Every path does what a training epoch does — two fresh random 10-s crops
-(``preprocess.random_crops``) from each whole training record, shuffled,
-batched — and is timed for one pass per repeat: (d) ``feed.crop_batches`` over
-records already in memory (the ceiling of the crop code itself), (c) a plain
-torch ``DataLoader`` over an in-memory ``Dataset`` of records that crops in
-``__getitem__`` (the reference: what a 100-line PyTorch script does), (a) Ray
-Data streaming from parquet and (b) Ray Data materialized, both through
-``crop_batches``, and the path a sweep actually uses: the dataset shard inside a
-``TorchTrainer`` worker (materialized or not as ``load_datasets`` decides). The
-Ray rows are skipped, and say so, when Ray is not installed.
+Every path does what a training epoch does — two fresh random 10-s crops (``preprocess.random_crops``) from each
+whole training record, shuffled, batched — and is timed for one pass per repeat: (d) ``feed.crop_batches`` over
+records already in memory (the ceiling of the crop code itself), (c) a plain torch ``DataLoader`` over an
+in-memory ``Dataset`` of records that crops in ``__getitem__`` (the reference: what a 100-line PyTorch script
+does), (a) Ray Data streaming from parquet and (b) Ray Data materialized, both through ``crop_batches``, and the
+path a sweep actually uses: the dataset shard inside a ``TorchTrainer`` worker (materialized or not as
+``load_datasets`` decides). The Ray rows are skipped, and say so, when Ray is not installed.
 """
 
 from __future__ import annotations

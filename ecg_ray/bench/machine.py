@@ -1,6 +1,5 @@
-"""Facts about the machine a benchmark ran on (cores, RAM, CPU, GPU, versions,
-load), the ``$ECG_RAY_*`` knobs it ran with, and whether Ray is importable.
-Never imports Ray itself."""
+"""Facts about the machine a benchmark ran on (cores, RAM, CPU, GPU, versions, load), the ``$ECG_RAY_*`` knobs
+it ran with, and whether Ray is importable. Never imports Ray itself."""
 
 from __future__ import annotations
 

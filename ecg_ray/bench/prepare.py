@@ -1,10 +1,9 @@
-"""Section ``prepare``: wall time of ``ecg-ray prepare`` on a records folder and
-records/s with each number of processes (``--prepare-workers``, default 1 and 2).
+"""Section ``prepare``: wall time of ``ecg-ray prepare`` on a records folder and records/s with each number of
+processes (``--prepare-workers``, default 1 and 2).
 
-Every repeat prepares from scratch (``force``) into a temporary folder that is
-deleted afterwards; one untimed run with the most processes warms the file
-cache first. ``--prepare-records N`` times a label-balanced subset instead
-(symlinks to the real files), for quick checks.
+Every repeat prepares from scratch (``force``) into a temporary folder that is deleted afterwards; one untimed
+run with the most processes warms the file cache first. ``--prepare-records N`` times a label-balanced subset
+instead (symlinks to the real files), for quick checks.
 """
 
 from __future__ import annotations

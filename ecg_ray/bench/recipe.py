@@ -1,15 +1,12 @@
 """The training recipe, one change at a time: ``recipe_arms.md`` / ``recipe_arms.json``
 in ``--out`` (``results/training/``; ``recipe.md`` there is the written reading).
 
-Each change of the default recipe is switched on alone on top of the old
-recipe (fixed non-overlapping windows, ReduceLROnPlateau, inverse-frequency
-class weights, mean-probability aggregation) at one equal epoch budget, with
-paired seeds (the same seeds for every arm), trained with ``train_run`` on the
-same records and scored on the same validation records; the aggregation
-change needs no training and is scored on the baseline's checkpoints. The
-table gives each arm's validation F1(N,A,O) per seed, ΔF1 against the baseline
-per seed (paired) with its mean and spread, the verdict (``verdict``) and the
-wall time per run.
+Each change of the default recipe is switched on alone on top of the old recipe (fixed non-overlapping windows,
+ReduceLROnPlateau, inverse-frequency class weights, mean-probability aggregation) at one equal epoch budget,
+with paired seeds (the same seeds for every arm), trained with ``train_run`` on the same records and scored on
+the same validation records; the aggregation change needs no training and is scored on the baseline's
+checkpoints. The table gives each arm's validation F1(N,A,O) per seed, ΔF1 against the baseline per seed
+(paired) with its mean and spread, the verdict (``verdict``) and the wall time per run.
 
     python -m ecg_ray.bench.recipe --data PREPARED --out results/training --max-records 800 --epochs 5
 """

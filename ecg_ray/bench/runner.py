@@ -1,12 +1,9 @@
-"""``ecg-ray bench``: run the selected sections, record each with the exact command,
-machine and date, and write ``benchmarks.json`` (raw numbers) and
-``benchmarks.md`` (tables) into ``--out``.
+"""``ecg-ray bench``: run the selected sections, record each with the exact command, machine and date, and
+write ``benchmarks.json`` (raw numbers) and ``benchmarks.md`` (tables) into ``--out``.
 
-Sections already in an existing ``benchmarks.json`` that this run does not
-measure are kept (each says which command, date and machine it came from), so
-the long ``asha`` section can run on its own, in the background, into the same
-file. The JSON is rewritten after every section, so an interrupted run keeps
-what it finished.
+Sections already in an existing ``benchmarks.json`` that this run does not measure are kept (each says which
+command, date and machine it came from), so the long ``asha`` section can run on its own, in the background,
+into the same file. The JSON is rewritten after every section, so an interrupted run keeps what it finished.
 """
 
 from __future__ import annotations

@@ -1,29 +1,24 @@
 """Section ``scale``: how ``prepare`` and the sweep feed grow with the data (issue #16).
 
-- **prepare at 1×, 4×, 10×**: the real records replicated under new ids
-  (``A00001``, ``A00001_1``, …: symlinks to the same files, a new REFERENCE.csv)
-  in a scratch folder under the system temp dir, prepared from scratch with every
-  core, once per scale; wall time, records/s and the peak memory of the whole
-  process tree (sampled: RSS summed, and PSS, which counts shared pages once).
-  The split layout is used (what a corpus that streams needs); 1× also flat.
-- **the sweep feed**: crops/s through the path a trial uses (``load_datasets`` →
-  the dataset shard in a one-worker ``TorchTrainer`` → ``crop_batches``, two crops
-  per record per epoch), at 1× and at the largest scale: materialized with an
-  object store that holds the data, and streaming with the object store capped
-  below it — from the split layout (each epoch reads only the training cells) and,
-  at 1×, from the flat layout (each epoch reads every file and filters by record).
-- **one long record**: a synthetic single-lead 300 Hz record of ``LONG_DAYS``
-  (Icentia11k-like, two weeks ≈ 363 M samples) and one of a day, each with a few
-  real records, through ``prepare`` — and the 1-day one through the whole-record
-  functions, to show what the chunked path saves.
+- **prepare at 1×, 4×, 10×**: the real records replicated under new ids (``A00001``, ``A00001_1``, …: symlinks
+  to the same files, a new REFERENCE.csv) in a scratch folder under the system temp dir, prepared from scratch
+  with every core, once per scale; wall time, records/s and the peak memory of the whole process tree (sampled:
+  RSS summed, and PSS, which counts shared pages once). The split layout is used (what a corpus that streams
+  needs); 1× also flat.
+- **the sweep feed**: crops/s through the path a trial uses (``load_datasets`` → the dataset shard in a
+  one-worker ``TorchTrainer`` → ``crop_batches``, two crops per record per epoch), at 1× and at the largest
+  scale: materialized with an object store that holds the data, and streaming with the object store capped
+  below it — from the split layout (each epoch reads only the training cells) and, at 1×, from the flat layout
+  (each epoch reads every file and filters by record).
+- **one long record**: a synthetic single-lead 300 Hz record of ``LONG_DAYS`` (Icentia11k-like, two weeks ≈
+  363 M samples) and one of a day, each with a few real records, through ``prepare`` — and the 1-day one
+  through the whole-record functions, to show what the chunked path saves.
 
-Every measurement runs in its own process (``python -m ecg_ray.bench.scale MODE
-…``), watched from here, so its peak is its own. The scratch folder is deleted at
-the end. ``$ECG_RAY_SCALE_FACTORS`` (e.g. ``1,2``) and ``$ECG_RAY_SCALE_LONG_DAYS``
-shrink the run for a quick check; ``$ECG_RAY_SCALE_PARTS`` (``prepare,feed,long``)
-picks parts (feed needs prepare); ``$ECG_RAY_SCALE_PREPARE_REPEATS`` (default 1) runs
-``prepare`` that many times per scale and reports the run with the median wall time,
-every wall time beside it.
+Every measurement runs in its own process (``python -m ecg_ray.bench.scale MODE …``), watched from here, so its
+peak is its own. The scratch folder is deleted at the end. ``$ECG_RAY_SCALE_FACTORS`` (e.g. ``1,2``) and
+``$ECG_RAY_SCALE_LONG_DAYS`` shrink the run for a quick check; ``$ECG_RAY_SCALE_PARTS`` (``prepare,feed,long``)
+picks parts (feed needs prepare); ``$ECG_RAY_SCALE_PREPARE_REPEATS`` (default 1) runs ``prepare`` that many
+times per scale and reports the run with the median wall time, every wall time beside it.
 """
 
 from __future__ import annotations

@@ -1,24 +1,20 @@
 """Section ``shuffle``: does the feed's local shuffle cost training quality? (issue #14)
 
-The sweep's feed never shuffles the whole training set: it reads records in
-stored order, a chunk at a time, and mixes only the crops of about
-``shuffle_buffer`` records (``feed.CropShuffleBuffer``). This section trains the
-same model from the same initial weights on the same records, with the same
-number of steps, two ways per seed:
+The sweep's feed never shuffles the whole training set: it reads records in stored order, a chunk at a time, and
+mixes only the crops of about ``shuffle_buffer`` records (``feed.CropShuffleBuffer``). This section trains the
+same model from the same initial weights on the same records, with the same number of steps, two ways per seed:
 
 - **stored order**: the records as a shard gives them (the product's feed);
-- **full shuffle**: the records permuted globally every epoch, then the same
-  crop buffer (what a perfect shuffle would give);
+- **full shuffle**: the records permuted globally every epoch, then the same crop buffer (what a perfect
+  shuffle would give);
 
-and compares the per-epoch training loss and, at the end, the validation
-record-level NLL and F1(N,A,O), paired by seed. On fewer records than the full
-training split the chunk and the buffer shrink in proportion
-(``scaled_window``), so the buffer spans the same share of the records as in a
-full run (1,024 of 5,268: about a fifth); otherwise one chunk would hold every
-record and both arms would be the same. No Ray: both arms run the worker's own
-step (``step.train_step``) on records in memory, one process, ``--threads`` torch
-threads. ``--repeats`` seeds, ``$ECG_RAY_SHUFFLE_EPOCHS`` epochs (default 6),
-``--models``' first model (default ``cnn_only``), ``--train-records`` records.
+and compares the per-epoch training loss and, at the end, the validation record-level NLL and F1(N,A,O),
+paired by seed. On fewer records than the full training split the chunk and the buffer shrink in proportion
+(``scaled_window``), so the buffer spans the same share of the records as in a full run (1,024 of 5,268: about
+a fifth); otherwise one chunk would hold every record and both arms would be the same. No Ray: both arms run
+the worker's own step (``step.train_step``) on records in memory, one process, ``--threads`` torch threads.
+``--repeats`` seeds, ``$ECG_RAY_SHUFFLE_EPOCHS`` epochs (default 6), ``--models``' first model (default
+``cnn_only``), ``--train-records`` records.
 """
 
 from __future__ import annotations

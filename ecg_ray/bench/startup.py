@@ -1,26 +1,24 @@
-"""Section ``startup``: the fixed cost of one Ray Train run and of one Tune trial,
-before any training step.
+"""Section ``startup``: the fixed cost of one Ray Train run and of one Tune trial, before any training step.
 
-Three rows, each the wall time of a run whose training function returns at once,
-``--repeats`` times after ``--warmup`` untimed runs, on the Ray the bench started:
-- a bare ``TorchTrainer.fit()`` (one 1-CPU worker, no datasets): the controller
-  actor, the worker actor (a fresh Python process importing torch), the gloo
-  process group, the train function shipped to the worker and the shutdown;
-- the same with the run's datasets attached as a training run attaches them
-  (``load_datasets`` on ``--train-records`` records, the run's ``DataConfig``): adds
-  the streaming split's coordinator actor and the first ``iter_batches`` call;
-- a one-trial ``Tuner`` whose trial function builds and fits that trainer, as a
-  sweep trial does: adds the trial actor and Tune's bookkeeping.
+Three rows, each the wall time of a run whose training function returns at once, ``--repeats`` times after
+``--warmup`` untimed runs, on the Ray the bench started:
+- a bare ``TorchTrainer.fit()`` (one 1-CPU worker, no datasets): the controller actor, the worker actor (a
+  fresh Python process importing torch), the gloo process group, the train function shipped to the worker and
+  the shutdown;
+- the same with the run's datasets attached as a training run attaches them (``load_datasets`` on
+  ``--train-records`` records, the run's ``DataConfig``): adds the streaming split's coordinator actor and the
+  first ``iter_batches`` call;
+- a one-trial ``Tuner`` whose trial function builds and fits that trainer, as a sweep trial does: adds the
+  trial actor and Tune's bookkeeping.
 
-Divided by the epochs of a run this is what a short trial pays per epoch before
-training; it is why a 1-epoch trial on this machine takes ~30 s.
+Divided by the epochs of a run this is what a short trial pays per epoch before training; it is why a 1-epoch
+trial on this machine takes ~30 s.
 
-The bare run is split in two: from ``fit()`` to the first line of the training
-function on the worker (controller, placement group, worker process, process group),
-and from its last line to ``fit()``'s return (the controller notices the end at its
-next poll of the workers, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, then shuts the
-group down). Two more rows rerun it with one of Train V2's knobs turned: that poll
-every 0.2 s instead of 2 s, and no ``PreemptionWatcher`` actor.
+The bare run is split in two: from ``fit()`` to the first line of the training function on the worker
+(controller, placement group, worker process, process group), and from its last line to ``fit()``'s return
+(the controller notices the end at its next poll of the workers, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``,
+then shuts the group down). Two more rows rerun it with one of Train V2's knobs turned: that poll every 0.2 s
+instead of 2 s, and no ``PreemptionWatcher`` actor.
 """
 
 from __future__ import annotations

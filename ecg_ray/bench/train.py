@@ -1,21 +1,17 @@
-"""Sections ``train`` and ``gpu``: forward+backward crops/s per architecture,
-inside the ``TorchTrainer`` versus the same model in a bare torch loop.
+"""Sections ``train`` and ``gpu``: forward+backward crops/s per architecture, inside the ``TorchTrainer``
+versus the same model in a bare torch loop.
 
-Both sides run the same training epoch: ``feed.crop_batches`` (fresh random
-crops of the same whole records, the same steps) and ``step.train_step`` (model,
-class-weighted loss, AdamW, gradient clipping, the per-batch ``loss.item()``),
-with the same number of torch threads. The bare side reads the records from
-memory in this process; the TorchTrainer side is the real training path
-(``training.trainer.make_trainer`` → ``train_loop_per_worker`` on datasets from
-``load_datasets``), read from the ``segments_per_s`` each epoch reports (the
-training loop only; validation is not counted). Their ratio is Ray Train's
-overhead.
+Both sides run the same training epoch: ``feed.crop_batches`` (fresh random crops of the same whole records,
+the same steps) and ``step.train_step`` (model, class-weighted loss, AdamW, gradient clipping, the per-batch
+``loss.item()``), with the same number of torch threads. The bare side reads the records from memory in this
+process; the TorchTrainer side is the real training path (``training.trainer.make_trainer`` →
+``train_loop_per_worker`` on datasets from ``load_datasets``), read from the ``segments_per_s`` each epoch
+reports (the training loop only; validation is not counted). Their ratio is Ray Train's overhead.
 
-The two sides are **interleaved**: each repeat is one round of a bare run and a
-TorchTrainer run (``--warmup`` untimed epochs, then one timed epoch each), so a
-slow minute of the machine hits both; the rounds' medians and their spread are
-reported, and the median of the per-round ratios. ``gpu`` repeats both on CUDA
-(skipped without a CUDA device); without Ray only the bare loop runs.
+The two sides are **interleaved**: each repeat is one round of a bare run and a TorchTrainer run (``--warmup``
+untimed epochs, then one timed epoch each), so a slow minute of the machine hits both; the rounds' medians and
+their spread are reported, and the median of the per-round ratios. ``gpu`` repeats both on CUDA (skipped
+without a CUDA device); without Ray only the bare loop runs.
 """
 
 from __future__ import annotations
