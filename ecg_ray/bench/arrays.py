@@ -18,9 +18,8 @@ from ..data.dataset import PreparedDataset
 
 
 class InMemoryRecords:
-    """Records in memory with the ``iter_batches`` a Ray shard offers: zero-copy
-    slices of one pyarrow table, in stored order, or with ``shuffle_seed`` in a new
-    random record order at every pass (the shuffle bench's full-shuffle arm)."""
+    """Records in memory with a Ray shard's ``iter_batches``: zero-copy slices of one pyarrow table, in stored order,
+    or with ``shuffle_seed`` in a new random record order at every pass (the shuffle bench's full-shuffle arm)."""
 
     def __init__(self, signals: list[np.ndarray], labels: np.ndarray, shuffle_seed: int | None = None):
         import pyarrow as pa

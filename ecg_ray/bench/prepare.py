@@ -25,9 +25,8 @@ def read_labels(records_dir: Path) -> dict[str, str]:
 
 
 def link_records(records_dir: Path, names: list[str], labels: dict[str, str], into: Path, copies: int = 1) -> Path:
-    """A records folder ``into`` of symlinks to the real ``.hea``/``.mat`` of ``names``, each
-    ``copies`` times (copy 0 keeps the real name, copy c is ``<name>_<c>``), and a
-    REFERENCE.csv of all of them."""
+    """A records folder ``into`` of symlinks to the real ``.hea``/``.mat`` of ``names``, each ``copies`` times (copy 0
+    keeps the real name, copy c is ``<name>_<c>``), and a REFERENCE.csv of all of them."""
     records_dir = Path(records_dir).resolve()
     into.mkdir(parents=True)
     lines = []

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.download import source_dir
 from . import stats
 from .machine import env_option, env_settings
 from .prepare import link_records, read_labels, timed_prepare
@@ -49,9 +50,8 @@ MiB = 2**20
 
 
 def scale_config():
-    """The preprocessing this bench measures (fixed, so its tables stay comparable): records
-    at their own 300 Hz, which is what lets a long record take prepare's chunked path
-    (``filter_record_chunked`` does not resample)."""
+    """The preprocessing this bench measures (fixed, so its tables stay comparable): records at their own 300 Hz, which
+    is what lets a long record take prepare's chunked path (``filter_record_chunked`` does not resample)."""
     from ..data.preprocess import PreprocessConfig
 
     return PreprocessConfig(fs=FS, segment_length=10 * FS, stride=5 * FS)
@@ -64,9 +64,8 @@ def _comma_set(text: str) -> set[str]:
 # -- scratch data ---------------------------------------------------------------------------------
 
 def replicate(records_dir: Path, factor: int, into: Path, limit: int | None = None) -> Path:
-    """A records folder holding every real record ``factor`` times under new ids
-    (copy 0 keeps the real name, copy c is ``<name>_<c>``): symlinks to the real
-    ``.hea``/``.mat`` and a REFERENCE.csv for all of them."""
+    """A records folder holding every real record ``factor`` times under new ids (copy 0 keeps the real name, copy c is
+    ``<name>_<c>``): symlinks to the real ``.hea``/``.mat`` and a REFERENCE.csv for all of them."""
     from ..data import physionet2017
 
     labels = read_labels(records_dir)
@@ -75,9 +74,8 @@ def replicate(records_dir: Path, factor: int, into: Path, limit: int | None = No
 
 
 def write_long_record(folder: Path, name: str, days: float, fs: int = FS, chunk: int = 1 << 22) -> int:
-    """A synthetic single-lead record of ``days`` at ``fs`` in the PhysioNet 2017 layout
-    (MATLAB v4 int16 row ``val`` + WFDB header, 1000 adu/mV), written a chunk at a
-    time: 72 bpm beats (QRS + T wave), baseline wander and noise. Returns its samples."""
+    """A synthetic single-lead record of ``days`` at ``fs`` in the PhysioNet 2017 layout (MATLAB v4 int16 row ``val``
+    + WFDB header, 1000 adu/mV) in chunks: 72 bpm beats (QRS + T wave), baseline wander, noise; returns its length."""
     n = int(round(days * 86400 * fs))
     beat = int(fs * 60 / 72)
     t = np.arange(beat) / fs
@@ -241,9 +239,7 @@ def _feed_rows(prepared: Path, scale: int, layout: str, opts, data_mib: float) -
 
 
 def run(opts) -> dict:
-    records_dir = Path(opts.records_dir)
-    if (records_dir / "cinc2017" / "training2017").is_dir():
-        records_dir = records_dir / "cinc2017" / "training2017"
+    records_dir = source_dir(opts.records_dir, "cinc2017")
     workers = os.cpu_count() or 1
     scales = env_option("ECG_RAY_SCALE_FACTORS", list(SCALES), lambda text: sorted({int(x) for x in _comma_set(text)}))
     parts = env_option("ECG_RAY_SCALE_PARTS", {"prepare", "feed", "long"}, _comma_set)
