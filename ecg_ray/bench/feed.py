@@ -17,13 +17,13 @@ import tempfile
 import numpy as np
 import torch
 
+from ..training.config import TrainConfig
+from ..training.feed import crop_batches, load_datasets, steps_per_epoch, train_shard, trainer_datasets
 from . import stats
 from .arrays import load_training_records
 from .machine import ray_available
 from .stats import fmt, fmt_ratio, markdown_table, section_body, summary_cells
 
-REFERENCE = "dataloader"
-SWEEP_PATH = "train_worker"
 #: (key, label) of every row, in table order.
 ROWS = [
     ("numpy_slicing", "(d) crop_batches over in-memory records — ceiling"),
@@ -59,8 +59,6 @@ def _collate(items):
 def _crop_step(source, n_records: int, length: int, batch_size: int, **feed):
     """One training pass of ``crop_batches`` over ``source`` per call (the next epoch each time);
     returns the crops it delivered. ``feed``: more ``crop_batches`` arguments."""
-    from ..training.feed import crop_batches, steps_per_epoch
-
     steps = steps_per_epoch(n_records, 1, CROPS, batch_size)
     epochs = itertools.count()
 
@@ -72,11 +70,9 @@ def _crop_step(source, n_records: int, length: int, batch_size: int, **feed):
 
 
 def _dataloader_step(signals, labels, length: int, batch_size: int):
-    from torch.utils.data import DataLoader
-
     dataset = CropDataset(signals, labels, length)
-    loader = DataLoader(dataset, batch_size=batch_size // CROPS, shuffle=True, num_workers=0,
-                        collate_fn=_collate, generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size // CROPS, shuffle=True, num_workers=0,
+                                         collate_fn=_collate, generator=torch.Generator().manual_seed(0))
 
     def step() -> int:
         dataset.epoch += 1
@@ -87,8 +83,6 @@ def _dataloader_step(signals, labels, length: int, batch_size: int):
 def feed_loop(config: dict):
     """TorchTrainer worker: draw the train shard's crops as ``train_loop_per_worker`` does, no model."""
     import ray.train.torch
-
-    from ..training.feed import train_shard
 
     step = _crop_step(train_shard(config, 0, 1, 0), config["records"], config["length"], config["batch_size"],
                       shuffle_buffer=config["shuffle_buffer"], device=ray.train.torch.get_device(),
@@ -102,8 +96,6 @@ def fit_one_worker(loop, config: dict, datasets: tuple | None, storage: str, nam
     from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
 
-    from ..training.config import TrainConfig
-    from ..training.feed import trainer_datasets
     from ..training.trainer import data_config, scaling_config
 
     attached = {}
@@ -115,8 +107,6 @@ def fit_one_worker(loop, config: dict, datasets: tuple | None, storage: str, nam
 
 
 def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
-    from ..training.config import TrainConfig
-
     config = {"warmup": opts.warmup, "repeats": opts.repeats, "batch_size": opts.batch_size,
               "shuffle_buffer": TrainConfig().shuffle_buffer, "records": info.train_records,
               "length": info.segment_length, "prefetch": not info.materialized}
@@ -125,7 +115,6 @@ def _train_worker_rates(train_ds, val_ds, info, opts) -> list[float]:
 
 
 def _ray_rows(opts, rows: dict, notes: list[str], length: int) -> None:
-    from ..training.feed import load_datasets
     from ..training.trainer import init_ray
 
     init_ray()
@@ -168,11 +157,11 @@ def run(opts) -> dict:
 
 def render(result: dict, context: dict) -> str:
     rows = result["rows"]
-    ref = rows.get(REFERENCE)
+    ref = rows.get("dataloader")  # (c), the reference
     table = [[label, *summary_cells(rows.get(key)), fmt_ratio(stats.ratio(rows.get(key), ref))]
              for key, label in ROWS if key in rows]
     notes = list(result.get("notes", []))
-    if sweep := rows.get(SWEEP_PATH):
+    if sweep := rows.get("train_worker"):  # the sweep path
         r = stats.ratio(sweep, ref)
         notes.append(f"target: sweep path ≥ {TARGET_RATIO}× of (c): {r:.2f}× — "
                      + ("**met**" if r >= TARGET_RATIO else "**NOT met**"))

@@ -24,6 +24,13 @@ import time
 import numpy as np
 import torch
 
+from .. import HEADLINE
+from ..data import store
+from ..data.dataset import PreparedDataset
+from ..models import batched_logits
+from ..training.config import TrainConfig
+from ..training.feed import RECORDS_PER_CHUNK
+from ..training.metrics import score_records
 from . import stats
 from .arrays import load_training_records
 from .machine import env_option, env_settings
@@ -35,29 +42,20 @@ ARMS = ("stored", "shuffled")
 FULL_SPLIT = 5268
 
 
-def scaled_window(n_records: int, full: int = FULL_SPLIT) -> int:
+def scaled_window(n_records: int) -> int:
     """Records per chunk and per shuffle buffer that span the same share of ``n_records``
     as ``feed.RECORDS_PER_CHUNK`` does of the full split."""
-    from ..training.feed import RECORDS_PER_CHUNK
-
-    return max(1, min(RECORDS_PER_CHUNK, round(RECORDS_PER_CHUNK * n_records / full)))
+    return max(1, min(RECORDS_PER_CHUNK, round(RECORDS_PER_CHUNK * n_records / FULL_SPLIT)))
 
 
 def _validation(prepared, max_records):
     """The run's validation records: ``(labels, windows, record of each window)``."""
-    from ..data import store
-    from ..data.dataset import PreparedDataset
-
     _, val_ids = PreparedDataset(prepared).select(None, max_records)
     return store.record_windows(prepared, val_ids, store.preprocess_config(prepared))[1:]
 
 
 def train_arm(cfg, data, shard, val, epochs: int, window: int) -> dict:
     """Train ``cfg.model`` for ``epochs`` on ``shard``: per-epoch loss, final validation F1."""
-    from .. import HEADLINE
-    from ..models import batched_logits
-    from ..training.metrics import score_records
-
     t0 = time.perf_counter()
     model, log = train_epochs(cfg, data, shard, epochs, shuffle_buffer=window, records_per_chunk=window)
     y, windows, codes = val
@@ -69,8 +67,6 @@ def train_arm(cfg, data, shard, val, epochs: int, window: int) -> dict:
 
 
 def run(opts) -> dict:
-    from ..training.config import TrainConfig
-
     torch.set_num_threads(opts.threads)
     model = (opts.models or ["cnn_only"])[0]
     data = load_training_records(opts.prepared, opts.train_records)

@@ -22,6 +22,12 @@ import time
 import numpy as np
 import torch
 
+from ..data import store
+from ..models import build_model, count_parameters, model_names
+from ..training.config import TrainConfig
+from ..training.feed import crop_batches, load_datasets, steps_per_epoch
+from ..training.imbalance import build_loss
+from ..training.step import train_step
 from . import stats
 from .arrays import TrainRecords, load_training_records
 from .machine import ray_available
@@ -30,26 +36,17 @@ from .stats import fmt, markdown_table, section_body, summary_cells
 TARGET_OVERHEAD = 0.05
 
 
-def bench_config(name: str, opts, use_gpu: bool = False, num_epochs: int | None = None):
+def bench_config(name: str, opts, use_gpu: bool = False):
     """The ``TrainConfig`` both sides run: weighted loss, no augmentation, no early stop."""
-    from ..training.config import TrainConfig
-
-    return TrainConfig(model=name, batch_size=opts.batch_size, num_epochs=num_epochs or opts.warmup + 1, patience=0,
-                       imbalance="weighted", augment=[], max_records=opts.train_records, use_gpu=use_gpu,
-                       gpus_per_worker=1 if use_gpu else None, cpus_per_worker=float(opts.threads),
-                       torch_threads=opts.threads)
+    return TrainConfig(model=name, batch_size=opts.batch_size, num_epochs=opts.warmup + 1, patience=0, augment=[],
+                       imbalance="weighted", max_records=opts.train_records, torch_threads=opts.threads,
+                       use_gpu=use_gpu, gpus_per_worker=1 if use_gpu else None, cpus_per_worker=float(opts.threads))
 
 
 def train_epochs(cfg, data: TrainRecords, shard, epochs: int, device: torch.device = torch.device("cpu"),
                  **feed) -> tuple[torch.nn.Module, list[tuple[int, float, float]]]:
-    """A fresh ``cfg.model`` trained ``epochs`` epochs on ``shard`` as the worker trains it
-    (``crop_batches`` → ``step.train_step``); the model and, per epoch, ``(crops, summed loss, seconds)``.
-    ``feed``: more ``crop_batches`` arguments."""
-    from ..models import build_model
-    from ..training.feed import crop_batches, steps_per_epoch
-    from ..training.imbalance import build_loss
-    from ..training.step import train_step
-
+    """A fresh ``cfg.model`` trained ``epochs`` epochs on ``shard`` as the worker trains it (``crop_batches``, given
+    ``feed`` too, → ``step.train_step``); the model and, per epoch, ``(crops, summed loss, seconds)``."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, **cfg.model_params).to(device).train()
     loss_fn = build_loss(cfg.imbalance, data.class_counts).to(device)
@@ -89,10 +86,6 @@ def trainer_rates(cfg, datasets, preprocess: dict, warmup: int) -> list[float]:
 
 
 def _measure(opts, device: torch.device) -> dict:
-    from ..data import store
-    from ..models import build_model, count_parameters, model_names
-    from ..training.config import TrainConfig
-
     data = load_training_records(opts.prepared, opts.train_records)
     per_record = TrainConfig().crops_per_record  # what bench_config leaves at the default
     crops = steps_per_epoch_of(data, opts.batch_size, per_record)
@@ -102,7 +95,6 @@ def _measure(opts, device: torch.device) -> dict:
              f"{opts.warmup} untimed + 1 timed epoch"]
     datasets = preprocess = None
     if ray_available():
-        from ..training.feed import load_datasets
         from ..training.trainer import init_ray
 
         init_ray()
@@ -136,8 +128,6 @@ def _measure(opts, device: torch.device) -> dict:
 
 def steps_per_epoch_of(data: TrainRecords, batch_size: int, crops_per_record: int) -> int:
     """Crops one epoch trains on (full batches of ``crops_per_record`` crops per record)."""
-    from ..training.feed import steps_per_epoch
-
     return steps_per_epoch(len(data.labels), 1, crops_per_record, batch_size) * batch_size
 
 
