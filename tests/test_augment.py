@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ecg_ray.training.augment import (AUGMENT_NAMES, Cutout, Jitter, Scaling, TimeWarp, build_augmenter,
-                                      make_generator)
+                                      make_generator, parse_augment)
+from ecg_ray.training.config import TrainConfig
 
 torch.set_num_threads(1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -94,3 +95,11 @@ def test_build_augmenter_names_and_params():
         build_augmenter(["jitter", "warp"])
     with pytest.raises(ValueError, match="jitter_sigmaa"):
         build_augmenter("jitter", jitter_sigmaa=0.1)
+
+
+@pytest.mark.parametrize("value", ["all,bogus", "bogus+all", ["all", "bogus"], "jitter,bogus"])
+def test_parse_augment_refuses_unknown_names_even_with_all(value):
+    with pytest.raises(ValueError, match="'bogus'.*jitter, scaling, time_warp, cutout, all, none"):
+        parse_augment(value)
+    with pytest.raises(ValueError, match="augment: unknown augmentation 'bogus'"):
+        TrainConfig(augment=value)

@@ -130,12 +130,7 @@ class Cutout(Augmenter):
         return x.masked_fill(inside[:, None, :], 0.0)
 
 
-AUGMENTERS: dict[str, type[Augmenter]] = {
-    "jitter": Jitter,
-    "scaling": Scaling,
-    "time_warp": TimeWarp,
-    "cutout": Cutout,
-}
+AUGMENTERS: dict[str, type[Augmenter]] = {"jitter": Jitter, "scaling": Scaling, "time_warp": TimeWarp, "cutout": Cutout}
 AUGMENT_NAMES: tuple[str, ...] = tuple(AUGMENTERS)
 
 
@@ -157,13 +152,18 @@ class Compose:
 def parse_augment(value) -> list[str]:
     """The ``augment`` setting as a list of names, in the order given: None,
     ``"none"`` or ``""`` → ``[]``; ``"all"`` → every name; names joined by ``,``
-    or ``+`` (``"jitter,cutout"``, ``"jitter+cutout"``) or a list of them. The one
-    parser of the setting (config, CLI, sweep specs, run tables)."""
+    or ``+`` (``"jitter,cutout"``, ``"jitter+cutout"``) or a list of them; an unknown
+    name is a ValueError, ``"all"`` or not. The one parser of the setting (config, CLI,
+    sweep specs, run tables)."""
     if value is None:
         return []
     if isinstance(value, str):
         value = re.split(r"[+,]", value)
     names = [str(v).strip() for v in value if str(v).strip() not in ("", "none")]
+    unknown = [n for n in names if n not in AUGMENTERS and n != "all"]
+    if unknown:
+        raise ValueError(f"augment: unknown augmentation {unknown[0]!r}; "
+                         f"choose from {', '.join(AUGMENT_NAMES)}, all, none")
     return list(AUGMENT_NAMES) if "all" in names else names
 
 
@@ -175,8 +175,7 @@ def augment_label(value) -> str:
         return "none"
     if set(names) >= set(AUGMENT_NAMES):
         return "all"
-    order = {n: i for i, n in enumerate(AUGMENT_NAMES)}
-    return "+".join(sorted(dict.fromkeys(names), key=lambda n: (order.get(n, len(order)), n)))
+    return "+".join(sorted(dict.fromkeys(names), key=AUGMENT_NAMES.index))
 
 
 def build_augmenter(names: list[str] | str | None, p: float = 0.5, **params) -> Compose:
@@ -185,9 +184,6 @@ def build_augmenter(names: list[str] | str | None, p: float = 0.5, **params) -> 
     cutout_fraction=0.1`` (keys for augmenters that are not selected are accepted
     and ignored, so one sweep config serves every arm)."""
     names = parse_augment(names)
-    for n in names:
-        if n not in AUGMENTERS:
-            raise ValueError(f"unknown augmentation {n!r}; valid: {AUGMENT_NAMES + ('none', 'all')}")
     owner_of = {f"{n}_{arg}": (n, arg) for n, cls in AUGMENTERS.items()
                 for arg in inspect.signature(cls).parameters if arg != "p"}
     kwargs: dict[str, dict] = {n: {} for n in AUGMENT_NAMES}

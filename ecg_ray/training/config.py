@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ..models import model_names
-from .augment import AUGMENT_NAMES, parse_augment
+from .augment import parse_augment
 from .imbalance import CLASS_WEIGHTINGS, IMBALANCE_NAMES
 from .metrics import AGGREGATES
 from .schedule import SCHEDULES
@@ -66,16 +66,12 @@ class TrainConfig:
 
     def __post_init__(self):
         """Normalise ``augment`` ("all" becomes every name) and check every field: ValueError naming it."""
-        self.augment = parse_augment(self.augment)
         if self.model not in model_names():
             raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(model_names())}")
         if self.imbalance not in IMBALANCE_NAMES:
             raise ValueError(f"imbalance: unknown strategy {self.imbalance!r}; "
                              f"choose from {', '.join(IMBALANCE_NAMES)}")
-        for name in self.augment:
-            if name not in AUGMENT_NAMES:
-                raise ValueError(f"augment: unknown augmentation {name!r}; "
-                                 f"choose from {', '.join(AUGMENT_NAMES)}, all, none")
+        self.augment = parse_augment(self.augment)
         for name, allowed in (("class_weighting", CLASS_WEIGHTINGS), ("aggregate", AGGREGATES),
                               ("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
