@@ -24,6 +24,7 @@ from ray.train.torch import TorchTrainer
 
 from .. import HEADLINE
 from ..artifacts import Run, log_stderr, provenance, verbose
+from ..data.dataset import PreparedDataset
 from ..data.preprocess import PreprocessConfig
 from .checkpoint import FILENAME, load_checkpoint
 from .config import TrainConfig
@@ -64,13 +65,12 @@ def scaling_config(cfg: TrainConfig) -> ScalingConfig:
 
 
 def data_config() -> DataConfig:
-    """Only the training set is split over workers (``equal=True`` there, so every
-    rank gets as many records); validation reaches every worker whole and each
-    scores every world-th record, so none is dropped. ``preserve_order`` is set
-    here, in the options Train applies to the shards, rather than in a
-    DataContext of the driver, which a trial's TorchTrainer does not see. (Built
-    here rather than by ``DataConfig.default_ingest_options()``, which passes the
-    deprecated ``exclude_resources`` and warns on every trial.)"""
+    """Only the training set is split over workers (``equal=True`` there: every rank gets
+    as many records); validation reaches every worker whole, each scoring every world-th
+    record, so none is dropped. ``preserve_order`` is set in these options, which Train
+    applies to the shards (a trial's TorchTrainer does not see the driver's DataContext);
+    built here since ``DataConfig.default_ingest_options()`` passes the deprecated
+    ``exclude_resources`` and warns on every trial."""
     from ray.data import DataContext, ExecutionOptions
 
     current = DataContext.get_current().execution_options
@@ -114,13 +114,6 @@ class EpochPrinter(ray.train.UserCallback):
         log_stderr(f"epoch {m['epoch'] + 1:3d}  loss {m['train_loss']:.3f}  acc {m['train_acc']:.3f}  "
                    f"val F1(N,A,O) {m[HEADLINE]:.3f} (seg {m['val_seg_f1_cinc']:.3f})  "
                    f"AUROC {m['val_auroc_macro']:.3f}  lr {m['lr']:.2g}  {m['segments_per_s']:,.0f} seg/s")
-
-
-def free_port() -> int:
-    """A TCP port free on this machine now (for a Ray of its own)."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 #: Ray Data's logging config as Ray documents it ("Configuring logging" in Ray Data's
@@ -175,7 +168,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_log
         # state API, which finds "the" cluster by scanning the machine: with a second Ray
         # on the same machine it gives up and ASHA-stopped trials leak their CPUs. So the
         # GCS port is chosen here and every worker is told the address explicitly.
-        port = free_port()
+        with socket.socket() as s:  # a TCP port free on this machine now
+            s.bind(("", 0))
+            port = s.getsockname()[1]
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
         runtime_env = {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}",
                                     **quiet_ray_data_env()}}
@@ -190,12 +185,9 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
               resume: bool = False, force: bool = False, selection: str | None = None) -> dict:
     """Train one config stand-alone and write the run folder ``out``; returns results.
 
-    An existing run in ``out`` is continued from its last checkpoint with
-    ``resume`` (Ray Train restores it by name), replaced with ``force``.
-    ``model.pt`` is the best epoch's checkpoint; with ``selection`` (why, written to
-    ``results.json``) the last epoch's instead, as for a final model."""
-    from ..data.dataset import PreparedDataset
-
+    An existing run in ``out`` is continued from its last checkpoint with ``resume`` (Ray
+    Train restores it by name), replaced with ``force``. ``model.pt`` is the best epoch's
+    checkpoint; with ``selection`` (why, written to ``results.json``) the last epoch's, as for a final model."""
     out = Path(out).resolve()
     if (out / RUN_NAME).exists():
         if force:
@@ -224,8 +216,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
         from .calibration import calibrate_checkpoint
 
         _, val_ids = data.select(cfg.val_fold, cfg.max_records)
-        calibration = calibrate_checkpoint(out / FILENAME, prepared, val_ids,
-                                           log=log_stderr)
+        calibration = calibrate_checkpoint(out / FILENAME, prepared, val_ids, log=log_stderr)
     best_payload = load_checkpoint(out / FILENAME)
     results = {
         "model": cfg.model,

@@ -1,15 +1,12 @@
 """The Ray Train worker loop: one training run, one epoch per ``ray.train.report``.
 
-Runs inside each TorchTrainer worker: builds the model (optionally from a
-pre-trained front end, frozen), moves it to the device (``prepare_model``)
-*before* the optimizer is built and its state restored, so a resumed run's
-optimizer state lives where the gradients do. Each epoch draws fresh random
-crops from its shard of training records (``feed.crop_batches``: the same
-number of equal-size batches on every rank), augments on the device, steps
-AdamW under the configured schedule, then scores the validation records whole
-(sliding windows, aggregated per record by ``metrics.record_probabilities``)
-and reports metrics plus a checkpoint that can resume the run or be evaluated
-on its own.
+Runs inside each TorchTrainer worker: builds the model (optionally from a pre-trained
+front end, frozen) and moves it to the device (``prepare_model``) *before* the optimizer
+is built and its state restored, so a resumed run's optimizer state lives where the
+gradients do. Each epoch draws fresh random crops from the rank's shard of training
+records (``feed.crop_batches``), augments on the device, steps AdamW under the configured
+schedule, scores the validation records whole (``metrics.record_probabilities``) and
+reports metrics plus a checkpoint that can resume the run or be evaluated on its own.
 """
 
 from __future__ import annotations
@@ -19,9 +16,7 @@ import tempfile
 import time
 
 import numpy as np
-import ray
-import ray.train
-import ray.train.torch
+import ray.train.torch  # binds ray and ray.train too
 import torch
 import torch.distributed as dist
 
@@ -46,15 +41,6 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _init_frontend(model: torch.nn.Module, path: str) -> None:
-    """Copy the ``frontend.*`` weights of a checkpoint into ``model``."""
-    state = load_checkpoint(path)["state_dict"]
-    front = {k[len("frontend."):]: v for k, v in state.items() if k.startswith("frontend.")}
-    if not front:
-        raise ValueError(f"--init-from {path}: checkpoint has no front-end weights")
-    model.frontend.load_state_dict(front)
-
-
 def _gather(value):
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         out = [None] * dist.get_world_size()
@@ -64,11 +50,10 @@ def _gather(value):
 
 
 def validate(model, dataset, device, cfg: TrainConfig, length: int, hop: int, rank: int, world: int) -> dict:
-    """Metrics on the validation records: each rank scores every world-th record,
-    the parts are gathered, every rank gets the same numbers. Every rank first takes
-    rank 0's buffers (BatchNorm statistics): DDP sends them at each forward, so after
-    the epoch's last step each rank holds its own update, and only rank 0's model is
-    checkpointed."""
+    """Metrics on the validation records: each rank scores every world-th record, the parts
+    are gathered, every rank gets the same numbers. Every rank first takes rank 0's buffers
+    (BatchNorm statistics): DDP sends them at each forward, so after the epoch's last step
+    each rank holds its own update, and only rank 0's model is checkpointed."""
     if world > 1 and dist.is_initialized():
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
@@ -114,8 +99,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     model = build_model(cfg.model, **cfg.model_params)
     model_params = model.hparams  # every constructor argument, resolved: rebuilds the model exactly
-    if cfg.init_from:
-        _init_frontend(model, cfg.init_from)
+    if cfg.init_from:  # the ``frontend.*`` weights of a checkpoint
+        state = load_checkpoint(cfg.init_from)["state_dict"]
+        front = {k[len("frontend."):]: v for k, v in state.items() if k.startswith("frontend.")}
+        if not front:
+            raise ValueError(f"--init-from {cfg.init_from}: checkpoint has no front-end weights")
+        model.frontend.load_state_dict(front)
     checkpoint = ray.train.get_checkpoint()
     payload = None
     if checkpoint:  # resuming: restart after the last finished epoch
