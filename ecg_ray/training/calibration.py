@@ -1,11 +1,10 @@
 """Calibration of record-level probabilities (numpy/scipy, no Ray).
 
-``fit_temperature`` finds the temperature T that minimises the negative
-log-likelihood of the record labels when every window's logits are divided by T
-before the record's windows are aggregated (``metrics.record_probabilities``):
-fitted on validation records, stored in the checkpoint, applied by
-``evaluate``/``predict``. ``expected_calibration_error`` and
-``reliability_table`` measure the result (top-label confidence in equal-width bins).
+``fit_temperature`` finds the temperature T that minimises the negative log-likelihood
+of the record labels when every window's logits are divided by T before the record's
+windows are aggregated (``metrics.record_probabilities``): fitted on validation records,
+stored in the checkpoint, applied by ``evaluate``/``predict``. ``expected_calibration_error``
+and ``reliability_table`` measure the result (top-label confidence in equal-width bins).
 """
 
 from __future__ import annotations

@@ -1,35 +1,29 @@
 """k-fold cross-validation of one training config, and the final full-data model.
 
-``run_crossval`` trains the config once per recording-level fold (fold k held
-out through ``TrainConfig.val_fold = k``), sequentially with ``train_run`` into
-``out/fold_k`` (each a complete run folder: ``model.pt`` of its best epoch,
-``history.json``, ``results.json``), then writes ``crossval.csv``,
-``crossval.md`` and ``summary.json``: per-fold and mean ± sd of every
-recording-level validation metric at three read-outs —
+``run_crossval`` trains the config once per recording-level fold (fold k held out
+through ``TrainConfig.val_fold = k``), one after another with ``train_run`` into
+``out/fold_k`` (each a complete run folder), then writes ``crossval.csv``,
+``crossval.md`` and ``summary.json``: per fold and mean ± sd, every recording-level
+validation metric at three read-outs —
 
-* ``best``: each fold at its own best epoch (what its ``model.pt`` holds); the
-  epoch was chosen on that fold's validation records, so this is optimistic;
-* ``common``: every fold at the same epoch count, the median of the folds' best
-  epochs (rounded up) — the epoch count ``run_final`` is given, and the fairer
-  estimate of what that final model scores;
+* ``best``: each fold at its own best epoch (what its ``model.pt`` holds), chosen
+  on that fold's validation records, so optimistic;
+* ``common``: every fold at the median of the folds' best epochs (rounded up) — the
+  epoch count ``run_final`` is given, and the fairer estimate of what it scores;
 * ``last``: each fold's last epoch.
 
-Folds are those saved in the prepared dataset's manifest (over *all* its
-records, test split included) when ``folds`` matches their number; otherwise,
-or with ``exclude_test`` (folds over train+val only, so the test split stays
-untouched), new label-stratified folds are made with the manifest's split seed.
-A different split is handed to ``train_run`` as a *view* of the prepared
-dataset: a folder with its own ``manifest.json`` whose ``records`` is a
-symlink to the original's, so nothing is copied and the trainer is unchanged.
+Folds are the prepared dataset's saved ones (over *all* its records, test split
+included) when ``folds`` matches their number; otherwise, or with ``exclude_test``
+(train+val only), new label-stratified folds are made with the manifest's split seed
+and handed to ``train_run`` as a *view*: a folder with its own ``manifest.json``
+whose ``records`` symlinks the original's, so nothing is copied.
 
-``run_final`` trains on the saved train+val records for a fixed number of
-epochs. The test split is passed as the validation set only so that its
-metrics are logged each epoch: nothing is chosen on it — early stopping and
-learning-rate-on-plateau are off and the *last* epoch is kept.
+``run_final`` trains on the saved train+val records for a fixed number of epochs;
+the test split is its validation set only so that its metrics are logged, nothing
+is chosen on it: no early stopping or learning-rate-on-plateau, the *last* epoch kept.
 
-A killed cross-validation resumes: finished folds (``results.json`` with the
-same config) are kept, and an unfinished fold continues from its last Ray
-Train checkpoint.
+A killed cross-validation resumes: finished folds (``results.json`` of the same
+config) are kept, an unfinished one continues from its last Ray Train checkpoint.
 """
 
 from __future__ import annotations
@@ -185,10 +179,8 @@ def write_tables(out: Path, summary: dict) -> None:
 
 def _fold_done(fold_dir: Path, cfg: TrainConfig) -> dict | None:
     run = Run(fold_dir)
-    if not Run.holds(fold_dir) or run.checkpoint is None:
-        return None
-    results = run.results
-    return results if results.get("config") == cfg.to_dict() else None
+    done = Run.holds(fold_dir) and run.checkpoint is not None and run.config == cfg.to_dict()
+    return run.results if done else None
 
 
 def _claim_fold(fold_dir: Path, cfg: TrainConfig) -> bool:

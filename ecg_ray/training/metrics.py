@@ -2,16 +2,15 @@
 
 This module owns the metric *names* every stage reads (``ecg_ray.HEADLINE``,
 ``val_f1_cinc``, is the sweep's headline) and the recording-level aggregation
-(``record_probabilities``): a recording's probabilities come from its windows'
-logits, and its prediction is their argmax.
+(``record_probabilities``: a recording's probabilities from its windows' logits,
+its prediction their argmax).
 
-Per-class F1 is sklearn's ``2·precision·recall / (precision + recall)``, which
-equals the challenge's ``2·TP / (predicted-as-class + truly-class)``; a class
-neither present nor predicted has F1 0 (challenge formula 0/0, read as 0).
-Metric keys use ``CLASS_KEYS`` (``~`` is written ``noisy``). sklearn is imported
-inside the scoring functions: every sweep trial's driver and Ray Train controller
-import this module (through ``TrainConfig``) and never score, and sklearn costs a
-process about a second to import.
+Per-class F1 is sklearn's ``2·precision·recall / (precision + recall)``, equal to the
+challenge's ``2·TP / (predicted-as-class + truly-class)``; a class neither present nor
+predicted has F1 0 (challenge formula 0/0, read as 0). Metric keys use ``CLASS_KEYS``
+(``~`` is written ``noisy``). sklearn is imported inside the scoring functions: every
+sweep trial's driver and Ray Train controller import this module (through
+``TrainConfig``) and never score, and sklearn costs a process about a second to import.
 """
 
 from __future__ import annotations
@@ -43,12 +42,11 @@ def classification_metrics(y_true, probs, prefix: str = "") -> dict[str, float]:
     """Metrics of argmax predictions (and of ``probs`` for AUROC), keys prefixed.
 
     ``f1_cinc`` (mean F1 of N, A, O), ``f1_macro``, ``f1_weighted``, ``accuracy``,
-    ``auroc_macro`` (one-vs-rest, mean over classes present in ``y_true`` — the
-    same as ``roc_auc_score(multi_class="ovr")`` when all are present), and per
-    class k in ``CLASS_KEYS``: ``f1_k``, ``auroc_k``, ``sens_k`` (recall),
-    ``spec_k`` (TN / (TN + FP)), ``ppv_k`` (precision: TP / predicted-as-k).
-    Undefined values (a class absent, or the only class present) are NaN,
-    except F1 (0, see module docstring).
+    ``auroc_macro`` (one-vs-rest, mean over classes present in ``y_true`` — the same as
+    ``roc_auc_score(multi_class="ovr")`` when all are present), and per class k in
+    ``CLASS_KEYS``: ``f1_k``, ``auroc_k``, ``sens_k`` (recall), ``spec_k`` (TN / (TN + FP)),
+    ``ppv_k`` (precision: TP / predicted-as-k). Undefined values (a class absent, or the
+    only class present) are NaN, except F1 (0, see module docstring).
     """
     from sklearn.metrics import (accuracy_score, multilabel_confusion_matrix, precision_recall_fscore_support,
                                  roc_auc_score)
@@ -160,10 +158,7 @@ LENGTH_BANDS = ((0, 20), (20, 40), (40, float("inf")))
 def f1_by_length(y_true, probs, seconds) -> list[dict]:
     """``f1_cinc`` and n per record-length band (``LENGTH_BANDS``)."""
     y_true, probs, seconds = np.asarray(y_true), np.asarray(probs), np.asarray(seconds, dtype=float)
-    rows = []
-    for lo, hi in LENGTH_BANDS:
-        inside = (seconds >= lo) & (seconds < hi)
-        if inside.any():
-            m = classification_metrics(y_true[inside], probs[inside])
-            rows.append({"band_s": f"{lo:g}-{hi:g}", "n": int(inside.sum()), "f1_cinc": m["f1_cinc"]})
-    return rows
+    bands = [(lo, hi, (seconds >= lo) & (seconds < hi)) for lo, hi in LENGTH_BANDS]
+    return [{"band_s": f"{lo:g}-{hi:g}", "n": int(inside.sum()),
+             "f1_cinc": classification_metrics(y_true[inside], probs[inside])["f1_cinc"]}
+            for lo, hi, inside in bands if inside.any()]
