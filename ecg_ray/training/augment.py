@@ -1,17 +1,15 @@
 """ECG batch augmentations, applied on the batch's device inside the training loop.
 
-This module owns the augmentation registry (``AUGMENTERS`` / ``AUGMENT_NAMES``)
-and ``build_augmenter``, which turns the sweep's ``augment`` setting into one
-callable ``aug(x, generator) -> x``. Plain torch, no Ray.
-
-Conventions:
+This module owns the augmentation registry (``AUGMENTERS`` / ``AUGMENT_NAMES``) and
+``build_augmenter``, which turns the sweep's ``augment`` setting into one callable
+``aug(x, generator) -> x``. Plain torch, no Ray. Conventions:
 - ``x`` is a float batch of shape ``(B, L)`` or ``(B, C, L)`` (``C`` = 1 here),
   z-scored per record, so absolute noise levels are in units of signal std.
-- Each augmenter is applied to each sample independently with probability ``p``.
-  Random numbers for *all* samples are drawn whether applied or not, so the
-  random stream consumed does not depend on the coin flips.
-- Randomness comes only from the ``generator`` passed in (a ``torch.Generator``
-  on the batch's device, see ``make_generator``): same seed, same output.
+- Each augmenter is applied to each sample independently with probability ``p``;
+  random numbers for *all* samples are drawn whether applied or not, so the random
+  stream consumed does not depend on the coin flips.
+- Randomness comes only from the ``generator`` passed in (a ``torch.Generator`` on
+  the batch's device, see ``make_generator``): same seed, same output.
 - The input is never modified in place.
 """
 
@@ -81,11 +79,10 @@ class Scaling(Augmenter):
 class TimeWarp(Augmenter):
     """Smooth random time stretch, length preserved.
 
-    The local speed is ``exp(strength * N(0, 1))`` at ``knots`` evenly spaced
-    knots, linearly interpolated over the length; its cumulative sum, rescaled to
-    ``[0, L-1]``, is a smooth monotone map from output to input time, and the
-    signal is resampled along it by linear interpolation. ``strength=0`` is the
-    identity (up to float rounding).
+    The local speed is ``exp(strength * N(0, 1))`` at ``knots`` evenly spaced knots,
+    linearly interpolated over the length; its cumulative sum, rescaled to ``[0, L-1]``,
+    is a smooth monotone map from output to input time, and the signal is resampled
+    along it by linear interpolation. ``strength=0`` is the identity (up to rounding).
     """
 
     def __init__(self, p: float = 0.5, strength: float = 0.1, knots: int = 4):

@@ -1,12 +1,11 @@
 """The checkpoint contract (DESIGN.md): one ``model.pt`` that rebuilds and runs
 the model on its own, loadable with ``torch.load(..., weights_only=True)``.
 
-Contents: ``format``, ``model`` (registry name), ``model_params``,
-``state_dict``, ``preprocess`` (``PreprocessConfig.to_dict()``), ``classes``,
-``config`` (the run's training config, JSON types only), ``epoch``,
-``metrics``, ``provenance`` (``artifacts.provenance``: commit, package
-versions, data config hash, command; absent in older checkpoints); for
-resuming, ``optimizer``/``scheduler`` state and ``history``.
+Contents: ``format``, ``model`` (registry name), ``model_params``, ``state_dict``,
+``preprocess`` (``PreprocessConfig.to_dict()``), ``classes``, ``config`` (the run's
+training config, JSON types only), ``epoch``, ``metrics``, ``provenance``
+(``artifacts.provenance``: commit, package versions, data config hash, command; absent
+in older checkpoints); for resuming, ``optimizer``/``scheduler`` state and ``history``.
 No pickled code: a checkpoint holding arbitrary objects is refused on load.
 """
 

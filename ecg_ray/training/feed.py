@@ -1,32 +1,28 @@
 """The data feed: prepared records (parquet) → Ray Datasets → torch batches on a worker.
 
 Driver side (``load_datasets``): the run's train/val *whole records*, when they fit,
-are read once by the driver with pyarrow and put in the object store from there
-(``held_by_driver``: owned and stored on the driver's node, so a lost worker node
-loses none), then reused by every epoch and, in a sweep, by every trial. When they
-do not fit they stream from parquet each epoch (flat layout: ``ray.data.read_parquet``
-filtered by a pyarrow expression). With the split layout (``store.cell_dirs``) each side
-reads only its own cell folders, and streamed records skip Ray Data:
-``load_datasets`` returns ``shards.RecordFiles`` sets, ``trainer_datasets``
-passes them to the workers, each training rank reads its own row groups
-(``train_shard``) and every rank the validation records (``val_records``).
-Ray Data's per-epoch read ran at 0.03-0.12x the materialized rate
-(results/scale.md), and its read tasks wait for a CPU the workers hold.
+are read once by the driver and put in the object store from there (``held_by_driver``),
+then reused by every epoch and, in a sweep, by every trial. When they do not fit they
+stream from parquet each epoch (flat layout: ``ray.data.read_parquet`` filtered by a
+pyarrow expression). With the split layout (``store.cell_dirs``) each side reads only its
+own cell folders, and streamed records skip Ray Data: ``shards.RecordFiles`` sets go
+through ``trainer_datasets`` to the workers, each training rank reads its own row groups
+(``train_shard``), every rank the validation records (``val_records``). Ray Data's
+per-epoch read ran at 0.03-0.12x the materialized rate (results/scale.md), and its read
+tasks wait for a CPU the workers hold (with every CPU booked, a streamed read never starts).
 
 Worker side:
 - ``crop_batches`` streams the worker's shard of training records and draws
   ``crops_per_record`` fresh random windows from each one every epoch
-  (``preprocess.crop_offsets``/``cut_windows``, seeded by (seed, epoch, rank):
-  reproducible), mixes them in a crop shuffle buffer that spans about
-  ``shuffle_buffer`` records (records are read in place, only crops are copied)
-  and yields exactly ``steps``
-  equal-size ``(x, y)`` batches — every rank the same number, so DDP never waits
-  on a rank that ran out or skipped. ``imbalance=sampler`` draws each chunk's
-  records with probability proportional to their class weight (same count).
+  (``preprocess.crop_offsets``/``cut_windows``, seeded by (seed, epoch, rank): reproducible),
+  mixes them in a crop shuffle buffer that spans about ``shuffle_buffer`` records (records
+  are read in place, only crops are copied) and yields exactly ``steps`` equal-size
+  ``(x, y)`` batches — every rank the same number, so DDP never waits on a rank that ran
+  out or skipped. ``imbalance=sampler`` draws each chunk's records with probability
+  proportional to their class weight (same count).
 - ``window_batches`` cuts validation records into the inference windows
-  (``preprocess.segment``, the same cut ``evaluate`` and ``predict`` use); each
-  rank takes every ``world``-th record of the unsplit validation set, so no
-  record is dropped.
+  (``preprocess.segment``, the same cut ``evaluate`` and ``predict`` use); each rank takes
+  every ``world``-th record of the unsplit validation set, so no record is dropped.
 """
 
 from __future__ import annotations
@@ -94,10 +90,7 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
         files = ([store.record_files(prepared)] * 2 if cells is None else
                  [RecordFiles.from_dirs(side).files for side in cells])
         return held_by_driver(files[0], train_ids), held_by_driver(files[1], val_ids), info
-    if cells is not None:
-        # streamed, split layout: the workers read with pyarrow (``data.shards``), each training rank
-        # its own row groups, every rank all validation records; no Ray Data task then waits for a
-        # CPU that the training workers hold (with every CPU booked, a streamed read never starts)
+    if cells is not None:  # streamed, split layout: the workers read with pyarrow (module docstring)
         return tuple(RecordFiles.from_dirs(d, ids if max_records else None)
                      for d, ids in ((cells[0], train_ids), (cells[1], val_ids))) + (info,)
 
@@ -107,12 +100,11 @@ def load_datasets(prepared: Path, val_fold: int | None = None, materialize: bool
 
 
 def held_by_driver(files: list[Path], ids):
-    """The records ``ids`` of parquet ``files`` (in file order) as a materialized Ray
-    Dataset whose blocks this process read with pyarrow and put in the object store
-    itself: they are owned and stored on the driver's node (the head, for a job), so a
-    lost worker node loses none of them. Blocks that Ray Data tasks materialized live
-    on the worker nodes that ran them; one lost with its node must be rebuilt by a task
-    that needs a CPU, which DDP workers waiting for that block may all hold: a hang."""
+    """The records ``ids`` of parquet ``files`` (in file order) as a materialized Ray Dataset
+    whose blocks this process read with pyarrow and put in the object store itself: owned and
+    stored on the driver's node (the head, for a job), so a lost worker node loses none. Blocks
+    that Ray Data tasks materialized live on the worker nodes that ran them; one lost with its
+    node must be rebuilt by a task that needs a CPU, which DDP workers waiting for it may hold: a hang."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     import ray
@@ -173,16 +165,13 @@ def crop_batches(shard, *, length: int, crops_per_record: int, batch_size: int, 
                  epoch: int, rank: int, sample_rates: np.ndarray | None = None, shuffle_buffer: int = 1024,
                  device="cpu", mode: str = "random", prefetch: bool = False,
                  records_per_chunk: int = RECORDS_PER_CHUNK):
-    """Yield exactly ``steps`` batches ``(x (B, L) float32, y (B,) int64)`` of
-    fresh random crops from the records of ``shard`` (see module docstring).
-
-    Records arrive in chunks (pyarrow, read in place); each chunk's crops go into a
-    ``CropShuffleBuffer`` holding the crops of about ``shuffle_buffer`` records, and
-    batches are drawn from it at random. ``mode="fixed"``: every record's
-    non-overlapping windows instead, the same each epoch (the old recipe, kept to
-    measure what random crops add). ``prefetch``: read the next chunk in Ray's
-    background thread — for data streamed from storage; for records already in the
-    object store the thread only contends for the GIL (measured 2-4x slower)."""
+    """Yield exactly ``steps`` batches ``(x (B, L) float32, y (B,) int64)`` of fresh
+    random crops from the records of ``shard``, through a ``CropShuffleBuffer`` (see
+    module docstring). ``mode="fixed"``: every record's non-overlapping windows
+    instead, the same each epoch (the old recipe, kept to measure what random crops
+    add). ``prefetch``: read the next chunk in Ray's background thread — for data
+    streamed from storage; for records already in the object store the thread only
+    contends for the GIL (measured 2-4x slower)."""
     rng = np.random.default_rng([seed, epoch, rank])
     pool = CropShuffleBuffer(length, max(shuffle_buffer, 1) * crops_per_record, rng)
 

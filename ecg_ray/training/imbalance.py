@@ -1,13 +1,12 @@
 """Class-imbalance strategies: the sweep's ``imbalance`` axis.
 
-This module owns ``IMBALANCE_NAMES`` and what each one means:
+This module (plain torch / numpy, no Ray) owns ``IMBALANCE_NAMES`` and what each means:
 - ``none``: plain cross-entropy;
 - ``weighted``: cross-entropy with class weights, ``inverse`` frequency or its
   square root (``sqrt``, the gentler default: a rare class is not over-called);
 - ``sampler``: plain cross-entropy on a class-balanced stream (the data feed
   resamples each chunk of records, ``training.feed``);
 - ``focal``: focal loss, by default with the class weights as alpha.
-Plain torch / numpy, no Ray.
 """
 
 from __future__ import annotations
@@ -31,10 +30,9 @@ def class_weights(counts: Sequence[int] | Mapping[str, int] | np.ndarray, how: s
     """Inverse-frequency weights ``w_c = n / (K * n_c)`` (float64, one per class);
     with ``how="sqrt"`` their square roots, rescaled so the sample-weighted mean is 1 again.
 
-    ``counts`` is per class in class order, or a ``{class name: count}`` mapping
-    (missing names count 0). ``K`` is the number of classes *present*, so the
-    sample-weighted mean ``sum_c n_c w_c / n`` is exactly 1. Absent classes get
-    weight 0, with a warning.
+    ``counts`` is per class in class order, or a ``{class name: count}`` mapping (missing
+    names count 0). ``K`` is the number of classes *present*, so the sample-weighted mean
+    ``sum_c n_c w_c / n`` is exactly 1. Absent classes get weight 0, with a warning.
     """
     if isinstance(counts, Mapping):
         unknown = set(counts) - set(CLASSES)

@@ -2,13 +2,11 @@
 
 - ``onecycle``: ``torch.optim.lr_scheduler.OneCycleLR`` over the run's fixed
   number of optimizer steps (warm-up ``warmup`` of them, cosine annealing after);
-- ``cosine``: linear warm-up over the first ``warmup`` share of steps, then
-  cosine decay to 0 (``LambdaLR``);
+- ``cosine``: linear warm-up over the first ``warmup`` share of steps, then cosine decay to 0 (``LambdaLR``);
 - ``plateau``: ``ReduceLROnPlateau`` on validation F1, stepped once per epoch;
 - ``constant``: no schedule.
 
-``per_step`` schedules advance after every optimizer step; ``plateau`` after
-each validation.
+``per_step`` schedules advance after every optimizer step; ``plateau`` after each validation.
 """
 
 from __future__ import annotations
@@ -27,11 +25,10 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, total_steps:
         raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
     total_steps = max(int(total_steps), 1)
     if name == "onecycle":
-        # one step more than the run takes: torch's OneCycleLR reaches its floor after
-        # total_steps - 1 steps and its last step wraps the cosine back up (the lr an
-        # epoch reports at the end of a run came out at the warm-up's level)
-        # (a warm-up must also span more than one of them: torch divides by its length in steps - 1,
-        # so a run of a few steps gets a longer warm-up share instead of a ZeroDivisionError)
+        # one step more than the run takes: torch's OneCycleLR reaches its floor after total_steps - 1
+        # steps and its last step wraps the cosine back up (a run's last epoch reported the warm-up's lr).
+        # The warm-up must span more than one step (torch divides by its length in steps - 1): a run of
+        # a few steps gets a longer warm-up share instead of a ZeroDivisionError.
         steps = total_steps + 1
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=steps,
