@@ -23,8 +23,7 @@ def fit_temperature(window_logits: np.ndarray, codes: np.ndarray, y_record: np.n
         probs = record_probabilities(window_logits, codes, len(y_record), aggregate, float(np.exp(log_t)))
         return mean_nll(y_record, probs)
 
-    res = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
-                          options={"xatol": 1e-4})
+    res = minimize_scalar(nll, bounds=tuple(np.log(bounds)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
 
 

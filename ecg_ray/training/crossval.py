@@ -259,8 +259,7 @@ def run_final(cfg: TrainConfig, prepared: Path, out: Path, epochs: int, *, confi
         raise DataError(f"{out} already holds a final model (final.json): use another --out")
     manifest = PreparedDataset(prepared).manifest
     split = manifest["splits"]["split"]
-    train = sorted(split["train"] + split["val"])
-    test = list(split["test"])
+    train, test = sorted(split["train"] + split["val"]), list(split["test"])
     splits = {**manifest["splits"], "split": {"train": train, "val": test, "test": test}}
     data = dataset_view(prepared, out / VIEW_DIR, splits,
                         "final: train = saved train+val, val = saved TEST split (monitored only)")

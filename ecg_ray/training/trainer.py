@@ -197,8 +197,7 @@ def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | Non
                                   "--force to start over, or another --out)")
     out.mkdir(parents=True, exist_ok=True)
     data = PreparedDataset(prepared)
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
     init_ray(address)
     train_ds, val_ds, info = load_datasets(prepared, cfg.val_fold, materialize=cfg.materialize,
                                            max_records=cfg.max_records)
