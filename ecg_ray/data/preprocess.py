@@ -1,20 +1,15 @@
-"""Per-record preprocessing: resample → bandpass → z-score, then windows.
+"""Per-record preprocessing: resample → bandpass → z-score, then windows (numpy/scipy, no Ray).
 
-Plain numpy/scipy, no Ray. ``PreprocessConfig`` is the single description of
-what was done to the signal and of the model's input window; its ``hash``
-names a prepared dataset and travels inside every checkpoint, so evaluation and
-prediction repeat exactly the same steps on new records.
+``PreprocessConfig`` is the single description of what was done to the signal and
+of the model's input window; its ``hash`` names a prepared dataset and travels
+inside every checkpoint, so evaluation and prediction repeat exactly the same steps.
 
-Two ways to cut a filtered record into model inputs, both here so training and
-inference agree on what a window is:
-- ``segment`` (inference, validation, evaluate/predict/explain): windows of
-  ``segment_length`` every ``stride`` samples, plus one window aligned to the
-  record's end when the stride leaves its tail uncovered; a record shorter than
-  one window is zero-padded (and flagged);
-- ``random_crops`` (training): ``k`` windows at uniformly random offsets, fresh
-  each epoch, from a generator seeded by the caller. For many records at once
-  (the training feed) ``crop_offsets`` draws the offsets and ``cut_windows``
-  copies the windows out of the records' concatenated samples.
+Both ways to cut a filtered record into model inputs live here, so training and
+inference agree on what a window is: ``segment`` (inference, validation, evaluate) cuts
+windows every ``stride`` samples (plus one ending at the tail if uncovered), zero-padding
+(and flagging) a record shorter than one window; ``random_crops`` (training) draws
+``k`` windows at seeded random offsets, fresh each epoch (for many records at once:
+``crop_offsets`` draws the offsets, ``cut_windows`` copies the windows out).
 """
 
 from __future__ import annotations
@@ -118,13 +113,9 @@ def n_windows(n: int, length: int, hop: int) -> int:
 
 
 def segment(signal: np.ndarray, length: int, hop: int, pad: bool) -> tuple[np.ndarray, bool]:
-    """Cut ``signal`` into windows of ``length`` every ``hop`` samples, the last
-    one aligned to the end so the tail is covered (see ``window_starts``).
-
-    A signal shorter than one window is zero-padded at the end when ``pad``
-    (returned flag True), else yields no windows. Returns ``(windows of shape
-    (n, length), padded)``.
-    """
+    """``(windows of shape (n, length), padded)``: one every ``hop`` samples, the last
+    aligned to the end (``window_starts``). A signal shorter than one window is
+    zero-padded at the end when ``pad`` (flag True), else yields no windows."""
     n = len(signal)
     if n < length:
         if not pad:
@@ -191,31 +182,20 @@ def filtered_record(signal: np.ndarray, fs: float, cfg: PreprocessConfig, name: 
     return filtered, n_windows(len(filtered), cfg.segment_length, cfg.hop), padded
 
 
-def preprocess_record(
-    signal: np.ndarray, fs: float, cfg: PreprocessConfig, record: str = "?"
-) -> tuple[np.ndarray, bool]:
-    """Raw record → ``(float32 segments of shape (n, segment_length), padded)``.
-
-    Raises ``RecordError`` for records that cannot give a trustworthy segment
-    (non-finite, flat, or shorter than one segment under ``short_policy='drop'``).
-    """
+def preprocess_record(signal: np.ndarray, fs: float, cfg: PreprocessConfig,
+                      record: str = "?") -> tuple[np.ndarray, bool]:
+    """Raw record → ``(float32 segments of shape (n, segment_length), padded)``; ``RecordError``
+    for one that cannot give a trustworthy segment (non-finite, flat, or too short under 'drop')."""
     filtered, _, padded = filtered_record(signal, fs, cfg, record)
     return segment(filtered, cfg.segment_length, cfg.hop, pad=True)[0], padded
 
 
 # --- long records in bounded memory -------------------------------------------------------------
-# ``filter_record`` holds a whole record (and a few float64 copies) in memory: fine for
-# minutes, ~15 GB for a two-week Holter record. ``filter_record_chunked`` gives the same
-# result (the same forward-backward filter, state carried across chunks: the filter
-# part is equal to the sample; the z-score's mean and std are summed per chunk, so
-# the float32 output can differ in the last bit) reading ``chunk`` samples at a time
-# and keeping the intermediate signal in a float64 scratch file, never in memory.
-
-
-def _sosfiltfilt_edge(sos: np.ndarray) -> int:
-    """The odd-extension length ``scipy.signal.sosfiltfilt`` pads each end with by default."""
-    ntaps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-    return 3 * ntaps
+# ``filter_record`` holds a whole record (and a few float64 copies) in memory: ~15 GB for a
+# two-week Holter record. ``filter_record_chunked`` reads ``chunk`` samples at a time and keeps
+# the intermediate signal in a float64 scratch file: the same forward-backward filter (state
+# carried across chunks, equal to the sample); the z-score's mean and std are summed per
+# chunk, so the float32 output can differ in the last bit.
 
 
 def _stats(total: tuple[int, float, float], x: np.ndarray) -> tuple[int, float, float]:
@@ -230,16 +210,16 @@ def _stats(total: tuple[int, float, float], x: np.ndarray) -> tuple[int, float, 
 
 def filter_record_chunked(read, n: int, fs: float, cfg: PreprocessConfig, scratch, record: str = "?",
                           chunk: int = 1 << 20):
-    """``filter_record`` for a record too long to hold in memory: yields the float32
-    filtered, z-scored signal in consecutive pieces of ``chunk`` samples (the last
-    one shorter). ``read(a, b)`` returns raw samples ``a:b`` (mV); ``scratch`` is an
-    open binary file (``w+b``) that receives ``n`` float64 intermediate samples.
-    The record must already be at ``cfg.fs`` (no resampling here). Same checks, same
-    ``RecordError`` s as ``filter_record``."""
+    """``filter_record`` for a record too long to hold in memory: yields the float32 filtered,
+    z-scored signal in consecutive pieces of ``chunk`` samples (the last one shorter).
+    ``read(a, b)`` returns raw samples ``a:b`` (mV); ``scratch`` is an open binary file (``w+b``)
+    that receives ``n`` float64 intermediate samples. The record must already be at ``cfg.fs``
+    (no resampling here). Same checks, same ``RecordError`` s as ``filter_record``."""
     if fs != cfg.fs:
         raise ValueError(f"filter_record_chunked needs a record at {cfg.fs:g} Hz, got {fs:g} Hz")
     sos = bandpass_sos(cfg.fs, cfg.lowcut, cfg.highcut, cfg.order)
-    edge = _sosfiltfilt_edge(sos)
+    # the odd-extension length sosfiltfilt pads each end with by default
+    edge = 3 * (2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum())))
     if n <= edge:  # the limit ``filter_record`` checks: ``edge`` is 3 * (2 * order + 1) for this bandpass
         raise RecordError(record, "too short to filter", f"{n} samples")
     chunk = max(int(chunk), edge + 1)
