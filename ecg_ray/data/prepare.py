@@ -1,21 +1,18 @@
 """``ecg-ray prepare``: a records folder → parquet of whole preprocessed records + manifest.
 
-Records are fanned out in chunks over a process pool (the per-record functions
-stay plain numpy/scipy); each chunk writes its own parquet shard, so no signal
-travels back to the parent. Bad records are skipped and counted with their
-reason. Splits are made over the records that survived, and the manifest is
-written last. Re-running with the same input, config and split settings is a
-no-op unless ``force``.
+Chunks of records fan out over a process pool (the per-record functions stay plain
+numpy/scipy), each writing its own parquet shard, so no signal travels back to the
+parent. Bad records are skipped and counted with their reason; splits are made over
+the survivors and the manifest is written last. Re-running with the same input,
+config and split settings is a no-op unless ``force``.
 
-Memory per task is bounded by the chunk, not by the corpus; a record longer than
+Memory per task is bounded by the chunk, not the corpus: a record longer than
 ``LONG_SAMPLES`` (a Holter recording of days) is filtered in pieces
 (``preprocess.filter_record_chunked``) and stored as parts of ``PART_SAMPLES``
-(``<name>_p0000``, …: records of their own, kept in one split by grouping them
-under the original name), so its memory does not grow with its length either.
+(``<name>_p0000``, …: records of their own, kept in one split by their original name).
 
-``split_layout``: after the splits are made, the shards are regrouped into one
-folder per (split, fold) cell (``store.cell_name``), so a run reads only the
-files of its own records (``store.cell_dirs``), with no filter, epoch after epoch.
+``split_layout``: the shards are then regrouped into one folder per (split, fold) cell
+(``store.cell_name``), so a run reads only its own records' files (``store.cell_dirs``).
 """
 
 from __future__ import annotations
@@ -147,7 +144,7 @@ def _chunk(source: str, data_dir, names, labels, window_s, cfg, limits, shard):
             rows.append((item_id, label, filtered))
             kept.append((item_id, label, n, padded, name))
     if rows:
-        store.write_records(shard, store.records_table(rows))
+        pq.write_table(store.records_table(rows), shard, row_group_size=512)
     return kept, skipped, len(names)
 
 
@@ -235,9 +232,8 @@ def _input_signature(data_dir: Path, label_file: Path | None) -> str:
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        (out / ".write-test").write_text("")
+        (out / ".write-test").unlink()
     except OSError as e:
         raise DataError(f"output folder is not writable: {out} ({e.strerror or e})") from None
 

@@ -2,23 +2,21 @@
 
 Layout of a prepared folder::
 
-    manifest.json            config + hash, counts, skipped records, splits
-    records/part-*.parquet   one row per record: the whole filtered signal
-    records/<cell>/part-*.parquet   the same, with ``layout: split`` in the manifest
-                             (``prepare(split_layout=True)``): one folder per split
-                             cell, e.g. ``train.f3`` = split train, fold 3, and the
-                             signal stored as raw float32 bytes (``BYTES_SCHEMA``:
-                             parquet decodes a binary value ~8× faster than a list
-                             of floats, which is what a feed that streams needs);
-                             ``load_records`` gives the same list<float32> table
+    manifest.json                   config + hash, counts, skipped records, splits
+    records/part-*.parquet          one row per record: the whole filtered signal
+    records/<cell>/part-*.parquet   the same with ``layout: split`` in the manifest
+                                    (``prepare(split_layout=True)``): one folder per split cell
+                                    (``train.f3`` = split train, fold 3), the signal as float32
+                                    bytes (``BYTES_SCHEMA``: parquet decodes them ~8× faster than
+                                    a float list, as a streaming feed needs); ``load_records``
+                                    gives the same list<float32> table
 
-Columns: ``record_id`` (string), ``label`` (string), ``label_index`` (int8, class
-order of ``ecg_ray.CLASSES``), ``n_samples`` (int32), ``signal``
-(list<float32>, the record's whole filtered, z-scored signal). Training draws
-fresh random crops from these every epoch; inference cuts them into the
-config's sliding windows (``preprocess.segment``). ``load_segments`` gives that
-window view as a table for the code that wants fixed-size model inputs. The
-manifest is written last: a folder without one is incomplete.
+Columns: ``record_id`` (string), ``label`` (string), ``label_index`` (int8, class order
+of ``ecg_ray.CLASSES``), ``n_samples`` (int32), ``signal`` (list<float32>, the whole
+filtered, z-scored record). Training draws fresh random crops from these every epoch;
+inference cuts them into the config's sliding windows (``preprocess.segment``;
+``load_segments`` gives them as a table). The manifest is written last: a folder
+without one is incomplete.
 """
 
 from __future__ import annotations
@@ -41,15 +39,8 @@ RECORDS = "records"
 SPLIT_LAYOUT = "split"
 SPLIT_PARTS = ("train", "val", "test")
 
-SCHEMA = pa.schema([
-    ("record_id", pa.string()),
-    ("label", pa.string()),
-    ("label_index", pa.int8()),
-    ("n_samples", pa.int32()),
-    ("signal", pa.list_(pa.float32())),
-])
-
-
+SCHEMA = pa.schema([("record_id", pa.string()), ("label", pa.string()), ("label_index", pa.int8()),
+                    ("n_samples", pa.int32()), ("signal", pa.list_(pa.float32()))])
 #: The split layout's schema: ``signal`` as the little-endian float32 bytes of the record.
 BYTES_SCHEMA = SCHEMA.set(SCHEMA.get_field_index("signal"), pa.field("signal", pa.large_binary()))
 
@@ -84,10 +75,6 @@ def records_table(records: list[tuple[str, str, np.ndarray]]) -> pa.Table:
                      "signal": signals}, schema=SCHEMA)
 
 
-def write_records(path: Path, table: pa.Table) -> None:
-    pq.write_table(table, path, row_group_size=512)
-
-
 def record_files(prepared: Path) -> list[Path]:
     return sorted((Path(prepared) / RECORDS).rglob("*.parquet"))
 
@@ -112,8 +99,7 @@ def cell_dirs(prepared: Path, manifest: dict, val_fold: int | None = None) -> tu
         return None
     k = len(manifest["splits"]["folds"])
     if val_fold is None:
-        train = [cell_name("train", f) for f in range(k)]
-        val = [cell_name("val", f) for f in range(k)]
+        train, val = [cell_name("train", f) for f in range(k)], [cell_name("val", f) for f in range(k)]
     else:
         train = [cell_name(p, f) for p in SPLIT_PARTS for f in range(k) if f != val_fold]
         val = [cell_name(p, val_fold) for p in SPLIT_PARTS]
@@ -163,9 +149,8 @@ def record_signals(table: pa.Table) -> list[np.ndarray]:
 
 
 def _windows(table: pa.Table, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``(windows (n, segment_length) float32, record index of each window)``: every record
-    of a record table cut into ``cfg``'s overlapping windows up to its tail (a short record
-    padded to one window)."""
+    """``(windows (n, segment_length) float32, record index of each window)``: every record of a
+    record table cut into ``cfg``'s overlapping windows up to its tail (a short one padded)."""
     windows = [segment(s, cfg.segment_length, cfg.hop, pad=True)[0] for s in record_signals(table)]
     codes = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
     if not windows:
