@@ -16,10 +16,6 @@ from sklearn.model_selection import (
 )
 
 
-def _can_stratify(labels: list[str], n_parts: int) -> bool:
-    return min(Counter(labels).values()) >= n_parts
-
-
 def _hold_out(idx, labels, groups, size, seed, stratify):
     """``(kept, held out)`` indices from ``idx``, ``size`` of them held out: whole groups
     when ``groups`` is given, else stratified by label when ``stratify`` and possible."""
@@ -39,10 +35,8 @@ def make_splits(
     record_ids: list[str], labels: list[str], *, seed: int = 42, val_frac: float = 0.15,
     test_frac: float = 0.15, k: int = 5, groups: list[str] | None = None,
 ) -> dict:
-    """``{"seed", "stratified", "split": {"train"|"val"|"test": [ids]}, "folds": [[ids], ...]}``.
-
-    Every record lands in exactly one of train/val/test and in exactly one fold.
-    """
+    """``{"seed", "stratified", "split": {"train"|"val"|"test": [ids]}, "folds": [[ids], ...]}``:
+    every record lands in exactly one of train/val/test and in exactly one fold."""
     if len(record_ids) != len(labels) or len(set(record_ids)) != len(record_ids):
         raise ValueError("record_ids must be unique and match labels one to one")
     if not 0 < val_frac < 1 or not 0 < test_frac < 1 or val_frac + test_frac >= 1:
@@ -52,12 +46,13 @@ def make_splits(
         raise ValueError(f"need at least {max(k, 3)} records/groups to split, got {n_groups}")
     ids, label_array = np.asarray(record_ids), np.asarray(labels)
     group_array = np.asarray(groups) if groups is not None else None
-    stratify = _can_stratify(labels, 3)
+    smallest_class = min(Counter(labels).values())  # stratified parts need one record of each class
+    stratify = smallest_class >= 3
     rest, test = _hold_out(np.arange(len(ids)), label_array, group_array, test_frac, seed, stratify)
     # the rest in input order, for determinism
     train, val = _hold_out(np.sort(rest), label_array, group_array, val_frac / (1 - test_frac), seed, stratify)
 
-    stratified = _can_stratify(labels, k)
+    stratified = smallest_class >= k
     kfold = StratifiedGroupKFold if groups is not None else StratifiedKFold if stratified else KFold
     parts = kfold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(record_ids)), labels, groups)
     return {
