@@ -1,18 +1,17 @@
 """Where the raw data lives, and fetching it from PhysioNet (urllib only).
 
-``data_root`` decides the folder (flag, else ``$ECG_RAY_DATA``, else a user
-cache folder); ``source_dir`` finds a source's records inside it; ``download``
-fetches what is missing, verified against PhysioNet's own ``SHA256SUMS.txt``;
-``ensure_data`` is "the records folder, downloading it first if needed".
+``data_root`` decides the folder (flag, else ``$ECG_RAY_DATA``, else a user cache folder);
+``source_dir`` finds a source's records inside it; ``download`` fetches what is missing, verified
+against PhysioNet's own ``SHA256SUMS.txt``; ``ensure_data`` is "the records folder, downloading it first if needed".
 
 Layout of a data root (the same as ``../shared/data``)::
 
     cinc2017/training2017/   A?????.mat + .hea, REFERENCE.csv (the v3 labels)
     mitdb/                   100.hea/.dat/.atr, ...
 
-Every file is streamed to ``<name>.part`` and renamed only once its checksum
-matches, so an interrupted download never leaves a file that looks complete.
-Files already present with the right checksum are not fetched again.
+Every file is streamed to ``<name>.part`` and renamed only once its checksum matches, so an
+interrupted download never leaves a file that looks complete; files already present with the
+right checksum are not fetched again.
 """
 
 from __future__ import annotations
@@ -84,11 +83,8 @@ def download(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Fetch ``sources`` from PhysioNet (or ``base_url``/``$ECG_RAY_MIRROR``, laid out
-    like ``https://physionet.org/files``) into ``root``; returns ``root``.
-
-    Raises ``DataError`` when a server cannot be reached, a file is missing from
-    it, or a checksum does not match.
-    """
+    like ``https://physionet.org/files``) into ``root``; returns ``root``. ``DataError``
+    when a server cannot be reached, a file is missing from it, or a checksum does not match."""
     root = Path(root)
     base_url = (base_url or os.environ.get("ECG_RAY_MIRROR") or DEFAULT_MIRROR).rstrip("/")
     chosen = [get_source(s) for s in sources]
@@ -161,16 +157,9 @@ def parse_checksums(text: str) -> dict[str, str]:
     return {p[1].lstrip("*").strip(): p[0].lower() for p in pairs if len(p) == 2}
 
 
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _offline(url: str, reason) -> DataError:
-    return DataError(
-        f"could not reach {url} ({reason}): this machine seems to be offline; "
-        "set ECG_RAY_DATA to an existing copy of the data (or pass --data-dir)"
-    )
+    return DataError(f"could not reach {url} ({reason}): this machine seems to be offline; "
+                     "set ECG_RAY_DATA to an existing copy of the data (or pass --data-dir)")
 
 
 def _open(url: str):
@@ -198,17 +187,16 @@ def _get(url: str) -> str:
 
 
 def _fetch(project_url: str, name: str, folder: Path, sums: dict[str, str], log, quiet: bool = False) -> int | None:
-    """Stream ``<project_url>/<name>`` to ``folder / name`` (via ``<name>.part``) and check
-    its sha256 against ``sums`` (the project's ``SHA256SUMS.txt``).
-
-    Returns the bytes downloaded, or None when the file was already there with
-    the right checksum. ``quiet`` leaves the progress lines to the caller.
-    """
+    """Stream ``<project_url>/<name>`` to ``folder / name`` (via ``<name>.part``), its sha256
+    checked against ``sums`` (``SHA256SUMS.txt``): the bytes downloaded, or None when the file
+    was already there with the right checksum. ``quiet`` leaves the progress lines to the caller."""
     if name not in sums:
         raise DataError(f"{name} is not listed in {project_url}/SHA256SUMS.txt: cannot verify it")
     url, dest, expected = f"{project_url}/{name}", folder / name, sums[name]
     if dest.is_file():
-        if sha256(dest) == expected:
+        with open(dest, "rb") as f:
+            present = hashlib.file_digest(f, "sha256").hexdigest()
+        if present == expected:
             if not quiet:
                 log(f"  {dest.name}: already here, checksum OK")
             return None
@@ -236,10 +224,8 @@ def _fetch(project_url: str, name: str, folder: Path, sums: dict[str, str], log,
     if actual != expected:
         part.unlink(missing_ok=True)
         dest.unlink(missing_ok=True)
-        raise DataError(
-            f"checksum mismatch for {dest.name} from {url}: expected sha256 {expected}, got {actual} "
-            "(the file was removed; run the download again)"
-        )
+        raise DataError(f"checksum mismatch for {dest.name} from {url}: expected sha256 {expected}, got {actual} "
+                        "(the file was removed; run the download again)")
     part.replace(dest)
     if not quiet:
         seconds = max(time.perf_counter() - start, 1e-6)
