@@ -1,12 +1,11 @@
 """Reader for the MIT-BIH Arrhythmia Database (wfdb), mapped to the 2017 classes.
 
-Each 30-min record is cut into fixed windows of lead MLII; each window becomes
-a pseudo-record (``100_w0007``) labelled from the reference rhythm annotations:
-``(N`` → N, ``(AFIB``/``(AFL`` → A, any other rhythm → O, and a window that
-touches a stretch where the signal-quality (``~``) annotations mark MLII as
-noisy or unreadable → ~. Windows in which the rhythm changes are skipped and
-counted. The windows stay at the record's own rate (360 Hz); the shared
-preprocessing resamples them to the configured rate like any other record.
+Each 30-min record is cut into fixed windows of lead MLII; each window becomes a
+pseudo-record (``100_w0007``) labelled from the reference rhythm annotations: ``(N`` → N,
+``(AFIB``/``(AFL`` → A, any other rhythm → O, and a window that touches a stretch where the
+signal-quality (``~``) annotations mark MLII as noisy or unreadable → ~. Windows in which
+the rhythm changes are skipped and counted. The windows stay at the record's own rate
+(360 Hz); the shared preprocessing resamples them to the configured rate like any other record.
 """
 
 from __future__ import annotations

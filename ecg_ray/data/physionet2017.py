@@ -35,10 +35,8 @@ def find_label_file(data_dir: Path, labels: Path | None = None) -> Path:
         for folder in (data_dir, data_dir.parent):
             if (folder / name).is_file():
                 return folder / name
-    raise DataError(
-        f"no label file in {data_dir}: expected one of {', '.join(LABEL_FILE_NAMES)} "
-        "(or pass --labels PATH)"
-    )
+    raise DataError(f"no label file in {data_dir}: expected one of {', '.join(LABEL_FILE_NAMES)} "
+                    "(or pass --labels PATH)")
 
 
 def read_labels(path: Path) -> dict[str, str]:
@@ -85,10 +83,8 @@ def read_header(data_dir: Path, name: str) -> tuple[float, int | None, float, fl
 
 
 def read_record(data_dir: Path, name: str) -> tuple[np.ndarray, float]:
-    """One record as ``(signal in mV as float64 of shape (n,), fs)``.
-
-    Raises ``RecordError`` for a missing, unreadable or inconsistent record.
-    """
+    """One record as ``(signal in mV as float64 of shape (n,), fs)``; ``RecordError``
+    for a missing, unreadable or inconsistent record."""
     hea, mat = Path(data_dir) / f"{name}.hea", Path(data_dir) / f"{name}.mat"
     if not hea.is_file():
         raise RecordError(name, "missing header", str(hea))

@@ -1,20 +1,18 @@
 """A training rank's own share of a split-layout record set, streamed straight from parquet.
 
-When a run's training records do not fit the object store they stream from
-storage every epoch. Through Ray Data that meant planning and launching a read
-per epoch and moving every block through the object store: 0.03-0.12x the
-materialized rate (results/scale.md). The split layout (``store.cell_dirs``)
-makes whole files a unit of the split, so each rank can instead read its own
-row groups of the run's cell folders with pyarrow:
+Training records that do not fit the object store stream from storage every epoch;
+through Ray Data that meant a read planned and launched per epoch and every block moved
+through the object store: 0.03-0.12x the materialized rate (results/scale.md). The split
+layout (``store.cell_dirs``) makes whole files a unit of the split, so each rank instead
+reads its own row groups of the run's cell folders with pyarrow:
 
-- ``RecordFiles``: the files of a record set (and, under a record cap, the
-  record ids kept). Small and picklable: the driver hands it to every worker.
-- ``RecordFiles.shard(rank, world)``: every ``world``-th row group (a few
-  hundred records each), so ranks read disjoint records.
-- ``RecordShard.iter_batches``: its row groups in a new seeded order each
-  epoch, as pyarrow tables of at most ``batch_size`` records, the next row group
-  read in a background thread while this one is used (pyarrow decodes without
-  the GIL).
+- ``RecordFiles``: the files of a record set (and, under a record cap, the record ids
+  kept). Small and picklable: the driver hands it to every worker.
+- ``RecordFiles.shard(rank, world)``: every ``world``-th row group (a few hundred
+  records each), so ranks read disjoint records.
+- ``RecordShard.iter_batches``: its row groups in a new seeded order each epoch, as
+  pyarrow tables of at most ``batch_size`` records, the next row group read in a
+  background thread while this one is used (pyarrow decodes without the GIL).
 
 No Ray here: the worker (``training.feed``) decides when to use it.
 """
