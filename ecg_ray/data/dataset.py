@@ -1,10 +1,9 @@
 """``PreparedDataset``: the handle of a prepared folder (``ecg-ray prepare --out``).
 
-One object answers what every later stage asks of the prepared data: its
-manifest (read once, through ``store.read_manifest``), the record index, the
-preprocessing config's hash, the saved splits, and which records a run
-trains and validates on (``select``: the saved split or a held-out fold,
-optionally a label-stratified subset for small runs). Pure data logic: no Ray.
+One object answers what every later stage asks of the prepared data: its manifest (read
+once, through ``store.read_manifest``), the record index, the preprocessing config's hash,
+the saved splits, and which records a run trains and validates on (``select``: the saved
+split or a held-out fold, optionally a label-stratified subset for small runs). No Ray.
 """
 
 from __future__ import annotations

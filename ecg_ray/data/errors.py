@@ -1,8 +1,7 @@
 """Error types raised by readers and preprocessing.
 
-``RecordError`` means *this record* is unusable (it is skipped and counted in
-the manifest); ``DataError`` means the whole input is unusable (the command
-exits non-zero with the message).
+``RecordError`` means *this record* is unusable (it is skipped and counted in the manifest);
+``DataError`` means the whole input is unusable (the command exits non-zero with the message).
 """
 
 

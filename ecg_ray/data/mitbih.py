@@ -58,12 +58,10 @@ def label_windows(
     n_samples: int, window: int, ann_samples: np.ndarray, symbols: list[str], aux_notes: list[str],
     subtypes: np.ndarray, lead_index: int,
 ) -> list[tuple[int, str | None]]:
-    """``(start, label)`` for each non-overlapping window; label ``None`` when the
-    rhythm changes inside the window or no rhythm is annotated yet.
-
-    A ``~`` annotation's subtype says which leads are bad from there on (WFDB
-    convention): bit j = lead j noisy, bit 4+j = lead j unreadable, -1 = all
-    leads unreadable, 0 = all clean."""
+    """``(start, label)`` for each non-overlapping window; label ``None`` when the rhythm
+    changes inside the window or no rhythm is annotated yet. A ``~`` annotation's subtype says
+    which leads are bad from there on (WFDB convention): bit j = lead j noisy, bit 4+j = lead j
+    unreadable, -1 = all leads unreadable, 0 = all clean."""
     rhythm = _intervals([(s, rhythm_class(a)) for s, a in zip(ann_samples, aux_notes) if a.startswith("(")],
                         n_samples)
     quality = _intervals([(s, t) for s, sym, t in zip(ann_samples, symbols, subtypes) if sym == "~"], n_samples)

@@ -243,11 +243,10 @@ def prepare(
     split: SplitConfig = SplitConfig(), labels_path: Path | None = None, workers: int | None = None,
     force: bool = False, window_s: float = 30.0, use_ray: bool = False, split_layout: bool = False, log=print,
 ) -> dict:
-    """Prepare ``data_dir`` into ``out``; returns the manifest. Chunks of records go
-    to a local process pool, or with ``use_ray`` to Ray tasks (the connected
-    cluster's, or a local Ray): the same chunk functions and the same output, only
-    fanned out further; every node must see ``data_dir`` and ``out`` (a shared filesystem).
-    ``split_layout``: records regrouped into one folder per split cell (module docstring)."""
+    """Prepare ``data_dir`` into ``out``; returns the manifest. Chunks of records go to a local
+    process pool, or with ``use_ray`` to Ray tasks (the connected cluster's, or a local Ray): the
+    same chunk functions and output, only fanned out further; every node must see ``data_dir`` and
+    ``out`` (a shared filesystem). ``split_layout``: one folder per split cell (module docstring)."""
     src = get_source(source)
     data_dir, out = Path(data_dir), Path(out)
     names = src.list_records(data_dir)

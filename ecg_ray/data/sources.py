@@ -1,13 +1,12 @@
 """The source registry: every database ecg-ray reads, behind one interface.
 
-A ``Source`` says where its records sit under a data root (``folder``), lists
-them, reads their labels (``labels``: the label file, or None when labels come
-with the records), reads one record into labelled items (``read``: one item per
-CinC record, one per 30-s window of a MIT-BIH record), says which items must stay
-together in a split (``group_of``: a MIT-BIH window's patient record) and fetches
-itself (``download``). ``prepare``, ``evaluate``, ``download``, the CLI and the
-cross-validation folds ask the registry; adding a database is one new class here
-(and its reader module, imported when first used). Plain numpy / wfdb, no Ray.
+A ``Source`` says where its records sit under a data root (``folder``), lists them, reads
+their labels (``labels``: the label file, or None when labels come with the records), reads
+one record into labelled items (``read``: one item per CinC record, one per 30-s window of a
+MIT-BIH record), says which items must stay together in a split (``group_of``: a MIT-BIH
+window's patient record) and fetches itself (``download``). ``prepare``, ``evaluate``,
+``download``, the CLI and the cross-validation folds ask the registry; adding a database is
+one new class here (and its reader module, imported when first used). Plain numpy / wfdb, no Ray.
 """
 
 from __future__ import annotations
