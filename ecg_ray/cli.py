@@ -78,14 +78,11 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def cmd_models(args) -> int:
+def cmd_models(args) -> str:
     from .models import benchmark_models
+    from .models.__main__ import format_table
 
-    rows = benchmark_models(batch_size=args.batch_size, length=args.length, iters=args.iters)
-    print(f"{'model':<14}{'parameters':>12}{'segments/s':>12}")
-    for r in rows:
-        print(f"{r['name']:<14}{r['parameters']:>12,}{r['segments_per_s']:>12,.0f}")
-    return 0
+    return format_table(benchmark_models(batch_size=args.batch_size, length=args.length, iters=args.iters))
 
 
 def cmd_train(args) -> dict:
@@ -306,13 +303,13 @@ def cmd_explain(args) -> int | dict:
                          deletion_records=args.deletion_records, seed=args.seed)
 
 
-def _crossval_config(args):
-    """The config to cross-validate or train, with the command's overrides."""
+def _crossval_config(args, config):
+    """``config`` (as ``--config`` takes it) to cross-validate or train, with the command's overrides."""
     from dataclasses import replace
 
     from .tuning.experiment import train_config_from
 
-    cfg, source = train_config_from(args.config)
+    cfg, source = train_config_from(config)
     overrides = _config_overrides(args)
     if "max_records" not in overrides:  # cross-validation and the final model use every record unless told
         if cfg.max_records:
@@ -325,7 +322,7 @@ def _crossval_config(args):
 def cmd_crossval(args) -> dict:
     from .training.crossval import run_crossval
 
-    cfg, source = _crossval_config(args)
+    cfg, source = _crossval_config(args, args.config)
     fold_ids = [int(k) for k in args.fold_ids.split(",")] if args.fold_ids else None
     summary = run_crossval(cfg, args.data, args.out, folds=args.folds, fold_ids=fold_ids,
                            exclude_test=args.exclude_test, config_source=source, address=args.address)
@@ -345,12 +342,13 @@ def cmd_final(args) -> dict:
         raise ValueError("final needs --config, or --from-crossval DIR (whose config it then uses)")
     if args.epochs is None and args.from_crossval is None:
         raise ValueError("final needs --epochs N or --from-crossval DIR (its median best epoch)")
+    epochs, config = args.epochs, args.config
     if args.from_crossval is not None:
-        cv_epochs = final_epochs_from_crossval(args.from_crossval)
-        args.epochs = args.epochs or cv_epochs
-        args.config = args.from_crossval if args.config is None else args.config
-    cfg, source = _crossval_config(args)
-    final = run_final(cfg, args.data, args.out, args.epochs, config_source=source, address=args.address)
+        cv_epochs = final_epochs_from_crossval(args.from_crossval)  # read even with --epochs: a bad folder fails
+        epochs = epochs or cv_epochs
+        config = args.from_crossval if config is None else config
+    cfg, source = _crossval_config(args, config)
+    final = run_final(cfg, args.data, args.out, epochs, config_source=source, address=args.address)
     return {"out": str(args.out), "epochs": final["epochs"], "trained_on": final["trained_on"],
             "train_records": final["train_records"], "monitored_on": final["monitored_on"],
             "test_f1_cinc": final["test_metrics_last_epoch"].get("test_f1_cinc"), "note": final["note"]}

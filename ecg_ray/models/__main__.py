@@ -11,8 +11,9 @@ from . import benchmark_models, model_names
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'model':<12} {'parameters':>11} {'segments/s':>11} {'s/iter':>8}"
-    return "\n".join([header, *(f"{r['name']:<12} {r['parameters']:>11,} {r['segments_per_s']:>11.1f} "
+    """One line per model: name, parameter count, segments/s and seconds per iteration."""
+    header = f"{'model':<14} {'parameters':>11} {'segments/s':>11} {'s/iter':>8}"
+    return "\n".join([header, *(f"{r['name']:<14} {r['parameters']:>11,} {r['segments_per_s']:>11.1f} "
                                  f"{r['seconds_per_iter']:>8.3f}" for r in rows)])
 
 
