@@ -1,15 +1,7 @@
-"""What the stages write and read back, in one place: JSON conversion, provenance
-and the run folder.
-
-- ``json_safe``: numpy scalars and arrays → Python, NaN/inf → None (strict
-  JSON), recursively; the one converter every JSON file and printout uses.
-- ``log_stderr``: one progress line on stderr, flushed; ``verbose``: whether
-  ``$ECG_RAY_VERBOSE`` turns Ray's own console output on.
-- ``provenance``: the git commit, package versions, the data's config hash and
-  the command, recorded in every results file, summary and checkpoint.
-- ``Run``: a run folder (``ecg-ray train --out``, a cross-validation fold, a
-  final model): ``results.json``, ``history.json``, ``final.json``, ``model.pt``
-  are named and opened here only.
+"""What the stages write and read back, in one place: ``json_safe`` (the one JSON
+converter), ``log_stderr`` and ``verbose`` (console), ``provenance`` (recorded in
+every results file, summary and checkpoint) and ``Run``, the run folder whose
+files are named and opened here only.
 
 The prepared dataset's handle is ``data.dataset.PreparedDataset``; an
 experiment's is ``tuning.experiment.load_experiment``.
@@ -45,9 +37,8 @@ PACKAGES = ("ecg-ray", "torch", "ray", "numpy", "scipy", "scikit-learn", "pandas
 
 
 def json_safe(value, strict: bool = True):
-    """numpy scalars/arrays → Python, tuples → lists, dict keys and other objects
-    (paths) → str, pandas' NA → None, recursively; non-finite floats → None when
-    ``strict`` (strict JSON), kept otherwise (a checkpoint's metrics)."""
+    """numpy scalars/arrays → Python, tuples → lists, dict keys and other objects (paths) → str, pandas' NA →
+    None, recursively; non-finite floats → None when ``strict`` (strict JSON), kept otherwise (checkpoint metrics)."""
     if isinstance(value, dict):
         return {str(k): json_safe(v, strict) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -64,12 +55,10 @@ def json_safe(value, strict: bool = True):
 @functools.lru_cache(maxsize=1)
 def _git_commit() -> str | None:
     """This checkout's commit, ``+dirty`` when tracked files changed; None outside git."""
-    def git(*args) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, text=True, capture_output=True,
-                              timeout=10)
-
+    git = functools.partial(subprocess.run, cwd=Path(__file__).resolve().parent, text=True, capture_output=True,
+                            timeout=10)
     try:
-        head, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        head, dirty = git(["git", "rev-parse", "HEAD"]), git(["git", "status", "--porcelain", "--untracked-files=no"])
     except (OSError, subprocess.SubprocessError):
         return None
     return None if head.returncode else head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -90,8 +79,7 @@ def provenance(config_hash: str | None = None, command: str | None = None) -> di
     Ray worker, e.g. a sweep trial: the sweep records its own in ``ecg_ray_sweep.json``)."""
     if command is None and Path(sys.argv[0]).name in ("ecg-ray", "cli.py"):
         command = shlex.join(["ecg-ray", *sys.argv[1:]])
-    return {"git_commit": _git_commit(), "packages": package_versions(), "config_hash": config_hash,
-            "command": command}
+    return {"git_commit": _git_commit(), "packages": package_versions(), "config_hash": config_hash, "command": command}
 
 
 def read_json(path) -> dict | None:
@@ -109,9 +97,9 @@ def write_json(path, data, **kwargs) -> Path:
 
 
 class Run:
-    """A run folder: ``model.pt`` (the kept epoch), ``results.json`` (config,
-    data, metrics, timing, provenance), ``history.json`` (one entry per epoch)
-    and, for a final model, ``final.json``."""
+    """A run folder (``ecg-ray train --out``, a cross-validation fold, a final model): ``model.pt`` (the kept
+    epoch), ``results.json`` (config, data, metrics, timing, provenance), ``history.json`` (one entry per
+    epoch) and, for a final model, ``final.json``."""
 
     CHECKPOINT = "model.pt"
     RESULTS = "results.json"
@@ -152,9 +140,8 @@ class Run:
     def final(self) -> dict | None:
         return read_json(self.path / self.FINAL)
 
-    def write(self, results: dict, history: list[dict] | None = None) -> None:
-        if history is not None:
-            write_json(self.path / self.HISTORY, history)
+    def write(self, results: dict, history: list[dict]) -> None:
+        write_json(self.path / self.HISTORY, history)
         write_json(self.path / self.RESULTS, results)
 
     def write_final(self, final: dict) -> None:

@@ -1,9 +1,8 @@
 """The one table renderer: a DataFrame as a console table, markdown, CSV or JSON.
 
-Every command that prints or writes a table (``runs``, ``ablation``, ``report``,
-``crossval``, ``bench``) goes through ``render`` so numbers look the same
-everywhere: floats to ``floatfmt``, tiny or huge ones in ``.3g``, NaN/None blank,
-booleans ``yes``/blank.
+Every command that prints or writes a table (``runs``, ``ablation``, ``report``, ``crossval``, ``bench``)
+goes through ``render`` so numbers look the same everywhere: floats to ``floatfmt``, tiny or huge ones
+in ``.3g``, NaN/None blank, booleans ``yes``/blank.
 """
 
 from __future__ import annotations
