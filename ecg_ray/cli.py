@@ -1,9 +1,8 @@
 """``ecg-ray`` entry point: parse arguments, call the stage, nothing else.
 
-Every known failure (bad input, bad spec, missing file) ends as one line
-``ecg-ray: error: ...`` on stderr and exit status 2, not a traceback. A command
-returns its exit status, or on success what it reports on stdout: a dict (printed
-as one JSON line) or text.
+Every known failure (bad input, bad spec, missing file) ends as one line ``ecg-ray: error: ...``
+on stderr and exit status 2, not a traceback. A command returns its exit status, or on success
+what it reports on stdout: a dict (printed as one JSON line) or text.
 """
 
 from __future__ import annotations
@@ -11,11 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
+import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 from . import CLASS_KEYS, HEADLINE
-from .data.errors import DataError
+from .data.errors import DataError, RecordError
 from .data.sources import DEFAULT_SOURCE, NAMES as SOURCES
 
 
@@ -72,9 +74,8 @@ def cmd_prepare(args) -> int:
         init_ray(args.address)
     preprocess = PreprocessConfig(fs=args.fs, lowcut=args.lowcut, highcut=args.highcut, short_policy=args.short,
                                   segment_length=args.segment_length, stride=args.stride or None)
-    prepare(args.source, records, args.out, preprocess, split, labels_path=args.labels,
-            workers=args.workers, force=args.force, window_s=args.window, use_ray=args.ray,
-            split_layout=args.split_layout)
+    prepare(args.source, records, args.out, preprocess, split, labels_path=args.labels, workers=args.workers,
+            force=args.force, window_s=args.window, use_ray=args.ray, split_layout=args.split_layout)
     return 0
 
 
@@ -99,26 +100,20 @@ def cmd_train(args) -> dict:
             HEADLINE: best[HEADLINE], "val_auroc_macro": best["val_auroc_macro"], "seconds": results["seconds"]}
 
 
-def _prepared_for_spec(spec, data: Path | None, data_dir: Path | None) -> Path:
-    """The prepared folder a sweep reads: --data, the spec's data.prepared, or
-    one made now (cached by config hash) from the records folder."""
+def cmd_sweep(args) -> int:
     from .data.prepare import ensure_prepared
     from .data.preprocess import PreprocessConfig
-
-    prepared = data or spec.data.get("prepared")
-    if prepared:
-        return Path(prepared)
-    source = spec.data.get("source", DEFAULT_SOURCE)
-    records = resolve_records_dir(source, data_dir or spec.data.get("data_dir"))
-    return ensure_prepared(source, records, PreprocessConfig(**spec.data.get("preprocess", {})))
-
-
-def cmd_sweep(args) -> int:
     from .tuning.search_space import load_spec
     from .tuning.sweep import run_sweep
 
     spec = load_spec(args.spec, args.set)
-    prepared = _prepared_for_spec(spec, args.data, args.data_dir)
+    # --data, the spec's data.prepared, or one made now (cached by config hash) from the records folder
+    prepared = args.data or spec.data.get("prepared")
+    if not prepared:
+        source = spec.data.get("source", DEFAULT_SOURCE)
+        records = resolve_records_dir(source, args.data_dir or spec.data.get("data_dir"))
+        prepared = ensure_prepared(source, records, PreprocessConfig(**spec.data.get("preprocess", {})))
+    prepared = Path(prepared)
     grid = run_sweep(spec, prepared, args.storage, resume=args.resume, address=args.address,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
     print_sweep_summary(grid, spec)
@@ -142,14 +137,14 @@ def _run_stage2(args, spec, prepared, best_config: dict) -> int:
     budget = stage2.param_space["num_epochs"]
     seeds = stage2.param_space["seed"]["grid_search"]
     print(f"\nstage 2: every arm {budget} epochs, seeds {seeds}, no pruning → {stage2.name}", flush=True)
-    storage = storage_root(args.storage)
-    resume = args.resume and tune.Tuner.can_restore(experiment_dir(storage, stage2.name))
+    experiment = experiment_dir(storage_root(args.storage), stage2.name)
+    resume = args.resume and tune.Tuner.can_restore(experiment)
     grid = run_sweep(stage2, prepared, args.storage, resume=resume, address=args.address,
                      gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
     if grid.errors:
         print(f"stage 2: {len(grid.errors)} trial(s) failed", file=sys.stderr)
         return 1
-    trials, epochs = effects.load_tables(experiment_dir(storage, stage2.name))
+    trials, epochs = effects.load_tables(experiment)
     answer = effects.ablation_answer(trials, epochs, budget, spec.metric, legacy=False)
     print("\n" + effects.format_answer(answer, "table"))
     return 0
@@ -163,8 +158,7 @@ def print_sweep_summary(grid, spec) -> None:
     for result in grid:
         cfg, m = result.config or {}, result.metrics or {}
         rows.append((cfg.get("model"), cfg.get("imbalance"), augment_label(cfg.get("augment")),
-                     int(m.get("epochs_done", 0)), m.get(spec.metric, float("nan")),
-                     "error" if result.error else ""))
+                     int(m.get("epochs_done", 0)), m.get(spec.metric, float("nan")), "error" if result.error else ""))
     print(f"{'model':<12}{'imbalance':<10}{'augment':<34}{'epochs':>7}{spec.metric:>14}")
     for r in sorted(rows, key=lambda r: -(r[4] if r[4] == r[4] else -1)):
         print(f"{r[0]!s:<12}{r[1]!s:<10}{r[2]!s:<34}{r[3]:>7}{r[4]:>14.4f} {r[5]}")
@@ -235,8 +229,6 @@ def cmd_calibrate(args) -> dict:
 
 
 def cmd_predict(args) -> int:
-    import time
-
     from .predict import error_line, format_table, load_predictor, predict_paths, time_predict
 
     _set_threads(args.threads)
@@ -273,11 +265,11 @@ def cmd_explain(args) -> int | dict:
     _set_threads(args.threads)
     if (args.record is None) == (args.data_dir is None):
         raise ValueError("explain: give either --record PATH (one figure) or --data-dir D --cases N (case page)")
+    from .explain.cases import explain_cases, explain_record, load_explainable
+
     if args.record is not None:
-        from .explain.cases import explain_record, load_explainable
         from .explain.figures import explanation_figure
         from .explain.saliency import default_method
-        from .data.errors import RecordError
         from .plots import save
         from .predict import error_line
 
@@ -293,8 +285,6 @@ def cmd_explain(args) -> int | dict:
         return json_safe({"figure": str(out), "record": str(args.record), "predicted": e.predicted,
                           "explained_class": e.target_class, "method": e.method, "layer": e.layer,
                           "probabilities": dict(zip(CLASS_KEYS, e.probabilities)), "seconds": round(e.seconds, 2)})
-    from .explain.cases import explain_cases
-
     records = _split_records(args)
     if records is not None and args.max_records:
         records = records[: args.max_records]
@@ -305,8 +295,6 @@ def cmd_explain(args) -> int | dict:
 
 def _crossval_config(args, config):
     """``config`` (as ``--config`` takes it) to cross-validate or train, with the command's overrides."""
-    from dataclasses import replace
-
     from .tuning.experiment import train_config_from
 
     cfg, source = train_config_from(config)
@@ -330,9 +318,8 @@ def cmd_crossval(args) -> dict:
     best = summary["best"]
     return {"out": str(args.out), "folds": [p["fold"] for p in summary["per_fold"]],
             f"{HEADLINE}_mean": best["mean"][HEADLINE], f"{HEADLINE}_sd": best["sd"][HEADLINE],
-            f"{HEADLINE}_at_final_epochs": summary["common"]["mean"][HEADLINE],
-            "best_epochs": summary["best_epochs"], "median_best_epoch": summary["median_best_epoch"],
-            "final_epochs": summary["final_epochs"]}
+            f"{HEADLINE}_at_final_epochs": summary["common"]["mean"][HEADLINE], "best_epochs": summary["best_epochs"],
+            "median_best_epoch": summary["median_best_epoch"], "final_epochs": summary["final_epochs"]}
 
 
 def cmd_final(args) -> dict:
@@ -360,8 +347,6 @@ _FLAG_TYPES = {"int": int, "float": float, "str": str, "list": str, "dict": json
 def _add_config_flags(p: argparse.ArgumentParser, note: str = "", skip: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per ``TrainConfig`` field (``--num-epochs`` for ``num_epochs``),
     typed and documented from the dataclass; an absent flag keeps the config's value."""
-    from dataclasses import fields
-
     from .training.config import TrainConfig
 
     group = p.add_argument_group("training config (TrainConfig fields; default: the config's value)"
@@ -376,8 +361,6 @@ def _add_config_flags(p: argparse.ArgumentParser, note: str = "", skip: tuple[st
 
 def _config_overrides(args) -> dict:
     """The ``TrainConfig`` fields given on the command line."""
-    from dataclasses import fields
-
     from .training.config import TrainConfig
 
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
@@ -418,8 +401,6 @@ def cmd_ablation(args) -> str:
 
 
 def cmd_report(args) -> Path:
-    import shlex
-
     from .report import build_report
 
     command = ["ecg-ray", "report", str(args.experiment), "--out", str(args.out)]
@@ -482,9 +463,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     pre = PreprocessConfig()
     p = add_command("prepare", cmd_prepare, "records → parquet segments + manifest (splits, counts)")
     _add_data_args(p)
-    p.add_argument("--fs", type=float, default=pre.fs,
-                   help=f"sampling rate records are resampled to, Hz (default {pre.fs:g}); "
-                        "--segment-length and --stride count samples at this rate")
+    p.add_argument("--fs", type=float, default=pre.fs, help=f"sampling rate records are resampled to, Hz (default "
+                   f"{pre.fs:g}); --segment-length and --stride count samples at this rate")
     p.add_argument("--segment-length", type=int, default=pre.segment_length,
                    help=f"model input window, samples at {pre.fs:g} Hz (default {pre.segment_length})")
     p.add_argument("--stride", type=int, default=pre.stride,
@@ -498,13 +478,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--test-frac", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=42)
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
-    p.add_argument("--ray", action="store_true",
-                   help="fan the records out as Ray tasks (the cluster of --address / $RAY_ADDRESS, else a local "
-                        "Ray) instead of a local process pool; same output")
+    p.add_argument("--ray", action="store_true", help="fan the records out as Ray tasks (the cluster of --address / "
+                   "$RAY_ADDRESS, else a local Ray) instead of a local process pool; same output")
     p.add_argument("--address", help="Ray cluster address for --ray")
-    p.add_argument("--split-layout", action="store_true",
-                   help="store one folder per split x fold (signals as float32 bytes) so a run streams only its "
-                        "own records: for corpora larger than the object store")
+    p.add_argument("--split-layout", action="store_true", help="store one folder per split x fold (signals as "
+                   "float32 bytes) so a run streams only its own records: for corpora larger than the object store")
     p.add_argument("--force", action="store_true", help="redo even if the output is up to date")
 
     p = add_command("models", cmd_models, "the model zoo: parameters and CPU throughput")
@@ -548,9 +526,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
     p.add_argument("--reliability", type=Path,
                    help="write a reliability diagram (PNG): temperature 1 vs the model's own")
-    p.add_argument("--test-log", type=Path, default=Path("results/test_split_log.csv"),
-                   help="every scoring of the test split appends a line here (date, checkpoint, command, F1); "
-                        "'' to skip")
+    p.add_argument("--test-log", type=Path, default=Path("results/test_split_log.csv"), help="every scoring of "
+                   "the test split appends a line here (date, checkpoint, command, F1); '' to skip")
 
     p = add_command("predict", cmd_predict, "label and class probabilities of single records")
     p.add_argument("records", nargs="+", help=".mat/.hea (either, or the stem), WFDB record, or .npy (with --fs)")
