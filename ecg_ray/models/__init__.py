@@ -104,9 +104,7 @@ def batched_logits(model, windows: np.ndarray, batch_size: int = 256, device="cp
     """Logits ``(n, K)`` (float64) of windows ``(n, L)`` run through ``model`` (eager
     or TorchScript) as ``(B, 1, L)`` float32 batches under ``torch.inference_mode``:
     the one window → logits loop of validation, calibration, evaluate and predict."""
-    windows = np.ascontiguousarray(windows, dtype=np.float32)
-    if not windows.flags.writeable:  # e.g. a zero-copy view of an Arrow buffer
-        windows = windows.copy()
+    windows = np.require(windows, np.float32, ["C", "W"])  # W: copies a read-only (e.g. Arrow) view
     with torch.inference_mode():
         chunks = [model(torch.from_numpy(windows[i:i + batch_size]).unsqueeze(1).to(device)).float().cpu().numpy()
                   for i in range(0, len(windows), batch_size)]

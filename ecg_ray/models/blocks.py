@@ -1,20 +1,9 @@
-"""Building blocks shared by every architecture (plain torch, no Ray).
-
-* :class:`ConvBlock` — Conv1d → BatchNorm1d → ReLU → MaxPool1d → Dropout.
-* :class:`CNNFrontend` — the original study's 3-block CNN (32→64→128), with
-  configurable channels / kernel / pooling / dropout. With the defaults it
-  down-samples by 2**3 = 8, so a 5 s segment (1500 samples at 300 Hz) becomes
-  a 187-step sequence of 128-d features for the sequence models.
-* :class:`SequencePool` — reduces a ``(B, T, D)`` sequence to ``(B, D')``:
-  ``mean``, ``max``, ``last`` (direction-aware for bidirectional RNNs),
-  ``meanlast`` (concat of mean and last) or ``attention`` (additive / Bahdanau
-  attention pooling, weights returned).
-* :class:`AdditiveAttention` — the Bahdanau scorer used by ``attention`` pooling.
-* :class:`PositionalEncoding` — sinusoidal, any length, nothing stored in the
-  state dict.
-* :func:`linear_head` — Dropout → Linear, the classifier of every model.
-* :class:`ECGModel` — the base class of every model: input normalisation
-  (``(B, L)`` → ``(B, 1, L)``), named parameter groups and freezing.
+"""Building blocks shared by every architecture (plain torch, no Ray): the
+:class:`ECGModel` base class (input normalisation, parameter groups, freezing),
+the original study's CNN front end (three :class:`ConvBlock`, 32→64→128, which
+down-sample by 8: a 1500-sample segment becomes 187 steps of 128-d features),
+sequence pooling (mean, max, direction-aware last, meanlast, additive attention),
+sinusoidal positions, the Dropout → Linear head and the weight initialisers.
 """
 
 from __future__ import annotations
@@ -25,7 +14,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 POOLINGS = ("mean", "max", "last", "meanlast", "attention")
 
@@ -53,15 +41,10 @@ def linear_head(in_dim: int, num_classes: int, dropout: float, name: str = "head
 
 
 def init_conv_bn(module: nn.Module) -> None:
-    """Kaiming-normal conv weights (ReLU nets), unit/zero BatchNorm."""
+    """Kaiming-normal conv weights (ReLU nets; no conv has a bias); BatchNorm keeps torch's unit/zero init."""
     for m in module.modules():
         if isinstance(m, nn.Conv1d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, _BatchNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def init_rnn(rnn: nn.RNNBase) -> None:
@@ -85,10 +68,9 @@ class SameConv1d(nn.Conv1d):
     kernels (even: pads ``(k-1)//2`` left, ``k//2`` right — what
     ``padding="same"`` does, without its copy-warning)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
         odd = kernel_size % 2 == 1
-        super().__init__(in_channels, out_channels, kernel_size,
-                         padding=kernel_size // 2 if odd else 0, bias=bias)
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2 if odd else 0, bias=False)
         self.extra_pad = None if odd else ((kernel_size - 1) // 2, kernel_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,11 +115,10 @@ class AdditiveAttention(nn.Module):
     """Bahdanau attention pooling: ``score_t = v · tanh(W h_t + b)``,
     ``w = softmax_t(score)``, ``pooled = Σ_t w_t h_t``."""
 
-    def __init__(self, dim: int, attn_dim: int | None = None):
+    def __init__(self, dim: int):
         super().__init__()
-        attn_dim = attn_dim or dim
-        self.proj = nn.Linear(dim, attn_dim)
-        self.v = nn.Linear(attn_dim, 1, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, 1, bias=False)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.v(torch.tanh(self.proj(h))).squeeze(-1)  # (B, T)
@@ -155,15 +136,14 @@ class SequencePool(nn.Module):
     directions' final states — not the backward direction's first step.
     """
 
-    def __init__(self, mode: str, dim: int, bidirectional: bool = False,
-                 attn_dim: int | None = None):
+    def __init__(self, mode: str, dim: int, bidirectional: bool = False):
         super().__init__()
         if mode not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
         self.mode = mode
         self.dim = dim
         self.bidirectional = bidirectional
-        self.attention = AdditiveAttention(dim, attn_dim) if mode == "attention" else None
+        self.attention = AdditiveAttention(dim) if mode == "attention" else None
         self.out_dim = 2 * dim if mode == "meanlast" else dim
 
     def last(self, h: torch.Tensor) -> torch.Tensor:
@@ -198,10 +178,8 @@ class PositionalEncoding(nn.Module):
         pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
         div = torch.exp(torch.arange(0, self.dim, 2, device=device, dtype=torch.float32)
                         * (-math.log(10000.0) / self.dim))
-        pe = torch.zeros(length, self.dim, device=device, dtype=torch.float32)
-        pe[:, 0::2] = torch.sin(pos * div)
-        pe[:, 1::2] = torch.cos(pos * div)[:, : self.dim // 2]
-        return pe.to(dtype)
+        # interleaved: sin at the even features, cos at the odd ones
+        return torch.stack([torch.sin(pos * div), torch.cos(pos * div)], dim=2).flatten(1)[:, : self.dim].to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(x + self.encoding(x.shape[1], x.device, x.dtype).unsqueeze(0))
@@ -212,16 +190,11 @@ class ECGModel(nn.Module):
     ``(B, num_classes)`` logits and names its parts.
 
     Subclasses build ``frontend`` and ``head``; those with more parts override
-    :meth:`module_groups` (group name → modules) and :meth:`forward`. The
-    groups ``frontend``, ``recurrent`` and ``head`` always exist (possibly
-    empty) and together hold every parameter exactly once.
-
-    Freezing (:func:`ecg_ray.models.freeze`) turns off
-    ``requires_grad`` for a group *and* keeps that group in eval mode through
-    later ``model.train()`` calls, so its BatchNorm running statistics do not
-    move (and its dropout is off: a frozen feature extractor is deterministic).
-    Calling ``model.frontend.train()`` directly bypasses this — use
-    ``model.train()``.
+    :meth:`module_groups` (always ``frontend``, ``recurrent``, ``head``, possibly
+    empty, together every parameter exactly once) and :meth:`forward`. A frozen
+    group (:func:`ecg_ray.models.freeze`) gets no gradients and stays in eval mode
+    through later ``model.train()`` calls (BatchNorm statistics fixed, dropout off:
+    a frozen feature extractor is deterministic); ``model.frontend.train()`` bypasses this.
     """
 
     #: whether ``forward(x, return_attention=True)`` is available
@@ -235,7 +208,6 @@ class ECGModel(nn.Module):
         self.num_classes = num_classes
         self.frozen_groups: set[str] = set()
 
-    # -- input, forward -----------------------------------------------------
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(1)
@@ -248,7 +220,6 @@ class ECGModel(nn.Module):
         """Default: front end → global average pool over time → head."""
         return self.head(self.frontend(self._prepare(x)).mean(dim=2))
 
-    # -- groups --------------------------------------------------------------
     def module_groups(self) -> dict[str, list[nn.Module]]:
         """Group name → modules; this default suits the models without a recurrent part."""
         return {"frontend": [self.frontend], "recurrent": [], "head": [self.head]}
@@ -259,7 +230,6 @@ class ECGModel(nn.Module):
         return {name: list(dict.fromkeys(p for m in modules for p in m.parameters()))
                 for name, modules in self.module_groups().items()}
 
-    # -- freezing ------------------------------------------------------------
     def set_frozen(self, group: str, frozen: bool) -> "ECGModel":
         """(Un)freeze ``group``: gradients off/on, and re-apply train/eval so a
         frozen group's BatchNorm stays in eval mode."""
@@ -275,7 +245,6 @@ class ECGModel(nn.Module):
         super().train(mode)
         if mode and self.frozen_groups:
             groups = self.module_groups()
-            for g in self.frozen_groups:
-                for m in groups[g]:
-                    m.eval()
+            for module in (m for g in self.frozen_groups for m in groups[g]):
+                module.eval()
         return self
