@@ -45,8 +45,7 @@ class Framer(nn.Module):
         self.frame = frame
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = x.unfold(2, self.frame, self.frame)  # (B, C, T, frame)
-        return frames.transpose(2, 3).flatten(1, 2)
+        return x.unfold(2, self.frame, self.frame).transpose(2, 3).flatten(1, 2)  # unfold: (B, C, T, frame)
 
 
 # decorators apply bottom-up: cnn_lstm is registered first
@@ -63,10 +62,9 @@ class RecurrentClassifier(ECGModel):
     Hyper-parameters: ``channels``, ``kernel_size``, ``pool``, ``dropout`` (CNN);
     ``cell`` (``lstm``/``gru``), ``hidden``, ``layers``, ``bidirectional``,
     ``rnn_dropout`` (between stacked layers); ``pooling`` (one of
-    ``mean, max, last, meanlast, attention``); ``residual``; ``head_dropout``.
-    ``frontend="frame"`` replaces the CNN by non-overlapping frames of
-    ``downsample`` raw samples (each step sees ``downsample`` samples, nothing
-    learned); ``frontend="avg"`` by ``AvgPool1d(downsample)`` (``lstm_only``).
+    ``mean, max, last, meanlast, attention``); ``residual``; ``head_dropout``;
+    ``frontend``: ``cnn``, or no learned front end: ``frame`` (``lstm_only``: non-overlapping
+    frames of ``downsample`` raw samples as each step's features) or ``avg`` (their average).
     """
 
     def __init__(self, num_classes: int = 4, in_channels: int = 1,
@@ -87,8 +85,6 @@ class RecurrentClassifier(ECGModel):
         elif frontend in ("frame", "avg"):
             if downsample < 1:
                 raise ValueError(f"downsample must be >= 1, got {downsample}")
-            # no learned front end (parameter-free): non-overlapping frames of
-            # `downsample` raw samples as each step's features, or their average
             self.frontend = Framer(downsample) if frontend == "frame" else nn.AvgPool1d(downsample)
             feat_dim = in_channels * (downsample if frontend == "frame" else 1)
         else:

@@ -69,15 +69,13 @@ class ResNet1D(ECGModel):
         if blocks < 1 or width < 1 or grow_every < 1 or stride < 1 or kernel_size < 1:
             raise ValueError("width, blocks, kernel_size, grow_every and stride must be >= 1")
         dropout = _check_prob("dropout", dropout)
-        layers: list[nn.Module] = [SameConv1d(in_channels, width, kernel_size), *bn_relu(width)]
-        c_in = width
-        for i in range(blocks):
-            c_out = width * 2 ** (i // grow_every)
-            s = stride if i % 2 == 0 else 1
-            layers.append(PreActBlock(c_in, c_out, kernel_size, s, dropout, first=(i == 0)))
-            c_in = c_out
-        self.frontend = nn.Sequential(*layers, *bn_relu(c_in))
-        self.head = linear_head(c_in, num_classes, head_dropout)
+        widths = [width * 2 ** (i // grow_every) for i in range(blocks)]
+        self.frontend = nn.Sequential(
+            SameConv1d(in_channels, width, kernel_size), *bn_relu(width),
+            *(PreActBlock(c_in, c_out, kernel_size, stride if i % 2 == 0 else 1, dropout, first=i == 0)
+              for i, (c_in, c_out) in enumerate(zip([width, *widths], widths))),
+            *bn_relu(widths[-1]))
+        self.head = linear_head(widths[-1], num_classes, head_dropout)
         init_conv_bn(self.frontend)
 
 
@@ -115,12 +113,10 @@ class StageResNet1D(ECGModel):
         channels = _as_channels(channels)
         if blocks_per_stage < 1 or kernel_size < 1 or stem_channels < 1:
             raise ValueError("blocks_per_stage, kernel_size and stem_channels must be >= 1")
-        layers = [*conv_bn(in_channels, stem_channels, stem_kernel, stride=2), nn.ReLU(inplace=True)]
-        c_in = stem_channels
-        for c_out in channels:
-            for b in range(blocks_per_stage):
-                layers.append(BasicBlock(c_in, c_out, kernel_size, 2 if b == 0 else 1))
-                c_in = c_out
-        self.frontend = nn.Sequential(*layers)
-        self.head = linear_head(c_in, num_classes, dropout, name="dropout")
+        widths = [c for c in channels for _ in range(blocks_per_stage)]
+        self.frontend = nn.Sequential(
+            *conv_bn(in_channels, stem_channels, stem_kernel, stride=2), nn.ReLU(inplace=True),
+            *(BasicBlock(c_in, c_out, kernel_size, 1 if i % blocks_per_stage else 2)  # a stage's first block: stride 2
+              for i, (c_in, c_out) in enumerate(zip([stem_channels, *widths], widths))))
+        self.head = linear_head(widths[-1], num_classes, dropout, name="dropout")
         init_conv_bn(self.frontend)
