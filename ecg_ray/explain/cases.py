@@ -51,11 +51,6 @@ def pick_cases(predictions: list[dict], n: int) -> dict[str, dict[str, list[dict
     return out
 
 
-def caption(p: dict) -> str:
-    pred = p["predicted"]
-    return f"`{p['record']}`: true **{p['label']}**, predicted **{pred}** (p = {p[f'p_{PROB[pred]}']:.2f})"
-
-
 def explain_record(predictor: Predictor, path: Path, name: str, method: str, layer: str | None = None, cls=None,
                    fs: float | None = None):
     """Read one record (``predict.read_input``) and explain it as the predictor scores it."""
@@ -95,8 +90,10 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
             for p in cases[c][kind]:
                 e = explain_record(predictor, data_dir / p["record"], p["record"], method, layer)
                 name = f"{PROB[c]}_{kind}_{p['record']}.png"
+                pred = p["predicted"]
                 save(explanation_figure(e, label=p["label"]), out_dir / "figures" / name, palette=True)
-                lines += [f"![{p['record']}](figures/{name})", "", caption(p), ""]
+                lines += [f"![{p['record']}](figures/{name})", "", f"`{p['record']}`: true **{p['label']}**, "
+                          f"predicted **{pred}** (p = {p[f'p_{PROB[pred]}']:.2f})", ""]
                 written += 1
     log_stderr(f"explain: {written} case figures written")
 

@@ -57,7 +57,7 @@ class DeletionCurves:
 
 
 def masked_probability(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConfig, target: int,
-                       windows: np.ndarray, device: torch.device) -> float:
+                       windows: np.ndarray, device: str | torch.device) -> float:
     """Probability of ``target`` for the record with ``windows`` (rows of [start, end)) zeroed."""
     x = filtered.copy()
     for a, b in windows:
@@ -76,7 +76,6 @@ def deletion_curves(model: nn.Module, explanations: list[Explanation], cfg: Prep
     if fractions[0] != 0 or np.any(np.diff(fractions) <= 0) or fractions[-1] > 1:
         raise ValueError(f"fractions must rise from 0 to at most 1, got {fractions.tolist()}")
     model = model.eval()
-    device = torch.device(device)
     rng = np.random.default_rng(seed)
     width = max(1, int(round(window_s * cfg.fs)))
     per_record = []

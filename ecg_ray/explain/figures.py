@@ -24,14 +24,6 @@ from .saliency import Explanation
 METHOD_NAMES = {"gradcam": "Grad-CAM", "attention": "attention"}
 
 
-def _title(e: Explanation, label: str | None) -> str:
-    probs = "  ".join(f"{key} {p:.2f}" for key, p in zip(CLASS_KEYS, e.probabilities))
-    truth = f"true {label}, " if label else ""
-    what = METHOD_NAMES[e.method] + (f" ({e.layer})" if e.layer else "")
-    return (f"{e.record}: {truth}predicted {e.predicted}   [{probs}]\n"
-            f"{what} for class {e.target_class}" + ("   (padded to one segment)" if e.padded else ""))
-
-
 @matplotlib.rc_context(STYLE)
 def explanation_figure(e: Explanation, label: str | None = None, row_s: float = 10.0) -> Figure:
     """The record with its saliency; one row per ``row_s`` seconds, all rows on one scale."""
@@ -59,7 +51,11 @@ def explanation_figure(e: Explanation, label: str | None = None, row_s: float = 
         ax.set(xlim=(a / e.fs, a / e.fs + row_s), ylim=(lo, hi), ylabel="z")
         ax.grid(False)
     axes[-1].set_xlabel("time (s)   — dashed: segment boundaries, blue text: the segment's probability")
-    axes[0].set_title(_title(e, label), loc="left")
+    probs = "  ".join(f"{key} {p:.2f}" for key, p in zip(CLASS_KEYS, e.probabilities))
+    truth = f"true {label}, " if label else ""
+    what = METHOD_NAMES[e.method] + (f" ({e.layer})" if e.layer else "")
+    axes[0].set_title(f"{e.record}: {truth}predicted {e.predicted}   [{probs}]\n{what} for class {e.target_class}"
+                      + ("   (padded to one segment)" if e.padded else ""), loc="left")
     fig.colorbar(image, ax=list(axes), fraction=0.015, pad=0.01, label="saliency")
     return fig
 

@@ -133,7 +133,6 @@ def explain_filtered(model: nn.Module, filtered: np.ndarray, cfg: PreprocessConf
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     model = model.eval()
-    device = torch.device(device)
     cut, padded = segment(filtered, cfg.segment_length, cfg.hop, True)
     logits = batched_logits(model, cut, device=device)
     probs = record_probabilities(logits, np.zeros(len(logits), np.int64), 1, aggregate, temperature)[0]
