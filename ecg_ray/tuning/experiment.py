@@ -132,13 +132,9 @@ def _parse_result_lines(text: str | None) -> list[dict]:
     """JSON lines of a ``result.json``; a half-written last line (a running trial) is skipped."""
     rows = []
     for line in (text or "").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a blank or half-written line
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+        with contextlib.suppress(json.JSONDecodeError):  # a blank or half-written line
+            rows.append(json.loads(line))
+    return [row for row in rows if isinstance(row, dict)]
 
 
 def _epoch_rows(trial_id: str, results: list[dict]) -> list[dict]:
@@ -180,14 +176,9 @@ def _checkpoint_history(fs: pyarrow.fs.FileSystem, root: str, trial_id: str) -> 
     return []
 
 
-def _last_error_line(text: str | None) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
-
-
 def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], last_result: dict | None,
                all_results: list[dict], fs: pyarrow.fs.FileSystem | None) -> dict:
-    """A trial's row before ``_finish_trials``: config, ``final_``/``best_`` metrics,
+    """A trial's row before ``_frames``: config, ``final_``/``best_`` metrics,
     best epoch and checkpoint, nodes, time. ``fs``: where to check that checkpoints remain."""
     row = {"trial_id": trial_id, "status": status, **flatten_config(config)}
     last = epochs[-1] if epochs else {}
@@ -204,8 +195,7 @@ def _trial_row(trial_id: str, status: str, config: dict, epochs: list[dict], las
     for metric, mode in BEST_METRICS.items():
         values = pd.to_numeric(frame[metric], errors="coerce") if metric in frame else pd.Series(dtype=float)
         row[f"best_{metric}"] = float(values.agg(mode))
-    row["best_epoch"] = float("nan")
-    row["checkpoint"] = None
+    row.update(best_epoch=float("nan"), checkpoint=None)
     if HEADLINE in frame and frame[HEADLINE].notna().any():
         row["best_epoch"] = int(frame.loc[pd.to_numeric(frame[HEADLINE]).idxmax(), "epoch"]) + 1
         if "checkpoint_path" in frame and fs is not None:
@@ -245,22 +235,10 @@ def _load_train_run(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _frames(rows: list[dict], epoch_rows: list[dict], configs: list[dict],
             info: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(trials_df, epochs_df)`` from the trial rows and epoch rows, ``info`` (plus
-    ``config_columns``) in both frames' ``.attrs``."""
-    trials = _finish_trials(rows, info["max_epochs"])
-    epochs = pd.DataFrame(epoch_rows)
-    if not epochs.empty:
-        epochs = epochs[["trial_id", "epoch", *[c for c in epochs if c not in ("trial_id", "epoch")]]]
-    info["config_columns"] = list(dict.fromkeys(k for c in configs for k in flatten_config(c)))
-    trials.attrs.update(info)
-    epochs.attrs.update(info)
-    return trials, epochs
-
-
-def _finish_trials(rows: list[dict], max_epochs: int) -> pd.DataFrame:
-    """The trial rows as a frame: stop reasons added, columns in reading order, sorted by ``trial_id``."""
+    """``(trials_df, epochs_df)`` from the trial rows (stop reasons added, columns in reading order,
+    sorted by ``trial_id``) and epoch rows, ``info`` (plus ``config_columns``) in both frames' ``.attrs``."""
     df = pd.DataFrame(rows)
-    df["stopped_early"] = (df["status"] == "TERMINATED") & (df["epochs"] < max_epochs)
+    df["stopped_early"] = (df["status"] == "TERMINATED") & (df["epochs"] < info["max_epochs"])
     df["stop_reason"] = np.select([df["status"] == "ERROR", df["patience_stopped"] & df["stopped_early"],
                                    df["stopped_early"]], ["error", "patience", "asha"], "")
     first = ["trial_id", "status", *[f for f in FACTORS if f in df], *[c for c in ("lr", "seed") if c in df]]
@@ -270,8 +248,14 @@ def _finish_trials(rows: list[dict], max_epochs: int) -> pd.DataFrame:
     metrics += sorted(c for c in df if c.startswith("final_"))
     end = ["time_s", "checkpoint", "path", "error", "tune_order"]
     middle = [c for c in df if c not in first + tail + metrics + end]
-    df = df[first + middle + tail + metrics + end]
-    return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
+    trials = df[first + middle + tail + metrics + end].sort_values("trial_id", kind="stable").reset_index(drop=True)
+    epochs = pd.DataFrame(epoch_rows)
+    if not epochs.empty:
+        epochs = epochs[["trial_id", "epoch", *[c for c in epochs if c not in ("trial_id", "epoch")]]]
+    info["config_columns"] = list(dict.fromkeys(k for c in configs for k in flatten_config(c)))
+    trials.attrs.update(info)
+    epochs.attrs.update(info)
+    return trials, epochs
 
 
 def _scan_trial_dirs(fs: pyarrow.fs.FileSystem, root: str) -> list[tuple[str, str]]:
@@ -363,8 +347,8 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
             if status == "PENDING" and epochs:  # the saved state lags behind a trial already reporting
                 status = "RUNNING"
         row = _trial_row(trial_id, status, config, epochs, last_result, results, fs)
-        row.update(path=folder, error=(_last_error_line(error) or "error") if status == "ERROR" else "",
-                   tune_order=order)
+        lines = [line.strip()[:300] for line in (error or "").splitlines() if line.strip()]
+        row.update(path=folder, error=(lines[-1] if lines else "error") if status == "ERROR" else "", tune_order=order)
         rows.append(row)
         epoch_rows += epochs
     if not rows:
