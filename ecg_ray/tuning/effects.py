@@ -172,7 +172,7 @@ def fit_model(table: pd.DataFrame, factors) -> tuple[object | None, dict]:
     mains = [f"C({k})" for k in names]
     pairs = [f"C({a}):C({b})" for a, b in itertools.combinations(names, 2)]
     block = []
-    if "seed" in table and table["seed"].astype(str).nunique() > 1:
+    if _varying(table, ["seed"]):
         data["blk"] = table["seed"].astype(str).to_numpy()
         names["blk"] = "seed (block)"
         block = ["C(blk)"]
@@ -385,10 +385,7 @@ def _tag(df: pd.DataFrame, budget: int, trials: list[str] | None = None) -> pd.D
     """``df`` with ``budget_epochs`` first and, given ``trials``, ``n`` and ``trials`` last."""
     out = df.copy()
     out.insert(0, "budget_epochs", int(budget))
-    if trials is not None:
-        out["n"] = len(trials)
-        out["trials"] = [list(trials)] * len(out)
-    return out
+    return out if trials is None else out.assign(n=len(trials), trials=[list(trials)] * len(out))
 
 
 def effects(table: pd.DataFrame, factors=FACTORS, mode: str = "max", test: str = "t") -> dict:
@@ -461,22 +458,18 @@ def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = Non
            "fixed_budget": effects(fixed_budget_table(trials_df, budget, metric, score, factors), factors, mode, test),
            "asha_rungs": [effects(rung_table(trials_df, epochs, r, metric, factors), factors, mode, test)
                           for r in asha_rungs(trials_df)]}
-    if legacy:
-        out["best_of_trial_budget_confounded"] = _legacy(trials_df, metric, factors, mode)
-    return json_safe(out)
-
-
-def _legacy(trials_df: pd.DataFrame, metric: str, factors, mode: str) -> dict:
-    """``ablation`` (best epoch of each trial, whatever its budget);
-    each level row says the range of epochs its trials ran (``budget_epochs`` None)."""
-    old = ablation(trials_df, f"best_{metric}", tuple(factors), mode=mode)
-    ok = trials_df[~trials_df["trial_id"].isin([e.split(" ")[0] for e in old.excluded])]
-    ran = [ok.loc[ok[f].astype(str) == lv, "epochs"] for f, lv in zip(old.levels["factor"], old.levels["level"])]
-    old.levels = old.levels.assign(budget_epochs=None, epochs_min=[int(e.min()) for e in ran],
-                                   epochs_max=[int(e.max()) for e in ran])
-    return {"label": "best-of-trial, budget-confounded: each trial's best epoch whatever budget ASHA gave it; "
+    if legacy:  # each level row says the range of epochs its trials ran (``budget_epochs`` None)
+        old = ablation(trials_df, f"best_{metric}", tuple(factors), mode=mode)
+        kept = trials_df[~trials_df["trial_id"].isin([e.split(" ")[0] for e in old.excluded])]
+        ran = [kept.loc[kept[f].astype(str) == lv, "epochs"]
+               for f, lv in zip(old.levels["factor"], old.levels["level"])]
+        old.levels = old.levels.assign(budget_epochs=None, epochs_min=[int(e.min()) for e in ran],
+                                       epochs_max=[int(e.max()) for e in ran])
+        out["best_of_trial_budget_confounded"] = {
+            "label": "best-of-trial, budget-confounded: each trial's best epoch whatever budget ASHA gave it; "
                      "CI overlap, no test, no correction — kept for comparison, not an answer",
             "factors": [f for f in factors if f in trials_df], **old.to_dict()}
+    return json_safe(out)
 
 
 # -- best-of-trial ablation (budget-confounded; kept for comparison) ---------------------------
@@ -577,8 +570,7 @@ def seed_stability(trials_df: pd.DataFrame, metric: str, config_columns=None,
     ``config_columns`` is not known)."""
     if trials_df.empty:
         return pd.DataFrame(columns=[*factors, "n_seeds", "mean", "sd", "min", "max"])
-    cols = [c for c in (config_columns or factors) if c in trials_df and c not in _NON_FACTOR_CONFIG]
-    varying = [c for c in cols if trials_df[c].astype(str).nunique() > 1]
+    varying = _varying(trials_df, [c for c in (config_columns or factors) if c not in _NON_FACTOR_CONFIG])
     keys = list(dict.fromkeys([f for f in factors if f in trials_df] + varying))
     df = trials_df.assign(**{k: trials_df[k].astype(str) for k in keys})
     grouped = df.groupby(keys, sort=True)[metric] if keys else df.assign(_all="all").groupby("_all")[metric]
