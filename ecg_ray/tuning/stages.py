@@ -46,10 +46,8 @@ def stage2_dict(spec_dict: dict, factors, seeds, budget: int) -> dict:
                         f"(e.g. the stage-1 choice) or list it among the factors")
     space.update({f: {"grid_search": list(v)} for f, v in levels.items()})
     space.update({"seed": {"grid_search": seeds}, "num_epochs": int(budget), "patience": 0})
-    out["param_space"] = space
-    out["scheduler"] = {"type": "fifo", "max_t": int(budget)}
-    out["num_samples"] = 1
-    out["name"] = f"{out.get('name') or 'sweep'}_stage2_b{int(budget)}"
+    out.update(param_space=space, scheduler={"type": "fifo", "max_t": int(budget)}, num_samples=1,
+               name=f"{out.get('name') or 'sweep'}_stage2_b{int(budget)}")
     return out
 
 

@@ -92,8 +92,7 @@ def trial_param_space(spec: SweepSpec, gpus_per_trial: float) -> dict:
         except ValueError as e:
             raise ValueError(f"sweep {spec.name}: gpus_per_trial {gpus_per_trial:g} over "
                              f"num_workers {space['num_workers']}: {e}") from None
-    space["max_records"] = spec.data.get("max_records")
-    space["val_fold"] = spec.data.get("val_fold")
+    space.update(max_records=spec.data.get("max_records"), val_fold=spec.data.get("val_fold"))
     return to_tune(space)
 
 
@@ -120,11 +119,6 @@ def trial_limit(spec: SweepSpec, gpus_per_trial: float, override: int | None, to
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"sweep {spec.name}: max_concurrent_trials must be an integer >= 1, got {limit!r}")
     return limit
-
-
-def shared_roots() -> list[str]:
-    """The directories ``$ECG_RAY_SHARED_STORAGE`` marks as mounted on every node."""
-    return [p for p in os.environ.get(SHARED_STORAGE_ENV, "").split(os.pathsep) if p]
 
 
 def check_storage(storage: str, alive_nodes: int, shared: list[str] = ()) -> None:
@@ -205,7 +199,8 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     init_ray(address, worker_logs=ray_verbose())
     if not ray_verbose():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    check_storage(storage, sum(1 for node in ray.nodes() if node.get("Alive")), shared_roots())
+    shared = [p for p in os.environ.get(SHARED_STORAGE_ENV, "").split(os.pathsep) if p]  # mounted on every node
+    check_storage(storage, sum(1 for node in ray.nodes() if node.get("Alive")), shared)
     storage = storage_root(storage)
     path = experiment_dir(storage, spec.name)
     limit = trial_limit(spec, gpus, max_concurrent, ray.cluster_resources())
