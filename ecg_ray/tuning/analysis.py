@@ -42,8 +42,7 @@ def compare_table(trials_df: pd.DataFrame, ids: list[str] | None = None) -> pd.D
     metric_cols = ["status", "epochs", "stopped_early", "best_epoch",
                    *[f"best_{m}" for m in BEST_METRICS], f"final_{HEADLINE}", "final_val_auroc_macro",
                    "final_val_loss", "final_train_loss", "final_train_acc", "final_lr", "time_s"]
-    per_class = [f"final_val_f1_{k}" for k in CLASS_KEYS]
-    rows = [c for c in [*varying, *metric_cols, *per_class, *same] if c in df]
+    rows = [c for c in [*varying, *metric_cols, *[f"final_val_f1_{k}" for k in CLASS_KEYS], *same] if c in df]
     out = df.set_index("trial_id")[rows].T.astype(object)
     out.index.name = "field"
     # a column of mixed runs turns ints into floats: show whole numbers as such

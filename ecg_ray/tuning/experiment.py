@@ -12,11 +12,9 @@
   yet (a sweep that just started) is read from its trial folders alone.
 - a single ``ecg-ray train --out RUN`` folder (an ``artifacts.Run``).
 
-``best_trial`` picks the trial Tune's ``ResultGrid.get_best_result(metric,
-mode)`` picks (scope ``"last"``: each trial's last reported value, first trial
-in Tune's order wins a tie, NaN/inf never win); ``train_config_from`` turns a
-run, crossval or sweep folder (its best trial), checkpoint or YAML into a
-``TrainConfig``.
+``best_trial`` picks the trial Tune's ``ResultGrid.get_best_result(metric, mode)``
+picks; ``train_config_from`` turns a run, crossval or sweep folder (its best
+trial), checkpoint or YAML into a ``TrainConfig``.
 """
 
 from __future__ import annotations
@@ -295,27 +293,23 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(trials_df, epochs_df)`` of a Tune experiment folder (local or URI) or of
     an ``ecg-ray train`` run folder.
 
-    ``trials_df``: one row per trial, sorted by ``trial_id``: ``trial_id``,
-    ``status`` (Tune's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED), the flattened
-    config (``model``, ``imbalance``, ``augment`` as ``none``/``all``/``a+b``,
-    ``lr``, ``seed``, ...), ``epochs`` (distinct epochs reported),
-    ``stopped_early`` (TERMINATED with fewer epochs than the experiment's most:
-    ASHA's pruning, or early stopping — ``stop_reason`` says which),
-    ``best_epoch`` (1-based: the epoch *number* of the best val_f1_cinc, i.e. the
-    reported 0-based ``epoch`` + 1, comparable with ``epochs``), ``best_<m>``
-    for the headline metrics (best epoch value),
-    ``final_<m>`` for every numeric reported metric (last reported value, what
-    Tune ranks on), ``time_s``, ``checkpoint`` (the best checkpoint still on
-    storage), ``path``, ``error`` and ``tune_order`` (the trial's position in
-    Tune's list, used to break ties as Tune does).
+    ``trials_df``: one row per trial, sorted by ``trial_id``: ``trial_id``, ``status`` (Tune's: TERMINATED,
+    ERROR, RUNNING, PENDING, PAUSED), the flattened config (``model``, ``imbalance``, ``augment`` as
+    ``none``/``all``/``a+b``, ``lr``, ``seed``, ...), ``epochs`` (distinct epochs reported), ``stopped_early``
+    (TERMINATED with fewer epochs than the experiment's most: ASHA's pruning, or early stopping —
+    ``stop_reason`` says which), ``best_epoch`` (1-based: the epoch *number* of the best val_f1_cinc, i.e. the
+    reported 0-based ``epoch`` + 1, comparable with ``epochs``), ``best_<m>`` for the headline metrics (best
+    epoch value), ``final_<m>`` for every numeric reported metric (last reported value, what Tune ranks on),
+    ``time_s``, ``checkpoint`` (the best checkpoint still on storage), ``path``, ``error`` and ``tune_order``
+    (the trial's position in Tune's list, used to break ties as Tune does).
 
     ``epochs_df``: one row per trial-epoch (``epoch`` as reported: 0-based) with every reported metric and Tune's
-    bookkeeping (``training_iteration``, ``time_total_s``, ``checkpoint_path``...);
-    merge with ``trials_df`` on ``trial_id`` for the config.
+    bookkeeping (``training_iteration``, ``time_total_s``, ``checkpoint_path``...); merge with ``trials_df`` on
+    ``trial_id`` for the config.
 
-    Both frames carry ``.attrs`` with ``kind`` (``tune``/``train``), ``path``,
-    ``name``, ``max_epochs``, ``metric``, ``mode``, ``config_columns`` and, for
-    sweeps, ``sweep`` (the ``ecg_ray_sweep.json`` written when it finished).
+    Both frames carry ``.attrs`` with ``kind`` (``tune``/``train``), ``path``, ``name``, ``max_epochs``,
+    ``metric``, ``mode``, ``config_columns`` and, for sweeps, ``sweep`` (the ``ecg_ray_sweep.json`` written
+    when it finished).
     """
     if is_train_run(path):
         return _load_train_run(Path(path))
