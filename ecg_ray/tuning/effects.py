@@ -4,34 +4,29 @@ This module owns the statistics of "which level of each factor is better, by how
 much, and can we tell": it never compares a trial that ran 1 epoch with one that
 ran 20. Pure pandas / numpy / scipy / statsmodels, no Ray.
 
-- ``fixed_budget_table``: one row per trial that ran exactly ``budget`` epochs,
-  scored by one rule for all (``last``: the value at epoch ``budget``; ``best``:
-  the best epoch ≤ ``budget``). Trials with another budget (ASHA-pruned,
-  early-stopped, still running short) or an error are dropped and listed in
-  ``table.attrs["dropped"]``; a pruned trial never stands in for its level.
+- ``fixed_budget_table``: the trials that ran exactly ``budget`` epochs, scored by one
+  rule for all (the value at epoch ``budget``, or the best epoch ≤ ``budget``); the
+  others (ASHA-pruned, early-stopped, still running short, errored) are dropped and
+  listed: a pruned trial never stands in for its level.
 - ``rung_table``: the ASHA-stage reading: each trial's value *at* epoch ``rung``
   (only trials that reached it), i.e. what ASHA itself compared at that rung.
-- ``effects``: on either table, a linear model ``score ~ C(f) + ... + C(f):C(g)
-  (+ C(seed) as a block with ≥2 seeds)`` fitted with statsmodels OLS, its
-  Type-II ANOVA (``anova_lm(typ=2)``), per-level means with 95 % t CIs, every
-  pairwise level contrast of each factor as ΔF1 from a *paired* test (pairs
-  matched on the other factors and the seed; ``scipy.stats.ttest_rel`` by
-  default, its 95 % CI; Wilcoxon signed-rank on request), Holm-adjusted over all
-  contrasts of the analysis (``multipletests(method="holm")``), the levels each
-  factor can tell apart, and the minimum detectable difference (MDD) the design
-  had. Every row carries ``budget_epochs``, ``n`` (trials behind it) and
-  ``trials`` (their ids).
+- ``effects``: on either table, a statsmodels OLS fit of ``score ~ C(f) + ... + C(f):C(g)
+  (+ C(seed) as a block with ≥2 seeds)``, its Type-II ANOVA, per-level means with
+  95 % t CIs, every pairwise level contrast of each factor as ΔF1 from a *paired*
+  test (pairs matched on the other factors and the seed; ``scipy.stats.ttest_rel``
+  and its 95 % CI by default, Wilcoxon signed-rank on request), Holm-adjusted over
+  all contrasts of the analysis, the levels each factor can tell apart, and the
+  minimum detectable difference (MDD) the design had. Every row carries
+  ``budget_epochs``, ``n`` (trials behind it) and ``trials`` (their ids).
 - ``ablation_answer``: the fixed-budget answer, the per-rung ASHA readings and
   (labelled budget-confounded) the old best-of-trial table, as one JSON-safe
   dict; ``format_answer`` renders it as a console table, markdown or JSON.
 
-MDD formulas (α = 0.05, power 0.8, two-sided):
-
-- per contrast (paired): ``MDD = d* · sd(differences)``, where ``d*`` is the
-  standardized effect a paired t test on ``n_pairs`` pairs detects with that power
-  (``statsmodels.stats.power.TTestPower().solve_power``, noncentral t);
-- per factor (model): ``MDD = (t_{1-α/2,df} + t_{power,df}) · σ · √(2/m)``, σ the
-  residual SD of the OLS fit, ``df`` its residual df, ``m`` trials per level.
+MDD (α = 0.05, power 0.8, two-sided): per contrast (paired) ``d* · sd(differences)``,
+``d*`` the standardized effect a paired t test on ``n_pairs`` pairs detects with that
+power (``statsmodels.stats.power.TTestPower().solve_power``, noncentral t); per factor
+(model) ``(t_{1-α/2,df} + t_{power,df}) · σ · √(2/m)``, σ the residual SD of the OLS
+fit, ``df`` its residual df, ``m`` trials per level.
 """
 
 from __future__ import annotations
@@ -77,12 +72,11 @@ def _keep_columns(trials_df: pd.DataFrame, factors) -> list[str]:
 
 def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = HEADLINE,
                        score: str = "last", factors=FACTORS) -> pd.DataFrame:
-    """Trials that ran exactly ``budget`` epochs, one ``score`` each: ``last`` (the
-    trials table's ``final_<metric>``: the value at epoch ``budget``) or ``best``
-    (``best_<metric>``: the best of epochs 1..``budget``). Columns ``trial_id``,
-    the factors, ``seed``, ``epochs``, ``score``, ``budget_epochs``. Dropped trials
-    (error, another budget, no finite score) are in ``attrs["dropped"]`` as
-    ``{trial_id, epochs, reason}``."""
+    """Trials that ran exactly ``budget`` epochs, one ``score`` each: ``last`` (the trials table's
+    ``final_<metric>``: the value at epoch ``budget``) or ``best`` (``best_<metric>``: the best of
+    epochs 1..``budget``). Columns ``trial_id``, the factors, ``seed``, ``epochs``, ``score``,
+    ``budget_epochs``. Dropped trials (error, another budget, no finite score) are in
+    ``attrs["dropped"]`` as ``{trial_id, epochs, reason}``."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     metric = base_metric(metric)
@@ -108,10 +102,9 @@ def fixed_budget_table(trials_df: pd.DataFrame, budget: int, metric: str = HEADL
 
 
 def known_epochs(trials_df: pd.DataFrame, metric: str = HEADLINE) -> pd.DataFrame:
-    """The per-epoch values a trials table alone reveals (for a saved trials CSV
-    without its epochs): ``final_<m>`` at epoch ``epochs`` and ``best_<m>`` at
-    ``best_epoch`` (``best_epoch`` is of the headline metric). ``epoch`` is 0-based,
-    as ``load_experiment`` reports it."""
+    """The per-epoch values a trials table alone reveals (for a saved trials CSV without its
+    epochs): ``final_<m>`` at epoch ``epochs`` and ``best_<m>`` at ``best_epoch`` (``best_epoch`` is
+    of the headline metric). ``epoch`` is 0-based, as ``load_experiment`` reports it."""
     metric = base_metric(metric)
     rows = []
     for r in trials_df.to_dict("records"):
@@ -125,11 +118,10 @@ def known_epochs(trials_df: pd.DataFrame, metric: str = HEADLINE) -> pd.DataFram
 
 def rung_table(trials_df: pd.DataFrame, epoch_df: pd.DataFrame, rung: int, metric: str = HEADLINE,
                factors=FACTORS) -> pd.DataFrame:
-    """The ASHA-stage reading at ``rung`` (an epoch count, 1-based like ``epochs``):
-    each trial that reached it, scored by its value at that epoch (``epoch_df``
-    row ``epoch == rung - 1``). Same columns as ``fixed_budget_table``
-    (``budget_epochs`` = ``rung``); ``attrs`` count the trials that reached the
-    rung and those among them without a recorded value there."""
+    """The ASHA-stage reading at ``rung`` (an epoch count, 1-based like ``epochs``): each trial that
+    reached it, scored by its value at that epoch (``epoch_df`` row ``epoch == rung - 1``). Same
+    columns as ``fixed_budget_table`` (``budget_epochs`` = ``rung``); ``attrs`` count the trials
+    that reached the rung and those among them without a recorded value there."""
     metric = base_metric(metric)
     ok = _not_errored(trials_df)
     reached = ok[ok["epochs"] >= rung]
@@ -227,17 +219,15 @@ def _mean_interval(values, bounds) -> tuple[float, float, float]:
 
 
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the t confidence interval of the mean
-    (``scipy.stats.t.interval`` with the standard error, ddof 1); NaN values are
-    ignored, and with fewer than two values the bounds are NaN."""
+    """``(mean, low, high)``: the t confidence interval of the mean (``scipy.stats.t.interval`` with the
+    standard error, ddof 1); NaN values are ignored, and with fewer than two values the bounds are NaN."""
     return _mean_interval(values, lambda x: stats.t.interval(confidence, x.size - 1, loc=x.mean(),
                                                              scale=stats.sem(x)))
 
 
 def bootstrap_interval(values, confidence: float = 0.95, n_boot: int = 5000,
                        seed: int = 0) -> tuple[float, float, float]:
-    """``(mean, low, high)``: percentile bootstrap interval of the mean
-    (``scipy.stats.bootstrap``, seeded)."""
+    """``(mean, low, high)``: percentile bootstrap interval of the mean (``scipy.stats.bootstrap``, seeded)."""
     def bounds(x):
         ci = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_boot,
                              method="percentile", rng=np.random.default_rng(seed)).confidence_interval
@@ -262,10 +252,9 @@ def level_table(table: pd.DataFrame, factors, mode: str = "max", value: str = "s
 
 
 def paired_scores(table: pd.DataFrame, factor: str, a: str, b: str, factors) -> pd.DataFrame:
-    """Pairs of trials at levels ``a`` and ``b`` of ``factor`` that agree on every
-    other factor and the seed: columns ``a``, ``b`` (scores), ``trial_a``, ``trial_b``.
-    Trials that agree on all of those (a config column that is not a factor
-    varied too) are averaged into one side of a pair."""
+    """Pairs of trials at levels ``a`` and ``b`` of ``factor`` that agree on every other factor and
+    the seed: columns ``a``, ``b`` (scores), ``trial_a``, ``trial_b``. Trials that agree on all of
+    those (a config column that is not a factor varied too) are averaged into one side of a pair."""
     keys = [f for f in factors if f in table and f != factor] + (["seed"] if "seed" in table else [])
     level = table[factor].astype(str)
     side = {}
@@ -339,9 +328,8 @@ def contrast_table(table: pd.DataFrame, factors, mode: str = "max", test: str = 
 
 
 def decide(levels: pd.DataFrame, contrasts: pd.DataFrame, factors, mode: str = "max") -> list[dict]:
-    """Per factor: the best level by mean, whether every Holm-adjusted contrast with
-    it is significant (``decided``), the levels it cannot be told from, and the
-    pairs that are distinguishable."""
+    """Per factor: the best level by mean, whether every Holm-adjusted contrast with it is significant
+    (``decided``), the levels it cannot be told from, and the pairs that are distinguishable."""
     out = []
     for f in [f for f in factors if f in set(levels["factor"])]:
         lv = levels[levels["factor"] == f]
@@ -445,10 +433,9 @@ def load_tables(source, epochs_csv=None) -> tuple[pd.DataFrame, pd.DataFrame | N
 def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = None, budget: int | None = None,
                     metric: str = HEADLINE, score: str = "last", factors=FACTORS, mode: str | None = None,
                     test: str = "t", legacy: bool = True) -> dict:
-    """What ``ecg-ray ablation`` prints: ``fixed_budget`` (``effects`` of the trials
-    that ran ``budget`` epochs, default the most any trial ran), ``asha_rungs``
-    (``effects`` at each rung where ASHA stopped trials) and, if ``legacy``,
-    ``best_of_trial_budget_confounded`` (``ablation``)."""
+    """What ``ecg-ray ablation`` prints: ``fixed_budget`` (``effects`` of the trials that ran ``budget``
+    epochs, default the most any trial ran), ``asha_rungs`` (``effects`` at each rung where ASHA stopped
+    trials) and, if ``legacy``, ``best_of_trial_budget_confounded`` (``ablation``)."""
     metric = base_metric(metric)
     mode = mode or default_mode(metric)
     ok = _not_errored(trials_df)
@@ -476,12 +463,11 @@ def ablation_answer(trials_df: pd.DataFrame, epoch_df: pd.DataFrame | None = Non
 
 @dataclass
 class Ablation:
-    """What ``ablation`` found. ``levels``: one row per (factor, level) with
-    ``n, mean, sd, ci_low, ci_high, rank`` (1 = best); ``interaction``: mean
-    metric per (row factor level, column factor level) cell, ``interaction_n``
-    the trial count per cell; ``notes``: plain-language findings (which levels
-    cannot be told apart); ``stability``: mean ± sd of the metric across seeds
-    for each config (``n_seeds``)."""
+    """What ``ablation`` found. ``levels``: one row per (factor, level) with ``n, mean, sd, ci_low,
+    ci_high, rank`` (1 = best); ``interaction``: mean metric per (row factor level, column factor
+    level) cell, ``interaction_n`` the trial count per cell; ``notes``: plain-language findings
+    (which levels cannot be told apart); ``stability``: mean ± sd of the metric across seeds for
+    each config (``n_seeds``)."""
 
     metric: str
     mode: str
@@ -506,15 +492,14 @@ class Ablation:
 def ablation(trials_df: pd.DataFrame, metric: str = f"best_{HEADLINE}",
              factors: tuple[str, ...] = FACTORS, *, mode: str | None = None, confidence: float = 0.95,
              method: str = "t", include_errored: bool = False) -> Ablation:
-    """Per factor and level: n, mean, sd, CI of ``metric`` (``method`` ``t`` —
-    ``scipy.stats.t`` interval — or ``bootstrap``) over every trial at that level
-    (so over seeds and the other factors), rank; the ``factors[0] x factors[1]``
-    interaction table; notes on levels whose CIs overlap ("not
-    distinguishable"); seed stability of each config.
+    """Per factor and level: n, mean, sd, CI of ``metric`` (``method`` ``t`` — ``scipy.stats.t``
+    interval — or ``bootstrap``) over every trial at that level (so over seeds and the other
+    factors), rank; the ``factors[0] x factors[1]`` interaction table; notes on levels whose CIs
+    overlap ("not distinguishable"); seed stability of each config.
 
-    Trials with status ERROR are left out (listed in ``excluded``) unless
-    ``include_errored``; trials without a finite value of the metric always are.
-    Trials ASHA stopped early count with the best value they reached.
+    Trials with status ERROR are left out (listed in ``excluded``) unless ``include_errored``;
+    trials without a finite value of the metric always are. Trials ASHA stopped early count with the
+    best value they reached.
     """
     col = metric_column(trials_df, metric, "best")
     mode = mode or default_mode(col)
@@ -565,9 +550,8 @@ _NON_FACTOR_CONFIG = {"seed", "num_workers", "cpus_per_worker", "gpus_per_worker
 
 def seed_stability(trials_df: pd.DataFrame, metric: str, config_columns=None,
                    factors: tuple[str, ...] = FACTORS) -> pd.DataFrame:
-    """Mean ± sd (and min, max) of ``metric`` across seeds for each config: rows
-    grouped by every varying config column except ``seed`` (the factors when
-    ``config_columns`` is not known)."""
+    """Mean ± sd (and min, max) of ``metric`` across seeds for each config: rows grouped by every
+    varying config column except ``seed`` (the factors when ``config_columns`` is not known)."""
     if trials_df.empty:
         return pd.DataFrame(columns=[*factors, "n_seeds", "mean", "sd", "min", "max"])
     varying = _varying(trials_df, [c for c in (config_columns or factors) if c not in _NON_FACTOR_CONFIG])
@@ -596,8 +580,7 @@ def _render(rows: list[dict], key: str, fmt: str) -> str:
 
 def format_effects(result: dict, fmt: str = "table", level: int = 2) -> str:
     """One ``effects`` dict as text (``table`` or ``markdown``)."""
-    h = "#" * level + " " if fmt == "markdown" else ""
-    sub = "#" * (level + 1) + " " if fmt == "markdown" else ""
+    h, sub = ("#" * level + " ", "#" * (level + 1) + " ") if fmt == "markdown" else ("", "")
     model = result.get("model") or {}
     dropped = result.get("dropped") or []
     parts = [f"{h}{result['label']}", "",
