@@ -1,12 +1,10 @@
 """What ``ecg-ray runs`` prints, and the one import for reading experiments.
 
-The jobs live in their own modules and are re-exported here, so
-``from ecg_ray.tuning import analysis`` keeps giving pandas frames of every trial
-and epoch: ``experiment`` (reading a sweep or run folder, local or URI;
-selecting and ranking trials as Tune does), ``effects`` (the ablation
-statistics: fixed-budget effects, and the best-of-trial table ``ablation``)
-and ``ecg_ray.tables`` (the one table renderer). This module holds the
-``runs list / best / compare`` views.
+The jobs live in their own modules and are re-exported here, so ``from ecg_ray.tuning import analysis``
+keeps giving pandas frames of every trial and epoch: ``experiment`` (reading a sweep or run folder,
+local or URI; selecting and ranking trials as Tune does), ``effects`` (the ablation statistics:
+fixed-budget effects, and the best-of-trial table ``ablation``) and ``ecg_ray.tables`` (the one
+table renderer). This module holds the ``runs list / best / compare`` views.
 """
 
 from __future__ import annotations

@@ -355,10 +355,9 @@ def load_experiment(path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def metric_column(trials_df: pd.DataFrame, metric: str, scope: str = "last") -> str:
-    """The ``trials_df`` column of ``metric``: a column name as is, else
-    ``final_<m>`` (scope ``last``, Tune's default) or ``best_<m>`` (scope ``best``
-    / ``all``), ``m`` normalised (``f1_cinc`` → ``val_f1_cinc``, ``auroc`` →
-    ``val_auroc_macro``)."""
+    """The ``trials_df`` column of ``metric``: a column name as is, else ``final_<m>`` (scope
+    ``last``, Tune's default) or ``best_<m>`` (scope ``best`` / ``all``), ``m`` normalised
+    (``f1_cinc`` → ``val_f1_cinc``, ``auroc`` → ``val_auroc_macro``)."""
     m = normalize_metric(metric)
     prefix = "final_" if scope == "last" else "best_"
     for candidate in (metric, m, prefix + m, prefix + metric):
@@ -370,10 +369,9 @@ def metric_column(trials_df: pd.DataFrame, metric: str, scope: str = "last") -> 
 
 def best_trial(trials_df: pd.DataFrame, metric: str = HEADLINE, mode: str | None = None,
                scope: str = "last") -> pd.Series:
-    """The best trial's row, chosen as Ray Tune's ``get_best_result(metric, mode)``
-    does with its default ``scope="last"``: by each trial's last reported value,
-    NaN/inf never chosen, the first trial in Tune's order winning a tie (and a
-    one-trial experiment returning its trial). ``scope="best"`` ranks on the best
+    """The best trial's row, chosen as Ray Tune's ``get_best_result(metric, mode)`` does with its default
+    ``scope="last"``: by each trial's last reported value, NaN/inf never chosen, the first trial in Tune's
+    order winning a tie (and a one-trial experiment returning its trial). ``scope="best"`` ranks on the best
     epoch instead (``best_<m>``). ValueError if no trial has the metric."""
     if trials_df.empty:
         raise ValueError("no trials")
@@ -442,10 +440,9 @@ def best_trial_config(sweep_dir, metric: str = HEADLINE) -> tuple[dict, str]:
 
 
 def train_config_from(source) -> tuple[TrainConfig, str]:
-    """A ``TrainConfig`` from a run folder or its ``results.json``, a crossval
-    folder (``summary.json``), a sweep folder (its best trial, as ``best_trial``
-    picks it), a checkpoint, or a YAML/JSON file of ``TrainConfig`` fields:
-    ``(config, description)``."""
+    """A ``TrainConfig`` from a run folder or its ``results.json``, a crossval folder
+    (``summary.json``), a sweep folder (its best trial, as ``best_trial`` picks it), a checkpoint,
+    or a YAML/JSON file of ``TrainConfig`` fields: ``(config, description)``."""
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"config not found: {path}")

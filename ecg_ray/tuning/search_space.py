@@ -1,11 +1,10 @@
 """Search-space YAML → a validated ``SweepSpec`` and a Tune ``param_space``.
 
-A spec file (see ``search_spaces/``) has sections ``data``, ``metric``/``mode``,
-``scheduler`` (ASHA), ``resources``, ``max_failures``, ``num_samples`` and
-``param_space``. Each ``param_space`` entry is a constant or one of
-``{grid_search: [...]}``, ``{choice: [...]}``, ``{uniform|loguniform|randint: [lo, hi]}``.
-Every value a trial could get is checked against ``TrainConfig`` before any
-trial starts, so a typo fails at once with a message naming the key.
+A spec file (see ``search_spaces/``) has sections ``data``, ``metric``/``mode``, ``scheduler``
+(ASHA), ``resources``, ``max_failures``, ``num_samples`` and ``param_space``. Each ``param_space``
+entry is a constant or one of ``{grid_search: [...]}``, ``{choice: [...]}``,
+``{uniform|loguniform|randint: [lo, hi]}``. Every value a trial could get is checked against
+``TrainConfig`` before any trial starts, so a typo fails at once with a message naming the key.
 """
 
 from __future__ import annotations
@@ -25,10 +24,8 @@ SAMPLERS = ("grid_search", "choice", "uniform", "loguniform", "randint")
 #: The scheduler section's defaults: a spec's own values override them (``sweep`` fills them in too).
 SCHEDULER_DEFAULTS = {"type": "asha", "max_t": 20, "grace_period": 2, "reduction_factor": 3}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "num_workers", "max_concurrent_trials"}
-#: The keys each section may hold ("": the top level; None: any key). ``stage2`` is the
-#: fixed-budget confirmation after the ASHA search (``tuning.stages``): its ``resources``
-#: override stage 1's for stage 2 only; ``fixed`` gives param_space values for stage 2 only
-#: (instead of stage 1's best).
+#: The keys each section may hold ("": the top level; None: any key). ``stage2`` is the fixed-budget
+#: confirmation after the ASHA search (``tuning.stages.stage2_from`` says what its keys do).
 SECTIONS = {
     "": {"name", "description", "data", "metric", "mode", "scheduler", "resources",
          "max_failures", "num_samples", "param_space", "stage2"},

@@ -1,11 +1,10 @@
 """Stage 2 of an ablation: the fixed-budget confirmation grid.
 
-Stage 1 is the ASHA sweep (cheap, budget-confounded). This module owns turning a
-sweep spec into stage 2: the chosen factors × seeds, every trial run to the same
-``budget`` epochs, FIFO (no pruning) and no early stopping, so that
-``tuning.effects.fixed_budget_table`` keeps every trial. It only builds and
-validates the spec (``search_space.load_spec``'s checks); the
-sweep command runs it like any other spec.
+Stage 1 is the ASHA sweep (cheap, budget-confounded). This module owns turning a sweep
+spec into stage 2: the chosen factors × seeds, every trial run to the same ``budget``
+epochs, FIFO (no pruning) and no early stopping, so that
+``tuning.effects.fixed_budget_table`` keeps every trial. It only builds and validates the
+spec (``search_space.load_spec``'s checks); the sweep command runs it like any other spec.
 """
 
 from __future__ import annotations
@@ -27,11 +26,10 @@ def _levels(space: dict, factor: str) -> list:
 
 
 def stage2_dict(spec_dict: dict, factors, seeds, budget: int) -> dict:
-    """The stage-2 spec as a dict: ``factors`` (names, whose levels come from the
-    spec's ``grid_search``/``choice``, or a ``{name: [levels]}`` mapping) and
-    ``seeds`` as ``grid_search``, ``num_epochs: budget``, ``patience: 0``, a FIFO
-    scheduler and ``num_samples: 1``. Any other sampled entry must be fixed first
-    (a SpecError names it): stage 2 compares only the factors."""
+    """The stage-2 spec as a dict: ``factors`` (names, whose levels come from the spec's
+    ``grid_search``/``choice``, or a ``{name: [levels]}`` mapping) and ``seeds`` as ``grid_search``,
+    ``num_epochs: budget``, ``patience: 0``, a FIFO scheduler and ``num_samples: 1``. Any other
+    sampled entry must be fixed first (a SpecError names it): stage 2 compares only the factors."""
     if int(budget) < 1:
         raise SpecError(f"stage 2: budget must be >= 1 epoch, got {budget!r}")
     seeds = [int(s) for s in seeds]
@@ -58,14 +56,12 @@ def stage2_spec(spec_dict: dict, factors, seeds, budget: int) -> SweepSpec:
 
 
 def stage2_from(spec: SweepSpec, best_config: dict | None = None) -> SweepSpec:
-    """The stage-2 spec a sweep spec's ``stage2`` section asks for: ``factors``
-    (default: every ``grid_search`` entry but ``seed``), ``seeds`` (default
-    ``[0, 1, 2]``), ``budget`` (default: stage 1's ``scheduler.max_t``),
-    ``resources`` (stage 1's, with these keys replaced: e.g. more workers per
-    trial, as stage 2 has fewer trials and no pruning) and ``fixed`` (param_space
-    values for stage 2 only). Sampled entries that are neither factors nor in
-    ``fixed`` are fixed at stage 1's best trial (``best_config``): the factorial
-    then runs *around* stage 1's choice."""
+    """The stage-2 spec a sweep spec's ``stage2`` section asks for: ``factors`` (default: every
+    ``grid_search`` entry but ``seed``), ``seeds`` (default ``[0, 1, 2]``), ``budget`` (default:
+    stage 1's ``scheduler.max_t``), ``resources`` (stage 1's, with these keys replaced: e.g. more
+    workers per trial, as stage 2 has fewer trials and no pruning) and ``fixed`` (param_space values
+    for stage 2 only). Sampled entries that are neither factors nor in ``fixed`` are fixed at stage
+    1's best trial (``best_config``): the factorial then runs *around* stage 1's choice."""
     section = spec.stage2 or {}
     fixed = section.get("fixed") or {}
     factors = section.get("factors") or [k for k, v in spec.param_space.items()

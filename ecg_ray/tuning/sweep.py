@@ -1,21 +1,19 @@
 """``ecg-ray sweep``: the factorial grid as one ASHA-pruned Ray Tune experiment.
 
-Ray 2.60 / Train V2 pattern: each Tune trial runs ``run_trial``, a function
-that launches the ``TorchTrainer`` of ``training.trainer``; its workers call
-``ray.train.report`` and a ``TuneReportCallback`` forwards every epoch to Tune,
-where ASHA decides who goes on. The trial driver itself holds no CPU (it only
-waits), so on a 2-core machine all logical CPUs go to Train workers; the
-datasets are read and materialized once per sweep and handed to every trial.
+Ray 2.60 / Train V2 pattern: each Tune trial runs ``run_trial``, a function that launches the
+``TorchTrainer`` of ``training.trainer``; its workers call ``ray.train.report`` and a
+``TuneReportCallback`` forwards every epoch to Tune, where ASHA decides who goes on. The trial
+driver itself holds no CPU (it only waits), so on a 2-core machine all logical CPUs go to Train
+workers; the datasets are read and materialized once per sweep and handed to every trial.
 
-Because a trial driver asks for no CPU, Tune would start every trial of the
-grid at once (each with its Train controller and placement group, waiting):
-``max_concurrent_trials`` is therefore always bounded, by the spec, by
-``--max-concurrent``, or by what the cluster's CPUs and GPUs fit
-(``concurrency_bound``). On a multi-node cluster the storage must be a URI or
-a filesystem every node mounts (``check_storage``).
+Because a trial driver asks for no CPU, Tune would start every trial of the grid at once
+(each with its Train controller and placement group, waiting): ``max_concurrent_trials``
+is therefore always bounded, by the spec, by ``--max-concurrent``, or by what the
+cluster's CPUs and GPUs fit (``concurrency_bound``). On a multi-node cluster the storage
+must be a URI or a filesystem every node mounts (``check_storage``).
 
-A killed sweep resumes with ``Tuner.restore``: finished trials are kept,
-unfinished ones restart from their last Train checkpoint.
+A killed sweep resumes with ``Tuner.restore``: finished trials are kept, unfinished ones
+restart from their last Train checkpoint.
 """
 
 from __future__ import annotations
@@ -40,15 +38,13 @@ from ..training.trainer import check_gpus_per_worker, init_ray, make_trainer
 from .search_space import SCHEDULER_DEFAULTS, SweepSpec, to_tune
 
 TIME_ATTR = "epochs_done"
-#: Resources of the trial driver: it only waits on the TorchTrainer it launched.
-#: Ray refuses an all-zero request, so it asks for a token of memory and no CPU;
-#: since that lets any number of drivers start, the sweep always bounds
-#: ``max_concurrent_trials`` (see ``trial_limit``). It runs on the head node: Train V2
-#: puts the run's controller and placement-group cleaner on the driver's node, so a
-#: driver on a worker node that is lost takes them along, and the workers' placement
+#: Resources of the trial driver: it only waits on the TorchTrainer it launched. Ray refuses an
+#: all-zero request, so it asks for a token of memory and no CPU (hence ``trial_limit``). It runs
+#: on the head node: Train V2 puts the run's controller and placement-group cleaner on the driver's
+#: node, so a driver on a worker node that is lost takes them along, and the workers' placement
 #: group (owned by the dead controller, living as long as the job) is never removed: Ray
-#: reschedules its lost bundles onto the next node that joins and the sweep waits on
-#: those CPUs forever. On the head, losing a worker node only loses Train workers.
+#: reschedules its lost bundles onto the next node that joins and the sweep waits on those CPUs
+#: forever. On the head, losing a worker node only loses Train workers.
 TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 64 * 2**20, "node:__internal_head__": 0.001}
 #: Directories (``os.pathsep``-separated) mounted at the same path on every node
 #: (NFS, EFS): a ``--storage`` under one of them is fine on a multi-node cluster.
@@ -192,10 +188,9 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
 
     gpus = spec.resources.get("gpus_per_trial", 0) if gpus_per_trial is None else gpus_per_trial
     param_space = trial_param_space(spec, gpus)  # refuses GPU shares DDP cannot use, before any work
-    # the console is the driver's: one line per trial-epoch (EpochLines); what trials, Train
-    # workers and Ray's own actors print stays in the session logs unless $ECG_RAY_VERBOSE.
-    # Tune's new console output prints a settings box even at verbose=0 (for a new and a
-    # restored sweep alike); the legacy one is silent there.
+    # the console is the driver's: one line per trial-epoch (EpochLines); what trials, Train workers and
+    # Ray's own actors print stays in the session logs unless $ECG_RAY_VERBOSE. Tune's new console output
+    # prints a settings box even at verbose=0 (for a new and a restored sweep alike); the legacy one is silent there.
     init_ray(address, worker_logs=ray_verbose())
     if not ray_verbose():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
