@@ -16,7 +16,7 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-from . import CLASS_KEYS, HEADLINE
+from . import HEADLINE
 from .data.errors import DataError, RecordError
 from .data.sources import DEFAULT_SOURCE, NAMES as SOURCES
 
@@ -80,8 +80,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_models(args) -> str:
-    from .models import benchmark_models
-    from .models.__main__ import format_table
+    from .models import benchmark_models, format_table
 
     return format_table(benchmark_models(batch_size=args.batch_size, length=args.length, iters=args.iters))
 
@@ -104,7 +103,7 @@ def cmd_sweep(args) -> int:
     from .data.prepare import ensure_prepared
     from .data.preprocess import PreprocessConfig
     from .tuning.search_space import load_spec
-    from .tuning.sweep import run_sweep
+    from .tuning.sweep import print_sweep_summary, run_stage2, run_sweep
 
     spec = load_spec(args.spec, args.set)
     # --data, the spec's data.prepared, or one made now (cached by config hash) from the records folder
@@ -114,65 +113,15 @@ def cmd_sweep(args) -> int:
         records = resolve_records_dir(source, args.data_dir or spec.data.get("data_dir"))
         prepared = ensure_prepared(source, records, PreprocessConfig(**spec.data.get("preprocess", {})))
     prepared = Path(prepared)
-    grid = run_sweep(spec, prepared, args.storage, resume=args.resume, address=args.address,
-                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
+    where = dict(address=args.address, gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
+    grid = run_sweep(spec, prepared, args.storage, resume=args.resume, **where)
     print_sweep_summary(grid, spec)
     if grid.errors:
         return 1
     if spec.stage2 is not None and not args.stage1_only:
-        return _run_stage2(args, spec, prepared, grid.get_best_result(metric=spec.metric, mode=spec.mode).config)
+        best = grid.get_best_result(metric=spec.metric, mode=spec.mode).config
+        return run_stage2(spec, best, prepared, args.storage, resume=args.resume, **where)
     return 0
-
-
-def _run_stage2(args, spec, prepared, best_config: dict) -> int:
-    """Stage 2: the fixed-budget multi-seed factorial (around stage 1's best for any
-    sampled entry that is not a factor), then the answer (``tuning.effects``)."""
-    from ray import tune
-
-    from .tuning import effects
-    from .tuning.stages import stage2_from
-    from .tuning.sweep import experiment_dir, run_sweep, storage_root
-
-    stage2 = stage2_from(spec, best_config)
-    budget = stage2.param_space["num_epochs"]
-    seeds = stage2.param_space["seed"]["grid_search"]
-    print(f"\nstage 2: every arm {budget} epochs, seeds {seeds}, no pruning → {stage2.name}", flush=True)
-    experiment = experiment_dir(storage_root(args.storage), stage2.name)
-    resume = args.resume and tune.Tuner.can_restore(experiment)
-    grid = run_sweep(stage2, prepared, args.storage, resume=resume, address=args.address,
-                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
-    if grid.errors:
-        print(f"stage 2: {len(grid.errors)} trial(s) failed", file=sys.stderr)
-        return 1
-    trials, epochs = effects.load_tables(experiment)
-    answer = effects.ablation_answer(trials, epochs, budget, spec.metric, legacy=False)
-    print("\n" + effects.format_answer(answer, "table"))
-    return 0
-
-
-def print_sweep_summary(grid, spec) -> None:
-    """The trial table (iterations show ASHA's early stops) and the best trial."""
-    from .training.augment import augment_label
-
-    rows = []
-    for result in grid:
-        cfg, m = result.config or {}, result.metrics or {}
-        rows.append((cfg.get("model"), cfg.get("imbalance"), augment_label(cfg.get("augment")),
-                     int(m.get("epochs_done", 0)), m.get(spec.metric, float("nan")), "error" if result.error else ""))
-    print(f"{'model':<12}{'imbalance':<10}{'augment':<34}{'epochs':>7}{spec.metric:>14}")
-    for r in sorted(rows, key=lambda r: -(r[4] if r[4] == r[4] else -1)):
-        print(f"{r[0]!s:<12}{r[1]!s:<10}{r[2]!s:<34}{r[3]:>7}{r[4]:>14.4f} {r[5]}")
-    max_t = max((r[3] for r in rows), default=0)
-    stopped = sum(1 for r in rows if 0 < r[3] < max_t)
-    print(f"{len(rows)} trials, {stopped} stopped early by {spec.scheduler.get('type', 'asha').upper()}, "
-          f"{sum(r[3] for r in rows)} trial-epochs (exhaustive: {len(rows) * max_t})")
-    try:
-        best = grid.get_best_result(metric=spec.metric, mode=spec.mode)
-        print(f"best trial: {best.path}\n  " + json.dumps(
-            {k: best.config.get(k) for k in ("model", "imbalance", "augment", "lr", "seed")}) +
-            f"\n  {spec.metric} = {best.metrics.get(spec.metric):.4f}")
-    except RuntimeError as e:
-        print(f"no best trial: {e}")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -260,31 +209,20 @@ def cmd_export(args) -> dict:
 
 
 def cmd_explain(args) -> int | dict:
-    from .artifacts import json_safe
-
     _set_threads(args.threads)
     if (args.record is None) == (args.data_dir is None):
         raise ValueError("explain: give either --record PATH (one figure) or --data-dir D --cases N (case page)")
-    from .explain.cases import explain_cases, explain_record, load_explainable
+    from .explain.cases import explain_cases, explain_one
 
     if args.record is not None:
-        from .explain.figures import explanation_figure
-        from .explain.saliency import default_method
-        from .plots import save
         from .predict import error_line
 
-        predictor = load_explainable(args.checkpoint)
-        method = args.method or default_method(predictor.model)
         try:
-            e = explain_record(predictor, args.record, args.record.stem, method, args.layer, args.cls, args.fs)
+            return explain_one(args.checkpoint, args.record, args.out, args.method, args.layer, args.cls, args.fs,
+                               args.label)
         except RecordError as err:
             print(f"ecg-ray: error: {error_line(str(args.record), err)}", file=sys.stderr)
             return 2
-        out = save(explanation_figure(e, label=args.label), args.out or Path(args.record.stem + "_explain.png"),
-                   palette=True)
-        return json_safe({"figure": str(out), "record": str(args.record), "predicted": e.predicted,
-                          "explained_class": e.target_class, "method": e.method, "layer": e.layer,
-                          "probabilities": dict(zip(CLASS_KEYS, e.probabilities)), "seconds": round(e.seconds, 2)})
     records = _split_records(args)
     if records is not None and args.max_records:
         records = records[: args.max_records]

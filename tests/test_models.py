@@ -12,8 +12,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ecg_ray.models import (MODELS, benchmark_models, build_model, count_parameters,
-                            default_hparams, freeze, model_names, unfreeze)
-from ecg_ray.models.__main__ import format_table
+                            default_hparams, format_table, freeze, model_names, unfreeze)
 
 ALL = ["cnn_only", "cnn_lstm", "bilstm", "simple_lstm", "lstm_only", "residual", "gru",
        "attention", "transformer", "resnet", "resnet_stages"]

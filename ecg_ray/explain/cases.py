@@ -8,7 +8,8 @@ probability of the wrong prediction), draws each with the saliency of the
 *predicted* class (what the model used for its decision) and writes
 ``cases.md`` with a one-line caption per figure. It then runs the deletion
 test on up to ``deletion_records`` correctly classified recordings drawn at
-random (seeded) and writes ``deletion.png`` and ``deletion.json``.
+random (seeded) and writes ``deletion.png`` and ``deletion.json``. ``explain_one`` is
+the one-record figure of ``ecg-ray explain --record``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def explain_record(predictor: Predictor, path: Path, name: str, method: str, lay
     return explain_signal(predictor.model, signal, fs, predictor.preprocess, name, cls=cls,
                           temperature=predictor.temperature, aggregate=predictor.aggregate,
                           method=method, layer=layer)
+
+
+def explain_one(checkpoint, record: Path, out: Path | None = None, method: str | None = None,
+                layer: str | None = None, cls=None, fs: float | None = None, label: str | None = None) -> dict:
+    """``ecg-ray explain --record``: one record's explanation figure (``out``, default
+    ``<stem>_explain.png``) and what it shows, as a dict; a ``RecordError`` for a bad record."""
+    predictor = load_explainable(checkpoint)
+    e = explain_record(predictor, record, record.stem, method or default_method(predictor.model), layer, cls, fs)
+    out = save(explanation_figure(e, label=label), out or Path(record.stem + "_explain.png"), palette=True)
+    return json_safe({"figure": str(out), "record": str(record), "predicted": e.predicted,
+                      "explained_class": e.target_class, "method": e.method, "layer": e.layer,
+                      "probabilities": dict(zip(CLASS_KEYS, e.probabilities)), "seconds": round(e.seconds, 2)})
 
 
 def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels: Path | None = None,

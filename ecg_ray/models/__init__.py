@@ -134,8 +134,15 @@ def benchmark_models(batch_size: int = 64, length: int = 1500, iters: int = 3,
     return rows
 
 
+def format_table(rows: list[dict]) -> str:
+    """One line per model: name, parameter count, segments/s and seconds per iteration."""
+    header = f"{'model':<14} {'parameters':>11} {'segments/s':>11} {'s/iter':>8}"
+    return "\n".join([header, *(f"{r['name']:<14} {r['parameters']:>11,} {r['segments_per_s']:>11.1f} "
+                                 f"{r['seconds_per_iter']:>8.3f}" for r in rows)])
+
+
 # registration happens on import of the family modules (they import `register` above)
 from . import cnn, recurrent, resnet, transformer  # noqa: E402,F401
 
 __all__ = ["MODELS", "PRESETS", "register", "build_model", "model_names", "default_hparams",
-           "freeze", "unfreeze", "count_parameters", "benchmark_models"]
+           "freeze", "unfreeze", "count_parameters", "benchmark_models", "format_table"]

@@ -7,14 +7,7 @@ import argparse
 
 import torch
 
-from . import benchmark_models, model_names
-
-
-def format_table(rows: list[dict]) -> str:
-    """One line per model: name, parameter count, segments/s and seconds per iteration."""
-    header = f"{'model':<14} {'parameters':>11} {'segments/s':>11} {'s/iter':>8}"
-    return "\n".join([header, *(f"{r['name']:<14} {r['parameters']:>11,} {r['segments_per_s']:>11.1f} "
-                                 f"{r['seconds_per_iter']:>8.3f}" for r in rows)])
+from . import benchmark_models, format_table, model_names
 
 
 def main(argv: list[str] | None = None) -> None:

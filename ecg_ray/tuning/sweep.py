@@ -13,7 +13,8 @@ cluster's CPUs and GPUs fit (``concurrency_bound``). On a multi-node cluster the
 must be a URI or a filesystem every node mounts (``check_storage``).
 
 A killed sweep resumes with ``Tuner.restore``: finished trials are kept, unfinished ones
-restart from their last Train checkpoint.
+restart from their last Train checkpoint. ``print_sweep_summary`` is the console's trial
+table; ``run_stage2`` runs a spec's fixed-budget stage 2 and prints its answer.
 """
 
 from __future__ import annotations
@@ -226,3 +227,51 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
              "config_hash": manifest["config_hash"], "feed": info.to_dict(), "argv": sys.argv,
              "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
     return grid
+
+
+def print_sweep_summary(grid, spec: SweepSpec) -> None:
+    """The trial table (iterations show ASHA's early stops) and the best trial."""
+    from ..training.augment import augment_label
+
+    rows = []
+    for result in grid:
+        cfg, m = result.config or {}, result.metrics or {}
+        rows.append((cfg.get("model"), cfg.get("imbalance"), augment_label(cfg.get("augment")),
+                     int(m.get("epochs_done", 0)), m.get(spec.metric, float("nan")), "error" if result.error else ""))
+    print(f"{'model':<12}{'imbalance':<10}{'augment':<34}{'epochs':>7}{spec.metric:>14}")
+    for r in sorted(rows, key=lambda r: -(r[4] if r[4] == r[4] else -1)):
+        print(f"{r[0]!s:<12}{r[1]!s:<10}{r[2]!s:<34}{r[3]:>7}{r[4]:>14.4f} {r[5]}")
+    max_t = max((r[3] for r in rows), default=0)
+    stopped = sum(1 for r in rows if 0 < r[3] < max_t)
+    print(f"{len(rows)} trials, {stopped} stopped early by {spec.scheduler.get('type', 'asha').upper()}, "
+          f"{sum(r[3] for r in rows)} trial-epochs (exhaustive: {len(rows) * max_t})")
+    try:
+        best = grid.get_best_result(metric=spec.metric, mode=spec.mode)
+        print(f"best trial: {best.path}\n  " + json.dumps(
+            {k: best.config.get(k) for k in ("model", "imbalance", "augment", "lr", "seed")}) +
+            f"\n  {spec.metric} = {best.metrics.get(spec.metric):.4f}")
+    except RuntimeError as e:
+        print(f"no best trial: {e}")
+
+
+def run_stage2(spec: SweepSpec, best_config: dict, prepared: Path, storage: str, *, resume: bool = False,
+               **where) -> int:
+    """Stage 2: the fixed-budget multi-seed factorial (around stage 1's best for any sampled entry
+    that is not a factor), then the answer (``tuning.effects``) printed; the exit status.
+    ``where``: ``run_sweep``'s address, gpus_per_trial and max_concurrent."""
+    from . import effects
+    from .stages import stage2_from
+
+    stage2 = stage2_from(spec, best_config)
+    budget = stage2.param_space["num_epochs"]
+    seeds = stage2.param_space["seed"]["grid_search"]
+    print(f"\nstage 2: every arm {budget} epochs, seeds {seeds}, no pruning → {stage2.name}", flush=True)
+    experiment = experiment_dir(storage_root(storage), stage2.name)
+    grid = run_sweep(stage2, prepared, storage, resume=resume and tune.Tuner.can_restore(experiment), **where)
+    if grid.errors:
+        print(f"stage 2: {len(grid.errors)} trial(s) failed", file=sys.stderr)
+        return 1
+    trials, epochs = effects.load_tables(experiment)
+    answer = effects.ablation_answer(trials, epochs, budget, spec.metric, legacy=False)
+    print("\n" + effects.format_answer(answer, "table"))
+    return 0
