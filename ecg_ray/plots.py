@@ -40,9 +40,11 @@ VAL_STYLE = {"linestyle": "-", "marker": "o"}
 SEGMENT_STYLE = {"linestyle": ":", "marker": "s"}
 
 
-def _figure(*args, **kwargs) -> Figure:
+def _figure(*args, title: str | None = None, **kwargs) -> Figure:
     fig = Figure(*args, **kwargs)
     FigureCanvasAgg(fig)
+    if title:
+        fig.suptitle(title, fontweight="bold")
     return fig
 
 
@@ -124,7 +126,7 @@ def training_curves_figure(epochs, title: str | None = None) -> Figure:
     """Six panels of one run per epoch: loss, accuracy, F1, per-class F1, AUROC, lr."""
     df = _epochs_frame(epochs)
     n_epochs = int(df["epoch"].max()) + 1 if len(df) else 1
-    fig = _figure(figsize=(12, 6.4), layout="constrained")
+    fig = _figure(figsize=(12, 6.4), layout="constrained", title=title)
     for ax, (name, ylabel, series) in zip(fig.subplots(2, 3).ravel(), CURVE_PANELS):
         drawn = sum(_series(ax, df, key, label, **style) for key, label, style in series)
         ax.set(title=name, ylabel=ylabel, xlim=(0.7, n_epochs + 0.3))
@@ -137,8 +139,6 @@ def training_curves_figure(epochs, title: str | None = None) -> Figure:
             ax.legend(loc="best")
         if not drawn:
             ax.text(0.5, 0.5, "not reported", ha="center", va="center", transform=ax.transAxes, color="grey")
-    if title:
-        fig.suptitle(title, fontweight="bold")
     return fig
 
 
@@ -148,7 +148,7 @@ def runs_overlay_figure(runs: Mapping[str, object], metrics: Sequence[str] = (HE
     """One panel per metric, one line per run (``runs``: label → epochs), labelled."""
     frames = {label: _epochs_frame(epochs) for label, epochs in runs.items()}
     longest = max((len(df) for df in frames.values()), default=1)
-    fig = _figure(figsize=(5.2 * len(metrics), 4.0), layout="constrained")
+    fig = _figure(figsize=(5.2 * len(metrics), 4.0), layout="constrained", title=title)
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
     for ax, metric in zip(axes, metrics):
         for label, df in frames.items():
@@ -159,20 +159,16 @@ def runs_overlay_figure(runs: Mapping[str, object], metrics: Sequence[str] = (HE
         ax.set(title=metric, ylabel=metric)
         _epoch_ticks(ax, longest)
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7.5)
-    if title:
-        fig.suptitle(title, fontweight="bold")
     return fig
 
 
 # -- tables and ablation -------------------------------------------------------------------------
 
 @matplotlib.rc_context(STYLE)
-def summary_table_figure(df: pd.DataFrame, title: str | None = None, index: bool = False) -> Figure:
+def summary_table_figure(df: pd.DataFrame, title: str | None = None) -> Figure:
     """A table of ``df`` drawn as a figure (header row shaded, numbers to 3 d.p.)."""
-    frame = df.reset_index() if index else df
-    text = [[fmt_value(v, ".3f") for v in row] for row in frame.itertuples(index=False)]
-    text = text or [[""] * len(frame.columns)]
-    columns = [str(c) for c in frame.columns]
+    text = [[fmt_value(v, ".3f") for v in row] for row in df.itertuples(index=False)] or [[""] * len(df.columns)]
+    columns = [str(c) for c in df.columns]
     widths = [max(map(len, cells)) + 2 for cells in zip(columns, *text)]  # per column: header and cells
     row_h, title_h = 0.26, (0.4 if title else 0.0)
     height = row_h * (len(text) + 1)
@@ -231,8 +227,7 @@ def factor_bars_figure(levels: pd.DataFrame, metric_label: str = "mean best F1(N
     for ax, factor in zip(axes, factors):
         part = levels[levels["factor"] == factor].sort_values("mean", ascending=False, kind="stable")
         x = np.arange(len(part))
-        mean = part["mean"].to_numpy(float)
-        lo, hi = part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float)
+        mean, lo, hi = part[["mean", "ci_low", "ci_high"]].to_numpy(float).T
         err = np.vstack([np.where(np.isfinite(lo), mean - lo, 0), np.where(np.isfinite(hi), hi - mean, 0)])
         ax.bar(x, mean, color=[PALETTE[i % len(PALETTE)] for i in range(len(part))], alpha=0.85, width=0.65)
         ax.errorbar(x, mean, yerr=err, fmt="none", ecolor="black", capsize=5, linewidth=1.2)
@@ -347,8 +342,7 @@ def preprocessing_figure(records_dir, record: str, cfg=None, label: str | None =
         segments_ax.plot(start + np.arange(length) / cfg.fs, windows[k], color=colors[k % 2], linewidth=0.7)
         segments_ax.axvspan(start, start + length / cfg.fs, color=colors[k % 2], alpha=0.08, linewidth=0)
         segments_ax.axvline(start, color="black", linewidth=0.8, linestyle="--")
-        segments_ax.text(start + 0.05, 0.97, f"#{k}", transform=segments_ax.get_xaxis_transform(), va="top",
-                         fontsize=8)
+        segments_ax.text(start + 0.05, 0.97, f"#{k}", transform=segments_ax.get_xaxis_transform(), va="top", fontsize=8)
     if n:
         end = starts[-1] + length / cfg.fs
         segments_ax.axvline(end, color="black", linewidth=0.8, linestyle="--")
@@ -359,8 +353,6 @@ def preprocessing_figure(records_dir, record: str, cfg=None, label: str | None =
     segments_ax.set(ylabel="z-score", xlabel="time (s)",
                     title=f"{n} segment{'s' if n != 1 else ''} of {length} samples ({length / cfg.fs:g} s), "
                           f"stride {hop}{' (zero-padded)' if padded else ''}; each keeps the record's label")
-    for ax in (raw_ax, filtered_ax, segments_ax):
-        ax.grid(True, axis="x")
     return fig
 
 
@@ -388,10 +380,9 @@ def augmentation_figure(segment, name: str, seed: int = 0, fs: float = 300.0, **
     return fig
 
 
-def plot_augmentations(segment, out_dir, names: Sequence[str] | None = None, seed: int = 0,
-                       fs: float = 300.0) -> list[Path]:
-    """One PNG per augmentation (``augment_<name>.png``) on the same real segment."""
+def plot_augmentations(segment, out_dir, fs: float = 300.0) -> list[Path]:
+    """One PNG per augmentation (``augment_<name>.png``, seed 0) on the same real segment."""
     from .training.augment import AUGMENT_NAMES
 
-    return [save(augmentation_figure(segment, name, seed, fs), Path(out_dir) / f"augment_{name}.png")
-            for name in (names or AUGMENT_NAMES)]
+    return [save(augmentation_figure(segment, name, fs=fs), Path(out_dir) / f"augment_{name}.png")
+            for name in AUGMENT_NAMES]
