@@ -40,7 +40,7 @@ FIGURES = "figures"
 
 # -- validation predictions of a checkpoint ------------------------------------------------------
 
-def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> dict:
+def predict_records(checkpoint, prepared, record_ids) -> dict:
     """Run ``checkpoint`` (eval mode, CPU, no Ray) on the inference windows of
     ``record_ids``, aggregated per recording as training's validation did.
 
@@ -53,8 +53,7 @@ def predict_records(checkpoint, prepared, record_ids, batch_size: int = 256) -> 
     from .training.metrics import confusion, record_probabilities, score_records
 
     payload = load_checkpoint(checkpoint)
-    ids, y_rec, logits, codes = checkpoint_window_logits(payload, prepared, list(record_ids), batch_size,
-                                                         with_ids=True)
+    ids, y_rec, logits, codes = checkpoint_window_logits(payload, prepared, list(record_ids), with_ids=True)
     if len(ids) == 0:
         raise ValueError(f"none of the {len(record_ids)} records is in {prepared}")
     aggregate = payload.get("config", {}).get("aggregate", "mean_prob")
@@ -86,20 +85,6 @@ def _first_int(trials: pd.DataFrame, key: str) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-def _data_context(trials: pd.DataFrame, prepared) -> tuple[Path | None, dict, dict]:
-    """``(prepared folder, manifest, feed info)`` the runs read, where known."""
-    attrs = trials.attrs
-    sweep = attrs.get("sweep") or {}
-    data = attrs.get("data") or {}
-    prepared = prepared or sweep.get("prepared") or data.get("prepared")
-    manifest = {}
-    if prepared and Path(prepared).is_dir():
-        with contextlib.suppress(Exception):  # a moved or incomplete prepared folder: report without it
-            manifest = PreparedDataset(prepared).manifest
-    feed = sweep.get("feed") or {k: v for k, v in data.items() if k not in ("prepared", "config_hash")}
-    return (Path(prepared) if prepared else None), manifest, feed
-
-
 def build_report(experiment, out, *, metric: str | None = None, mode: str | None = None,
                  prepared=None, records_dir=None, evaluate: bool = True, record: str | None = None,
                  command: str | None = None) -> Path:
@@ -118,23 +103,28 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     attrs = trials.attrs
     metric = exp.normalize_metric(metric or attrs.get("metric") or HEADLINE)
     mode = mode or attrs.get("mode") or exp.default_mode(metric)
-    prepared, manifest, feed = _data_context(trials, prepared)
+    # the prepared folder, manifest and feed the runs read, where known
+    sweep, data = attrs.get("sweep") or {}, attrs.get("data") or {}
+    prepared = prepared or sweep.get("prepared") or data.get("prepared")
+    manifest = {}
+    if prepared and Path(prepared).is_dir():
+        with contextlib.suppress(Exception):  # a moved or incomplete prepared folder: report without it
+            manifest = PreparedDataset(prepared).manifest
+    prepared = Path(prepared) if prepared else None
+    feed = sweep.get("feed") or {k: v for k, v in data.items() if k not in ("prepared", "config_hash")}
     command = command or shlex.join(["ecg-ray", *sys.argv[1:]])
     is_sweep = attrs.get("kind") == "tune"
     name = attrs.get("name") or Path(str(experiment)).name
     n = len(trials)
     with_ablation = is_sweep and n > 1
-    md: list[str] = []
     notes: list[str] = []
 
     trials.to_csv(out / "trials.csv", index=False)
     if not epochs.empty:
         epochs.to_csv(out / "epochs.csv", index=False)
 
-    md.append(f"# {'Sweep' if is_sweep else 'Training run'} report: {name}\n")
-    md.append(f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by\n\n"
-              f"```\n{command}\n```\n")
-    sweep = attrs.get("sweep") or {}
+    md = [f"# {'Sweep' if is_sweep else 'Training run'} report: {name}\n",
+          f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by\n\n```\n{command}\n```\n"]
     produced = shlex.join(sweep["argv"]) if sweep.get("argv") else None
     resumed = "--resume" in (sweep.get("argv") or [])
     md.append(_md_kv([
@@ -153,8 +143,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     md.append("## Data\n")
     pre = manifest.get("preprocess", {})
     splits = manifest.get("splits", {})
-    config_hash = (sweep.get("config_hash") or (attrs.get("data") or {}).get("config_hash")
-                   or manifest.get("config_hash"))
+    config_hash = sweep.get("config_hash") or data.get("config_hash") or manifest.get("config_hash")
     val_fold, max_records = _first_int(trials, "val_fold"), _first_int(trials, "max_records")
     counts = feed.get("class_counts")
     md.append(_md_kv([
@@ -221,8 +210,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     if with_ablation:
         md.append(_ablation_section(trials, fig_dir, out, epochs))
 
-    md.append("## Data figures\n")
-    md.append(_data_figures(manifest, prepared, records_dir, record, fig_dir, out, notes))
+    md += ["## Data figures\n", _data_figures(manifest, prepared, records_dir, record, fig_dir, out, notes)]
 
     if is_sweep:
         local = "://" not in str(attrs.get("path"))
@@ -233,8 +221,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
                   f"finished sweep with\n\n```\ntensorboard --logdir {attrs.get('path')}\n```\n\n"
                   f"(scalars under `ray/tune/`, e.g. `ray/tune/{HEADLINE}`, one run per trial).\n")
 
-    md.append("## Reproduce\n")
-    md.append("```\n" + "\n".join(filter(None, [produced, command])) + "\n```\n")
+    md += ["## Reproduce\n", "```\n" + "\n".join(filter(None, [produced, command])) + "\n```\n"]
     md.append("Tables as data: `trials.csv` (one row per trial), `epochs.csv` (one row per trial-epoch)"
               + (", `ablation.json`, `effects.json`" if with_ablation else "") + ".\n")
     if notes:
@@ -281,9 +268,8 @@ def _validation_section(checkpoint, prepared, fig_dir: Path, out: Path, val_fold
     (``PreparedDataset.select``, as training selects them): metrics, confusion matrix, ROC."""
     pred = predict_records(checkpoint, prepared, PreparedDataset(prepared).select(val_fold, max_records)[1])
     m = pred["metrics"]
-    cm_path = plots.save(plots.confusion_matrix_figure(pred["confusion"],
-                                                       title=f"Validation, {len(pred['record_ids'])} recordings"),
-                         fig_dir / "best_confusion.png")
+    cm = plots.confusion_matrix_figure(pred["confusion"], title=f"Validation, {len(pred['record_ids'])} recordings")
+    cm_path = plots.save(cm, fig_dir / "best_confusion.png")
     roc_path = plots.save(plots.roc_figure(pred["y_true"], pred["probs"]), fig_dir / "best_roc.png")
     keys = [("f1", "F1"), ("sens", "sensitivity"), ("spec", "specificity"), ("auroc", "AUROC")]
     per_class = pd.DataFrame({label: [m[f"val_{k}_{c}"] for c in CLASS_KEYS] for k, label in keys},
@@ -333,8 +319,7 @@ def _ablation_section(trials: pd.DataFrame, fig_dir: Path, out: Path, epochs: pd
         heatmap = plots.ablation_heatmap_figure(inter, f"mean {label}", result.interaction_n)
         parts.append(_img(plots.save(heatmap, fig_dir / "ablation_heatmap.png"), out, "interaction heatmap") + "\n")
     if result.notes:
-        parts.append("### Notes\n")
-        parts.append("\n".join(f"- {n}" for n in result.notes) + "\n")
+        parts += ["### Notes\n", "\n".join(f"- {n}" for n in result.notes) + "\n"]
     parts.append("### Seed stability (mean ± sd across seeds of each config)\n")
     parts.append(render(result.stability, "markdown", ".3f") + "\n")
     return "\n".join(parts)
