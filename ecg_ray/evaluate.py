@@ -105,27 +105,25 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
             log(f"evaluate: skipped {e}")
 
     # Segments of many records are pooled into batches; each record keeps its slice.
-    names, ys, n_segs, seconds, seg_logits, pending = [], [], [], [], [], []
+    scored, seg_logits, pending = [], [], []  # scored: (name, class index, segments, seconds) per record
     for name, label, signal, fs in _items(src, data_dir, labels, window_s, wanted, skip):
         try:
             segments, _ = predictor.segments(signal, fs, name)
         except RecordError as e:
             skip(e)
             continue
-        names.append(name)
-        ys.append(CLASS_TO_INDEX[label])
-        n_segs.append(len(segments))
-        seconds.append(len(signal) / fs)
+        scored.append((name, CLASS_TO_INDEX[label], len(segments), len(signal) / fs))
         pending.append(segments)
         if sum(map(len, pending)) >= batch_size:
             seg_logits.append(predictor.logits(np.concatenate(pending)))
             pending = []
-        if len(names) % 1000 == 0:
-            log(f"evaluate: {len(names)} records scored ({time.perf_counter() - t0:.0f} s)")
+        if len(scored) % 1000 == 0:
+            log(f"evaluate: {len(scored)} records scored ({time.perf_counter() - t0:.0f} s)")
     if pending:
         seg_logits.append(predictor.logits(np.concatenate(pending)))
-    if not names:
+    if not scored:
         raise DataError(f"no usable records in {data_dir} ({sum(skipped.values())} skipped)")
+    names, ys, n_segs, seconds = zip(*scored)
 
     logits_seg = np.concatenate(seg_logits)
     codes = np.repeat(np.arange(len(names)), n_segs)
@@ -169,12 +167,9 @@ def evaluate_folder(checkpoint, data_dir: Path, labels: Path | None = None, sour
     result = json_safe(result)
     if not return_predictions:
         return result
-    predictions = [
-        {"record": n, "label": CLASSES[t], **{f"p_{k}": float(p) for k, p in zip(CLASS_KEYS, pr)},
-         "predicted": CLASSES[int(pr.argmax())], "n_segments": k}
-        for n, t, pr, k in zip(names, ys, probs, n_segs)
-    ]
-    return result, predictions
+    return result, [{"record": n, "label": CLASSES[t], **{f"p_{k}": float(p) for k, p in zip(CLASS_KEYS, pr)},
+                     "predicted": CLASSES[int(pr.argmax())], "n_segments": k}
+                    for n, t, pr, k in zip(names, ys, probs, n_segs)]
 
 
 def write_predictions(path: Path, predictions: list[dict]) -> None:
