@@ -1,20 +1,12 @@
 """A trained model as a callable: load once, then label any record (no Ray).
 
-``load_predictor`` accepts every form a model ships in — a checkpoint
-(``model.pt`` or the run folder holding it), an export archive
-(``model.tar.gz`` from ``ecg-ray export``) or its unpacked folder, or the
-TorchScript file of an export (``model.ts``; its preprocessing is embedded in
-the file and also read from ``config.json`` beside it) — and returns a
+``load_predictor`` loads every form a model ships in and returns a
 ``Predictor`` that repeats the model's own preprocessing (resample to its rate,
 bandpass, z-score, overlapping windows that reach the record's end, pad short
 records), runs the windows in batches under ``torch.inference_mode`` and turns
 their logits into one prediction per record with the model's own aggregation
 and calibration temperature (``metrics.record_probabilities``, the function
-training's validation uses).
-
-``read_input`` reads one record from a path: a PhysioNet/CinC ``.mat``/``.hea``
-pair (either file, or the stem), a WFDB record (``.hea`` + ``.dat``), or a
-``.npy`` array (with ``fs``). Unreadable input raises ``RecordError``.
+training's validation uses). ``read_input`` reads one record from a path.
 """
 
 from __future__ import annotations
@@ -121,7 +113,10 @@ def _from_folder(folder: Path, source: str, batch_size: int, prefer: str) -> Pre
 
 
 def load_predictor(path: Path | str, batch_size: int = 256, prefer: str = "checkpoint") -> Predictor:
-    """Load a checkpoint, an export archive or folder, or a TorchScript file.
+    """Load a checkpoint (``model.pt`` or the run folder holding it), an export
+    archive (``model.tar.gz`` from ``ecg-ray export``) or its unpacked folder, or
+    the TorchScript file of an export (``model.ts``; its preprocessing is embedded
+    in the file and also read from ``config.json`` beside it).
 
     An export (archive or folder) holds both forms: ``prefer="checkpoint"``
     (default: the weights-only ``model.pt``, no code is loaded) or
@@ -204,12 +199,10 @@ def read_input(path: Path | str, fs: float | None = None, lead: str | int | None
         if signal.ndim != 1 or not np.issubdtype(signal.dtype, np.number):
             raise RecordError(name, "not a one-lead numeric signal", f"shape {signal.shape}, dtype {signal.dtype}")
         return signal.astype(np.float64), float(fs)
-    if suffix in (".mat", ".hea", ".dat"):
-        base = path.with_suffix("")
-    elif path.exists():
+    known = suffix in (".mat", ".hea", ".dat")
+    if not known and path.exists():
         raise RecordError(name, "unsupported file type", "expected .mat/.hea (PhysioNet), WFDB .hea/.dat, or .npy")
-    else:
-        base = path
+    base = path.with_suffix("") if known else path
     hea, mat, dat = (Path(f"{base}{ext}") for ext in (".hea", ".mat", ".dat"))
     if not (hea.is_file() or mat.is_file() or dat.is_file()):
         raise RecordError(name, "no such record", f"no {base.name}.hea/.mat/.dat in {base.parent}")
