@@ -9,10 +9,8 @@ Contents (flat)::
     metrics.json   the metrics it is released with (an `ecg-ray evaluate` JSON, or the checkpoint's)
     MODEL_CARD.md  data, split, intended use, limits, metrics
 
-The TorchScript is made with ``torch.jit.trace`` and checked against the eager
-model on real (or ECG-like synthetic) segments at two batch sizes before
-anything is written. ``ecg-ray predict`` / ``evaluate`` load the archive, the
-unpacked folder, or ``model.ts`` alone.
+The TorchScript is checked against the eager model (``trace_model``) before anything is written.
+``ecg-ray predict`` / ``evaluate`` load the archive, the unpacked folder, or ``model.ts`` alone.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import numpy as np
 import torch
 
 from . import CLASS_KEYS, CLASSES, __version__
-from .artifacts import Run, provenance, read_json
+from .artifacts import Run, provenance, read_json, write_json
 from .models import count_parameters
 from .predict import (ARCHIVE_SUFFIXES, CHECKPOINT_NAME, CONFIG_NAME, TORCHSCRIPT_NAME, Predictor,
                       predictor_from_checkpoint, read_input, synthetic_ecg)
@@ -87,8 +85,7 @@ def training_info(ckpt_file: Path, payload: dict) -> dict:
     run = Run(ckpt_file.parent)
     if Run.holds(run.path) and (results := run.results):
         data = results.get("data", {})
-        info.update(prepared=data.get("prepared"), config_hash=data.get("config_hash"),
-                    train_records=data.get("train_records"), val_records=data.get("val_records"),
+        info.update({k: data.get(k) for k in ("prepared", "config_hash", "train_records", "val_records")},
                     epochs_run=results.get("epochs"), best_epoch_index=results.get("best_epoch"))
     if info.get("prepared"):
         from .data.dataset import PreparedDataset
@@ -175,9 +172,7 @@ def metrics_table(m: dict) -> str:
 
 
 def model_card(config: dict, metrics: dict, n_params: int) -> str:
-    pre = config["preprocess"]
-    info = config["training"]
-    tc = config.get("train_config", {})
+    pre, info, tc = config["preprocess"], config["training"], config.get("train_config", {})
     seg_s = pre["segment_length"] / pre["fs"]
     records_text = (f"; the prepared dataset this model was trained from held {info['dataset_records']:,}"
                     if info.get("dataset_records") else "")
@@ -263,22 +258,17 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
 
     config = {
         "format": FORMAT,
-        "model": payload["model"],
-        "model_params": payload["model_params"],
-        "preprocess": payload["preprocess"],
+        **{k: payload[k] for k in ("model", "model_params", "preprocess")},
         "preprocess_hash": preprocess.hash,
-        "temperature": predictor.temperature,
-        "aggregate": predictor.aggregate,
-        "classes": list(CLASSES),
-        "probability_keys": list(CLASS_KEYS),
+        "temperature": predictor.temperature, "aggregate": predictor.aggregate,
+        "classes": list(CLASSES), "probability_keys": list(CLASS_KEYS),
         "input": {"shape": ["batch", 1, preprocess.segment_length], "dtype": "float32",
                   "output": "logits (batch, 4); divide by temperature, then aggregate a record's windows "
                             "(mean_prob: mean of softmax; mean_logit: softmax of the mean)"},
         "files": {"checkpoint": CHECKPOINT_NAME, "torchscript": TORCHSCRIPT_NAME},
         "train_config": payload.get("config", {}),
         "training": training_info(ckpt, payload),
-        "ecg_ray_version": __version__,
-        "torch_version": torch.__version__,
+        "ecg_ray_version": __version__, "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torchscript_check": {"max_abs_logit_diff": diff, "on": verified_on},
         "provenance": provenance(preprocess.hash),
@@ -293,7 +283,7 @@ def export_model(checkpoint: Path, out: Path, metrics_path: Path | None = None,
         torch.save(slim, tmp / CHECKPOINT_NAME)
         torch.jit.save(traced, str(tmp / TORCHSCRIPT_NAME), _extra_files={CONFIG_NAME: config_text})
         (tmp / CONFIG_NAME).write_text(config_text)
-        (tmp / METRICS_NAME).write_text(json.dumps(metrics, indent=1))
+        write_json(tmp / METRICS_NAME, metrics)
         (tmp / CARD_NAME).write_text(model_card(config, metrics, n_params))
         load_checkpoint(tmp / CHECKPOINT_NAME)  # the slim checkpoint still honours the contract
         files = [CHECKPOINT_NAME, TORCHSCRIPT_NAME, CONFIG_NAME, METRICS_NAME, CARD_NAME]
