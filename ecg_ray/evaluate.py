@@ -42,7 +42,6 @@ from .training.metrics import (bootstrap_f1, classification_metrics, confusion, 
                                softmax)
 
 PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in CLASS_KEYS], "predicted", "n_segments"]
-TEST_LOG_FIELDS = ["date", "checkpoint", "command", "n_records", "f1_cinc", "f1_cinc_ci_lo", "f1_cinc_ci_hi"]
 
 
 def split_records(prepared: Path, split: str) -> list[str]:
@@ -189,5 +188,4 @@ def log_test_scoring(path: Path, result: dict, command: str) -> None:
     row = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "checkpoint": result.get("checkpoint"),
            "command": command, "n_records": result.get("n_records"), "f1_cinc": f"{result['f1_cinc']:.4f}",
            "f1_cinc_ci_lo": "" if lo is None else f"{lo:.4f}", "f1_cinc_ci_hi": "" if hi is None else f"{hi:.4f}"}
-    pd.DataFrame([row], columns=TEST_LOG_FIELDS).to_csv(path, mode="a", header=not path.is_file(), index=False,
-                                                        lineterminator="\r\n")
+    pd.DataFrame([row]).to_csv(path, mode="a", header=not path.is_file(), index=False, lineterminator="\r\n")
