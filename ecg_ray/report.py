@@ -256,10 +256,9 @@ def _best_section(best: pd.Series, trials: pd.DataFrame, epochs: pd.DataFrame, m
         labels = {r.trial_id: f"{r.trial_id[-5:]} {r.model}/{r.imbalance}/{r.augment}"
                   for r in trials.itertuples() if hasattr(r, "model")}
         runs = {labels.get(t, t): g for t, g in epochs.groupby("trial_id", sort=True)}
-        parts.append("All trials, validation F1(N,A,O) and loss per epoch (a short line is a trial ASHA "
-                     "stopped):\n")
-        parts.append(_img(plots.save(plots.runs_overlay_figure(runs), fig_dir / "all_trials_curves.png"), out,
-                          "all trials overlaid") + "\n")
+        overlay = plots.save(plots.runs_overlay_figure(runs), fig_dir / "all_trials_curves.png")
+        parts += ["All trials, validation F1(N,A,O) and loss per epoch (a short line is a trial ASHA stopped):\n",
+                  _img(overlay, out, "all trials overlaid") + "\n"]
     return "\n".join(parts)
 
 
@@ -346,12 +345,10 @@ def _data_figures(manifest: dict, prepared, records_dir, record, fig_dir: Path, 
     drawable = bool(records_dir) and not src.grouped  # whole recordings, not windows cut from them
     record, label = _pick_record(manifest, prepared, record)
     if record is None and drawable:
-        labels = {}
         with contextlib.suppress(DataError):
             labels = src.labels(records_dir)[1] or {}
-        if labels:
-            record = next((r for r, l in labels.items() if l == "A"), next(iter(labels)))
-            label = labels[record]
+            record = next((r for r, l in labels.items() if l == "A"), next(iter(labels), None))
+            label = labels.get(record)
     on_disk = bool(records_dir and record) and (records_dir / f"{record}.hea").is_file()
     parts = []
     if drawable and on_disk:
