@@ -22,8 +22,7 @@ from . import CLASS_KEYS, CLASSES, HEADLINE
 from .tables import fmt_value
 
 DPI = 110
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf"]
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 #: The one style of every figure; ``@matplotlib.rc_context(STYLE)`` on each builder applies it.
 STYLE = {
     "figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "tight", "savefig.facecolor": "white",
@@ -60,8 +59,7 @@ def save(fig: Figure, out, palette: bool = False) -> Path:
         from PIL import Image
 
         with Image.open(out) as image:
-            quantized = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                                      dither=Image.Dither.NONE)
+            quantized = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         quantized.save(out, optimize=True)
     return out
 
@@ -289,8 +287,7 @@ def roc_figure(y_true, probs, classes: Sequence[str] = CLASSES, title: str | Non
 
 
 @matplotlib.rc_context(STYLE)
-def reliability_figure(y_true, curves: Mapping[str, np.ndarray], n_bins: int = 15,
-                       title: str | None = None) -> Figure:
+def reliability_figure(y_true, curves: Mapping[str, np.ndarray], n_bins: int = 15, title: str | None = None) -> Figure:
     """Reliability diagram: top-label confidence vs accuracy per bin, one line per
     entry of ``curves`` (label → record probabilities), ECE in the legend, and the
     share of records per bin below."""
