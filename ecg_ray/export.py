@@ -113,10 +113,9 @@ def _split_text(info: dict) -> str:
         text += f" ({info['train_records']} training, {info.get('val_records')} validation records)"
     if info.get("max_records"):
         text += f", training records capped at {info['max_records']}"
-    text += (f"; the checkpoint is epoch {info.get('epochs_trained')}"
-             + (f" of {info['epochs_run']}" if info.get("epochs_run") else "")
-             + " (chosen on the validation records' F1, so its validation metrics are optimistic).")
-    return text
+    return (text + f"; the checkpoint is epoch {info.get('epochs_trained')}"
+            + (f" of {info['epochs_run']}" if info.get("epochs_run") else "")
+            + " (chosen on the validation records' F1, so its validation metrics are optimistic).")
 
 
 def released_metrics(payload: dict, metrics_path: Path | None) -> dict:
