@@ -111,6 +111,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
         with contextlib.suppress(Exception):  # a moved or incomplete prepared folder: report without it
             manifest = PreparedDataset(prepared).manifest
     prepared = Path(prepared) if prepared else None
+    readable = prepared if manifest else None  # a prepared folder since moved or deleted is named, not read
     feed = sweep.get("feed") or {k: v for k, v in data.items() if k not in ("prepared", "config_hash")}
     command = command or shlex.join(["ecg-ray", *sys.argv[1:]])
     is_sweep = attrs.get("kind") == "tune"
@@ -201,8 +202,8 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     if best is not None:
         md.append(_best_section(best, trials, epochs, metric, mode, fig_dir, out))
         checkpoint = best.get("checkpoint")
-        if evaluate and checkpoint and isinstance(checkpoint, str) and prepared and Path(checkpoint).exists():
-            md.append(_validation_section(checkpoint, prepared, fig_dir, out, val_fold, max_records))
+        if evaluate and checkpoint and isinstance(checkpoint, str) and readable and Path(checkpoint).exists():
+            md.append(_validation_section(checkpoint, readable, fig_dir, out, val_fold, max_records))
         elif evaluate:
             notes.append("validation confusion matrix / ROC skipped: "
                          + ("no checkpoint on storage" if not checkpoint else "prepared dataset not found (--data)"))
@@ -210,7 +211,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
     if with_ablation:
         md.append(_ablation_section(trials, fig_dir, out, epochs))
 
-    md += ["## Data figures\n", _data_figures(manifest, prepared, records_dir, record, fig_dir, out, notes)]
+    md += ["## Data figures\n", _data_figures(manifest, readable, records_dir, record, fig_dir, out, notes)]
 
     if is_sweep:
         local = "://" not in str(attrs.get("path"))

@@ -4,7 +4,9 @@ the expected number of series / cells, drawn from real records and a real sweep;
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib.image
@@ -13,6 +15,7 @@ import pandas as pd
 import pytest
 from matplotlib.lines import Line2D
 
+from conftest import PROJECT_ROOT
 from ecg_ray import CLASSES, plots
 from ecg_ray.data.physionet2017 import read_record
 from ecg_ray.data.preprocess import PreprocessConfig, preprocess_record
@@ -227,3 +230,20 @@ def test_palette_save_keeps_the_picture_in_256_colours(tmp_path):
         diff = np.abs(np.asarray(a.convert("RGB"), dtype=int) - np.asarray(b.convert("RGB"), dtype=int))
     assert np.percentile(diff, 99) <= 8  # the colours a plot uses survive
     assert small.stat().st_size < full.stat().st_size
+
+
+def test_report_on_a_run_whose_prepared_folder_is_gone(cinc_dir, tmp_path):
+    """A train run names a prepared folder that was since deleted: the report names it, draws the data
+    figures from the records folder and skips the validation section, instead of failing to read it."""
+    from ecg_ray.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(PROJECT_ROOT / "results" / "training" / "cnn_only_s42", run)
+    results = json.loads((run / "results.json").read_text())
+    results["data"]["prepared"] = str(tmp_path / "deleted_prepared")
+    (run / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out), "--data-dir", str(cinc_dir)]) == 0
+    text = (out / "report.md").read_text()
+    assert str(tmp_path / "deleted_prepared") in text
+    assert "preprocessing.png" in text and "augment_jitter.png" in text
