@@ -133,13 +133,13 @@ def _set_threads(threads: int | None) -> None:
 
 def _split_records(args) -> list[str] | None:
     """The records of ``--records-from-split`` in ``--prepared``'s saved split, or None (all)."""
-    from .evaluate import split_records
+    from .data.dataset import PreparedDataset
 
     if not args.records_from_split:
         return None
     if not args.prepared:
         raise ValueError("--records-from-split needs --prepared PREPARED (the dataset whose split to use)")
-    return split_records(args.prepared, args.records_from_split)
+    return PreparedDataset(args.prepared).split(args.records_from_split)
 
 
 def cmd_evaluate(args) -> str:

@@ -44,13 +44,6 @@ from .training.metrics import (bootstrap_f1, classification_metrics, confusion, 
 PREDICTION_FIELDS = ["record", "label", *[f"p_{k}" for k in CLASS_KEYS], "predicted", "n_segments"]
 
 
-def split_records(prepared: Path, split: str) -> list[str]:
-    """Record ids of ``split`` (train, val or test) in a prepared dataset's saved split."""
-    from .data.dataset import PreparedDataset
-
-    return PreparedDataset(prepared).split(split)
-
-
 def _items(src, data_dir: Path, labels_path: Path | None, window_s: float, wanted: set[str] | None, skip):
     """Yield ``(item id, label, signal, fs)`` for the labelled items (records, or
     MIT-BIH windows) of a records folder, ``wanted`` only when given."""

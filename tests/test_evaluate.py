@@ -23,10 +23,11 @@ from sklearn.metrics import f1_score, roc_auc_score
 from conftest import save_tiny_checkpoint, PROJECT_ROOT
 from ecg_ray import CLASSES, CLASS_TO_INDEX
 from ecg_ray.data import store
+from ecg_ray.data.dataset import PreparedDataset
 from ecg_ray.data.preprocess import PreprocessConfig
 from ecg_ray.artifacts import json_safe
 from ecg_ray.bench.prepare import link_records
-from ecg_ray.evaluate import evaluate_folder, split_records
+from ecg_ray.evaluate import evaluate_folder
 from ecg_ray.predict import Predictor, load_predictor
 from ecg_ray.training.metrics import score_records
 
@@ -155,7 +156,7 @@ def test_evaluate_skips_bad_records_and_counts_reasons(cinc_dir, cinc_labels, tm
 
 def test_evaluate_uses_the_checkpoints_preprocessing(prepared_small, small_cinc_dir, tiny_checkpoint):
     """Scores of raw test-split records = scores of their prepared segments."""
-    test_ids = split_records(prepared_small, "test")
+    test_ids = PreparedDataset(prepared_small).split("test")
     result, predictions = evaluate_folder(tiny_checkpoint, small_cinc_dir, records=test_ids,
                                           return_predictions=True, log=lambda m: None)
     assert result["n_records"] == len(test_ids)
