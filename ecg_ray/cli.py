@@ -218,8 +218,8 @@ def cmd_explain(args) -> int | dict:
         from .predict import error_line
 
         try:
-            return explain_one(args.checkpoint, args.record, args.out, args.method, args.layer, args.cls, args.fs,
-                               args.label)
+            return explain_one(args.checkpoint, args.record, out=args.out, method=args.method, layer=args.layer,
+                               cls=args.cls, fs=args.fs, label=args.label)
         except RecordError as err:
             print(f"ecg-ray: error: {error_line(str(args.record), err)}", file=sys.stderr)
             return 2

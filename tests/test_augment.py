@@ -103,3 +103,11 @@ def test_parse_augment_refuses_unknown_names_even_with_all(value):
         parse_augment(value)
     with pytest.raises(ValueError, match="augment: unknown augmentation 'bogus'"):
         TrainConfig(augment=value)
+
+
+def test_augment_label_reads_any_stored_setting_without_checking_it():
+    """Run tables label what a stored trial was given: unknown names are kept (last), never an error."""
+    from ecg_ray.training.augment import augment_label
+
+    assert augment_label("bogus+cutout,jitter") == "jitter+cutout+bogus"
+    assert augment_label("all,bogus") == "all" and augment_label(None) == augment_label("none") == "none"

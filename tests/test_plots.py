@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from matplotlib.lines import Line2D
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, save_tiny_checkpoint
 from ecg_ray import CLASSES, plots
 from ecg_ray.data.physionet2017 import read_record
 from ecg_ray.data.preprocess import PreprocessConfig, preprocess_record
@@ -239,6 +239,7 @@ def test_report_on_a_run_whose_prepared_folder_is_gone(cinc_dir, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(PROJECT_ROOT / "results" / "training" / "cnn_only_s42", run)
+    save_tiny_checkpoint(run)  # a checkpoint to validate, so only the missing folder stops the validation
     results = json.loads((run / "results.json").read_text())
     results["data"]["prepared"] = str(tmp_path / "deleted_prepared")
     (run / "results.json").write_text(json.dumps(results))
@@ -247,3 +248,4 @@ def test_report_on_a_run_whose_prepared_folder_is_gone(cinc_dir, tmp_path):
     text = (out / "report.md").read_text()
     assert str(tmp_path / "deleted_prepared") in text
     assert "preprocessing.png" in text and "augment_jitter.png" in text
+    assert "validation confusion matrix / ROC skipped: prepared dataset not found" in text

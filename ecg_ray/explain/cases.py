@@ -105,8 +105,9 @@ def explain_cases(checkpoint, data_dir: Path, out_dir: Path, n: int = 3, labels:
                 name = f"{PROB[c]}_{kind}_{p['record']}.png"
                 pred = p["predicted"]
                 save(explanation_figure(e, label=p["label"]), out_dir / "figures" / name, palette=True)
-                lines += [f"![{p['record']}](figures/{name})", "", f"`{p['record']}`: true **{p['label']}**, "
-                          f"predicted **{pred}** (p = {p[f'p_{PROB[pred]}']:.2f})", ""]
+                caption = (f"`{p['record']}`: true **{p['label']}**, predicted **{pred}** "
+                           f"(p = {p[f'p_{PROB[pred]}']:.2f})")
+                lines += [f"![{p['record']}](figures/{name})", "", caption, ""]
                 written += 1
     log_stderr(f"explain: {written} case figures written")
 

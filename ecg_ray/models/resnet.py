@@ -72,7 +72,7 @@ class ResNet1D(ECGModel):
         widths = [width * 2 ** (i // grow_every) for i in range(blocks)]
         self.frontend = nn.Sequential(
             SameConv1d(in_channels, width, kernel_size), *bn_relu(width),
-            *(PreActBlock(c_in, c_out, kernel_size, stride if i % 2 == 0 else 1, dropout, first=i == 0)
+            *(PreActBlock(c_in, c_out, kernel_size, stride if i % 2 == 0 else 1, dropout, first=(i == 0))
               for i, (c_in, c_out) in enumerate(zip([width, *widths], widths))),
             *bn_relu(widths[-1]))
         self.head = linear_head(widths[-1], num_classes, head_dropout)

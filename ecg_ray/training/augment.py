@@ -146,17 +146,22 @@ class Compose:
         return f"Compose({self.augmenters})"
 
 
+def _names(value) -> list[str]:
+    """The names of an ``augment`` setting as written, unchecked: None, ``"none"`` or ``""`` → ``[]``."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = re.split(r"[+,]", value)
+    return [str(v).strip() for v in value if str(v).strip() not in ("", "none")]
+
+
 def parse_augment(value) -> list[str]:
     """The ``augment`` setting as a list of names, in the order given: None,
     ``"none"`` or ``""`` → ``[]``; ``"all"`` → every name; names joined by ``,``
     or ``+`` (``"jitter,cutout"``, ``"jitter+cutout"``) or a list of them; an unknown
     name is a ValueError, ``"all"`` or not. The one parser of the setting (config, CLI,
     sweep specs, run tables)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = re.split(r"[+,]", value)
-    names = [str(v).strip() for v in value if str(v).strip() not in ("", "none")]
+    names = _names(value)
     unknown = [n for n in names if n not in AUGMENTERS and n != "all"]
     if unknown:
         raise ValueError(f"augment: unknown augmentation {unknown[0]!r}; "
@@ -166,13 +171,15 @@ def parse_augment(value) -> list[str]:
 
 def augment_label(value) -> str:
     """The ``augment`` setting as one string: ``none``, ``all``, or names joined by
-    ``+`` in the registry's order (``jitter+cutout``), whichever spelling it came in."""
-    names = parse_augment(value)
+    ``+`` in the registry's order (``jitter+cutout``), whichever spelling it came in.
+    Unchecked, so that a run table reads what any stored trial was given (unknown names last)."""
+    names = _names(value)
     if not names:
         return "none"
-    if set(names) >= set(AUGMENT_NAMES):
+    if "all" in names or set(names) >= set(AUGMENT_NAMES):
         return "all"
-    return "+".join(sorted(dict.fromkeys(names), key=AUGMENT_NAMES.index))
+    order = {n: i for i, n in enumerate(AUGMENT_NAMES)}
+    return "+".join(sorted(dict.fromkeys(names), key=lambda n: (order.get(n, len(order)), n)))
 
 
 def build_augmenter(names: list[str] | str | None, p: float = 0.5, **params) -> Compose:
