@@ -157,3 +157,39 @@ def test_node_local_storage_fails_on_many_nodes(storage, tmp_path):
 def test_sibling_of_a_shared_root_is_not_shared(tmp_path):
     with pytest.raises(StorageError):
         check_storage(str(tmp_path / "efs-other"), 2, [str(tmp_path / "efs")])
+
+
+def test_only_placement_groups_that_an_ended_job_still_holds_are_removed(monkeypatch):
+    """A stopped job's group left CREATED is removed; a running job's, a detached one, one already
+    removed or pending, and one of a job still running are kept; no state API means no change."""
+    import importlib
+    from types import SimpleNamespace as NS
+
+    from ray.util import state
+
+    from ecg_ray.tuning import sweep
+
+    jobs = [NS(job_id="02000000", status="JobStatus.STOPPED"), NS(job_id="03000000", status="RUNNING"),
+            NS(job_id="04000000", status="SUCCEEDED")]
+    leaked, detached = "47b851726ecc42a0b2f1ac7571af02000000", "aa" * 14 + "04000000"
+    groups = [NS(placement_group_id=leaked, creator_job_id="02000000", state="CREATED", is_detached=False),
+              NS(placement_group_id="bb" * 14 + "02000000", creator_job_id="02000000", state="REMOVED",
+                 is_detached=False),
+              NS(placement_group_id="cc" * 14 + "03000000", creator_job_id="03000000", state="CREATED",
+                 is_detached=False),
+              NS(placement_group_id="dd" * 14 + "03000000", creator_job_id="03000000", state="PENDING",
+                 is_detached=False),
+              NS(placement_group_id=detached, creator_job_id="04000000", state="CREATED", is_detached=True)]
+    removed, lines = [], []
+    pg_module = importlib.import_module("ray.util.placement_group")  # ray.util.placement_group is also a function
+    monkeypatch.setattr(state, "list_jobs", lambda **kw: jobs)
+    monkeypatch.setattr(state, "list_placement_groups", lambda **kw: groups)
+    monkeypatch.setattr(pg_module, "remove_placement_group", lambda pg: removed.append(pg.id.hex()))
+    assert sweep.remove_leaked_placement_groups(lines.append) == 1
+    assert removed == [leaked] and "ended job 02000000" in lines[0]
+
+    def no_dashboard(**kw):
+        raise ConnectionError("dashboard not running")
+
+    monkeypatch.setattr(state, "list_jobs", no_dashboard)
+    assert sweep.remove_leaked_placement_groups(lines.append) == 0 and "not checked" in lines[-1]
