@@ -29,12 +29,14 @@ SMOKE = str(PROJECT_ROOT / "search_spaces" / "smoke.yaml")
 #: model x 2 seeds x 2 epochs (the suite's time budget), each trial DDP over 2 workers x 1 CPU
 #: (gloo), one on each worker node, all with the ``sampler`` strategy (per-rank Poisson resampling:
 #: the one whose ranks draw different batch sizes), so the trial killed with its node is a sampler
-#: DDP trial resumed from its checkpoint. 6 crops of 20 s per record (the samples of 12 crops of
-#: 10 s) keep an epoch long enough for the node-kill test to catch a trial between its two
-#: epochs, not while its second epoch is being reported.
+#: DDP trial resumed from its checkpoint. Stage 1 draws 6 crops of 20 s per record; stage 2 draws
+#: 12, so that its second epoch (about 3 s of training with 6) lasts long enough for the node-kill
+#: test to catch a trial between its two epochs, not after its last one was reported (a fresh-clone
+#: run once killed the node 3 s late: the trial then only re-reported its finished epoch 2).
 SMALL_RECORDS = 80
 SMALL = ["--set", f"data.max_records={SMALL_RECORDS}", "--set", "param_space.crops_per_record=6"]
-STAGE2 = ["--set", "stage2={factors: [model], seeds: [0, 1], budget: 2, fixed: {imbalance: sampler},"
+STAGE2 = ["--set", "stage2={factors: [model], seeds: [0, 1], budget: 2,"
+                   " fixed: {imbalance: sampler, crops_per_record: 12},"
                    " resources: {num_workers: 2, cpus_per_trial: 2}}"]
 
 
@@ -138,7 +140,8 @@ def run_on_cluster(prepared: Path, storage: Path) -> SmokeSweep:
         cluster.stop_job(job)
         before = {t: trial_files(experiment, t) for t in finished}
         job = cluster.submit(command + ["--resume"], env_vars)
-        killed = _wait(lambda: _kill_mid_trial(cluster, stage2), 1200, "no stage-2 trial caught mid-way")
+        ids = {cluster.node_id(name): name for name in cluster.nodes}  # looked up once: each scans every process
+        killed = _wait(lambda: _kill_mid_trial(cluster, ids, stage2), 1200, "no stage-2 trial caught mid-way")
         cluster.add_node("n2")  # the lost machine's replacement
         status, logs = cluster.wait_job(job, 1200)
         assert status == "SUCCEEDED", f"job {job}: {status}\n{logs[-6000:]}"
@@ -168,11 +171,10 @@ def _finished_some(experiment: Path) -> set[str]:
     return finished if finished and len(finished) < len(states) else set()
 
 
-def _kill_mid_trial(cluster, stage2: Path) -> dict | None:
+def _kill_mid_trial(cluster, ids: dict[str, str], stage2: Path) -> dict | None:
     """Kill the node of a stage-2 trial that has reported its first epoch and not its
     last: ``{trial, node_id, node, epochs_done, processes}`` (the titles of the node's
-    processes just before), or None while there is none."""
-    ids = {cluster.node_id(name): name for name in cluster.nodes}
+    processes just before), or None while there is none. ``ids``: node id → node name."""
     for trial_id, rows in epoch_rows(stage2).items():
         if len(rows) == 1 and rows[0].get("node_id") in ids:
             name = ids[rows[0]["node_id"]]
