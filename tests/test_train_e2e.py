@@ -124,8 +124,12 @@ def test_two_gloo_workers_with_sampler_match_a_single_process_scoring(prepared_s
     # --resume of the finished run: Train restores its last checkpoint, no epoch is trained again,
     # and the last epoch is reported once more (a sweep trial restored there ends on its real result)
     history = json.loads((run / "history.json").read_text())
+    checkpoints = [d for d in run.rglob("checkpoint_*") if d.is_dir()]
     again = _train(prepared, run, "--num-workers", "2", "--imbalance", "sampler", "--no-calibrate",
                    "--no-materialize", "--resume")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert again.stderr.count("epoch   1 ") == 1 and "epoch   2" not in again.stderr
     assert json.loads((run / "history.json").read_text()) == history
+    # reported with its checkpoint again (a sweep trial's last result keeps its checkpoint_path)
+    assert len([d for d in run.rglob("checkpoint_*") if d.is_dir()]) == len(checkpoints) + 1, checkpoints
+    assert load_checkpoint(run)["epoch"] == payload["epoch"]

@@ -134,9 +134,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
         since_best = start_epoch - 1 - max(h["epoch"] for h in history if h[HEADLINE] == best)
         if start_epoch >= cfg.num_epochs or history[-1].get("early_stopped"):
             # Restored after its last epoch: a sweep's driver killed between that epoch's report and
-            # its own record of it restarts the trial from the old record. Report the epoch again, so
-            # Tune ends on the run's real result (every rank: a report is collective).
-            ray.train.report(history[-1])
+            # its own record of it restarts the trial from the old record. Report the epoch again, with
+            # its checkpoint, so Tune ends on the run's real result (every rank: a report is collective).
+            if rank == 0:
+                with checkpoint.as_directory() as d:
+                    ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(d))
+            else:
+                ray.train.report(history[-1])
             return
 
     loss_fn = build_loss(cfg.imbalance, class_counts, gamma=cfg.focal_gamma, weighting=cfg.class_weighting).to(device)
