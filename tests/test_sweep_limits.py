@@ -167,7 +167,7 @@ def test_only_placement_groups_that_an_ended_job_still_holds_are_removed(monkeyp
 
     from ray.util import state
 
-    from ecg_ray.tuning import sweep
+    from ecg_ray.training import trainer
 
     jobs = [NS(job_id="02000000", status="JobStatus.STOPPED"), NS(job_id="03000000", status="RUNNING"),
             NS(job_id="04000000", status="SUCCEEDED")]
@@ -185,11 +185,11 @@ def test_only_placement_groups_that_an_ended_job_still_holds_are_removed(monkeyp
     monkeypatch.setattr(state, "list_jobs", lambda **kw: jobs)
     monkeypatch.setattr(state, "list_placement_groups", lambda **kw: groups)
     monkeypatch.setattr(pg_module, "remove_placement_group", lambda pg: removed.append(pg.id.hex()))
-    assert sweep.remove_leaked_placement_groups(lines.append) == 1
+    assert trainer.remove_leaked_placement_groups(lines.append) == 1
     assert removed == [leaked] and "ended job 02000000" in lines[0]
 
     def no_dashboard(**kw):
         raise ConnectionError("dashboard not running")
 
     monkeypatch.setattr(state, "list_jobs", no_dashboard)
-    assert sweep.remove_leaked_placement_groups(lines.append) == 0 and "not checked" in lines[-1]
+    assert trainer.remove_leaked_placement_groups(lines.append) == 0 and "not checked" in lines[-1]

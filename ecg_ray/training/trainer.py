@@ -147,6 +147,33 @@ def quiet_ray_data_env() -> dict:
     return {"RAY_DATA_LOGGING_CONFIG": str(path)}
 
 
+def remove_leaked_placement_groups(log=log_stderr) -> int:
+    """Remove the placement groups that jobs which have ended still hold; how many.
+
+    A job stopped while one of its trials starts (``ray job stop`` of a sweep, to resume it)
+    can leave that trial's worker placement group reserved: it was created just as Ray
+    ended the job, so Ray never frees it, and a resumed sweep (or any later run) that needs
+    those CPUs waits forever (seen with Ray 2.60 on the local 3-node test cluster). A
+    non-detached group whose creator job has ended can have no user, so removing it is safe.
+    ``init_ray`` calls this whenever it joins a running cluster. Needs Ray's state API (the
+    dashboard); without it, nothing is done."""
+    from ray.util import state
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    try:
+        ended = {j.job_id for j in state.list_jobs(detail=True) if str(j.status).split(".")[-1]
+                 in ("STOPPED", "SUCCEEDED", "FAILED")}
+        groups = state.list_placement_groups(detail=True, limit=10_000)
+    except Exception as e:  # no dashboard, an older cluster: leave Ray's bookkeeping alone
+        log(f"ray: placement groups not checked ({type(e).__name__}: {e})")
+        return 0
+    leaked = [g for g in groups if g.state == "CREATED" and not g.is_detached and g.creator_job_id in ended]
+    for g in leaked:
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))))
+        log(f"ray: removed placement group {g.placement_group_id} left reserved by ended job {g.creator_job_id}")
+    return len(leaked)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, worker_logs: bool = True, *,
              object_store_memory: int | None = None, include_dashboard: bool | None = None) -> None:
     """Connect to ``address`` (or a running cluster) or start a local Ray. ``worker_logs``:
@@ -179,6 +206,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, worker_log
              log_to_driver=worker_logs, logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
              configure_logging=True, logging_level=level)
     logging.getLogger("ray.data").setLevel(level if verbose() else "ERROR")
+    if not local:  # a running cluster: what an ended job left reserved must not block this one
+        remove_leaked_placement_groups()
 
 
 def train_run(cfg: TrainConfig, prepared: Path, out: Path, *, address: str | None = None,

@@ -138,32 +138,6 @@ def check_storage(storage: str, alive_nodes: int, shared: list[str] = ()) -> Non
         f"(several: separated by {os.pathsep!r}).")
 
 
-def remove_leaked_placement_groups(log=log_stderr) -> int:
-    """Remove the placement groups that jobs which have ended still hold; how many.
-
-    A job stopped while one of its trials starts (``ray job stop`` of a sweep, to resume it)
-    can leave that trial's worker placement group reserved: it was created just as Ray
-    ended the job, so Ray never frees it, and a resumed sweep that needs those CPUs waits
-    forever (seen with Ray 2.60 on the local 3-node test cluster). A non-detached group
-    whose creator job has ended can have no user, so removing it is safe. Needs Ray's
-    state API (the dashboard); without it, nothing is done."""
-    from ray.util import state
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
-    try:
-        ended = {j.job_id for j in state.list_jobs(detail=True) if str(j.status).split(".")[-1]
-                 in ("STOPPED", "SUCCEEDED", "FAILED")}
-        groups = state.list_placement_groups(detail=True, limit=10_000)
-    except Exception as e:  # no dashboard, an older cluster: leave Ray's bookkeeping alone
-        log(f"sweep: placement groups not checked ({type(e).__name__}: {e})")
-        return 0
-    leaked = [g for g in groups if g.state == "CREATED" and not g.is_detached and g.creator_job_id in ended]
-    for g in leaked:
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))))
-        log(f"sweep: removed placement group {g.placement_group_id} left reserved by ended job {g.creator_job_id}")
-    return len(leaked)
-
-
 def storage_root(storage) -> str:
     """Where experiments are stored: a URI as given, a local path made absolute (Tune needs one)."""
     return str(storage) if "://" in str(storage) else str(Path(storage).resolve())
@@ -219,8 +193,6 @@ def run_sweep(spec: SweepSpec, prepared: Path, storage: str, *, resume: bool = F
     # Ray's own actors print stays in the session logs unless $ECG_RAY_VERBOSE. Tune's new console output
     # prints a settings box even at verbose=0 (for a new and a restored sweep alike); the legacy one is silent there.
     init_ray(address, worker_logs=ray_verbose())
-    if address or os.environ.get("RAY_ADDRESS"):  # a running cluster: what an ended job left must not block us
-        remove_leaked_placement_groups()
     if not ray_verbose():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     shared = [p for p in os.environ.get(SHARED_STORAGE_ENV, "").split(os.pathsep) if p]  # mounted on every node
