@@ -111,7 +111,7 @@ def build_report(experiment, out, *, metric: str | None = None, mode: str | None
         with contextlib.suppress(Exception):  # a moved or incomplete prepared folder: report without it
             manifest = PreparedDataset(prepared).manifest
     prepared = Path(prepared) if prepared else None
-    readable = None if prepared and not prepared.exists() else prepared  # a folder since deleted: named, not read
+    readable = prepared if prepared and prepared.exists() else None  # a folder since deleted: named, not read
     feed = sweep.get("feed") or {k: v for k, v in data.items() if k not in ("prepared", "config_hash")}
     command = command or shlex.join(["ecg-ray", *sys.argv[1:]])
     is_sweep = attrs.get("kind") == "tune"

@@ -136,11 +136,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             # Restored after its last epoch: a sweep's driver killed between that epoch's report and
             # its own record of it restarts the trial from the old record. Report the epoch again, with
             # its checkpoint, so Tune ends on the run's real result (every rank: a report is collective).
-            if rank == 0:
-                with checkpoint.as_directory() as d:
-                    ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(d))
-            else:
-                ray.train.report(history[-1])
+            ray.train.report(history[-1], checkpoint=checkpoint if rank == 0 else None)
             return
 
     loss_fn = build_loss(cfg.imbalance, class_counts, gamma=cfg.focal_gamma, weighting=cfg.class_weighting).to(device)
